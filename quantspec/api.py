@@ -1,0 +1,200 @@
+"""The public operations: argument checks, then the chosen implementation.
+
+Every check happens here, before any implementation runs, so the spec
+modules and the kernels only ever see C-contiguous, aligned arrays of the
+right dtype and shape.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from quantspec import dispatch, registry
+from quantspec.errors import (
+    DtypeError,
+    ImatrixError,
+    NonFiniteInputError,
+    OutArrayError,
+    ShapeError,
+    SizeOverflowError,
+    UnsupportedOperationError,
+    describe,
+)
+from quantspec.reference import Invalid
+
+_MAX_BYTES = sys.maxsize  # sizes are Python ints, checked against the address space
+
+
+def _checked_array(fmt: str, what: str, arr, dtype) -> np.ndarray:
+    if not isinstance(arr, np.ndarray):
+        arr = np.asarray(arr)
+    if arr.dtype != dtype:
+        raise DtypeError(f"{fmt}: {what} must be {np.dtype(dtype).name}, got {describe(arr)}")
+    if arr.ndim not in (1, 2):
+        raise ShapeError(f"{fmt}: {what} must be 1-D (one row) or 2-D (rows), got {describe(arr)}")
+    # Strided views, byte-swapped or misaligned buffers: copy, never misread.
+    if not (arr.flags.c_contiguous and arr.flags.aligned and arr.dtype.isnative):
+        arr = np.ascontiguousarray(arr, dtype=np.dtype(dtype).newbyteorder("="))
+    return arr
+
+
+def _check_size(fmt: str, *factors: int) -> None:
+    total = 1
+    for f in factors:
+        total *= int(f)
+    if total > _MAX_BYTES:
+        raise SizeOverflowError(f"{fmt}: {' x '.join(map(str, factors))} bytes does not fit in memory")
+
+
+def _check_out(fmt: str, out, shape: tuple[int, ...], dtype) -> np.ndarray:
+    if out is None:
+        return np.empty(shape, dtype=dtype)
+    if not isinstance(out, np.ndarray):
+        raise OutArrayError(f"{fmt}: out must be a numpy array of dtype {np.dtype(dtype).name} "
+                            f"and shape {shape}, got {describe(out)}")
+    if out.dtype != dtype or out.shape != shape:
+        raise OutArrayError(f"{fmt}: out must have dtype {np.dtype(dtype).name} and shape {shape}, "
+                            f"got {describe(out)}")
+    if not (out.flags.c_contiguous and out.flags.aligned and out.flags.writeable):
+        raise OutArrayError(f"{fmt}: out must be C-contiguous, aligned and writeable")
+    return out
+
+
+def _check_threads(threads) -> int:
+    if threads is None:
+        return 1
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    return int(threads)
+
+
+def _check_imatrix(fmt: str, imatrix, n_per_row: int) -> np.ndarray | None:
+    spec = registry.spec(fmt)
+    if imatrix is None:
+        if spec.imatrix == "required":
+            raise ImatrixError(f"{fmt}: an importance matrix of {n_per_row} float32 weights is required")
+        return None
+    im = np.asarray(imatrix)
+    if im.dtype != np.float32:
+        raise DtypeError(f"{fmt}: imatrix must be float32, got {describe(im)}")
+    if im.shape != (n_per_row,):
+        raise ImatrixError(f"{fmt}: imatrix must have shape ({n_per_row},) (one weight per column), "
+                           f"got {describe(im)}")
+    if not np.isfinite(im).all():
+        raise ImatrixError(f"{fmt}: imatrix weights must be finite; column {int(np.argmin(np.isfinite(im)))} is not")
+    if (im < 0).any():
+        raise ImatrixError(f"{fmt}: imatrix weights must be >= 0; column {int(np.argmax(im < 0))} is "
+                           f"{float(im[np.argmax(im < 0)])!r}")
+    return np.ascontiguousarray(im)
+
+
+def _raise_nonfinite(fmt: str, x2: np.ndarray, block: int) -> None:
+    spec = registry.spec(fmt)
+    n_per_row = x2.shape[1]
+    per_row = n_per_row // spec.block_size
+    row, blk = divmod(int(block), per_row)
+    cols = slice(blk * spec.block_size, (blk + 1) * spec.block_size)
+    bad = np.flatnonzero(~np.isfinite(x2[row, cols]))
+    col = blk * spec.block_size + (int(bad[0]) if bad.size else 0)
+    raise NonFiniteInputError(
+        f"{fmt}: input must be finite (the format cannot store NaN or inf); "
+        f"row {row} column {col} (block {blk}) is {x2[row, col]!r}")
+
+
+def quantize(fmt, x, imatrix=None, threads=None, out=None) -> np.ndarray:
+    """Quantize float32 rows: ``x`` of shape ``(n,)`` or ``(nrows, n)`` -> uint8
+    ``(row_bytes,)`` or ``(nrows, row_bytes)``, bytes exactly as ggml writes
+    them (``ggml_quantize_chunk``). ``imatrix``: ``n`` float32 column weights."""
+    name = registry.resolve(fmt)
+    spec = registry.spec(name)
+    threads = _check_threads(threads)
+    x = _checked_array(name, "x", x, np.float32)
+    one_row = x.ndim == 1
+    x2 = x.reshape(1, -1) if one_row else x
+    nrows, n = x2.shape
+    if n == 0 or n % spec.block_size:
+        raise ShapeError(f"{name}: rows must hold a positive multiple of {spec.block_size} elements "
+                         f"(its block size), got {n}")
+    row_bytes = spec.row_bytes(n)
+    _check_size(name, nrows, row_bytes)
+    im = _check_imatrix(name, imatrix, n)
+    shape = (row_bytes,) if one_row else (nrows, row_bytes)
+    dest = _check_out(name, out, shape, np.uint8)
+    impl = dispatch.implementation(name, "quantize")
+    if impl.isa == "reference":
+        if spec.nonfinite_input == "reject" and not np.isfinite(x2).all():
+            bad_block = int(np.argmax(~np.isfinite(x2).reshape(-1, spec.block_size).all(axis=1)))
+            _raise_nonfinite(name, x2, bad_block)
+        dest.reshape(nrows, row_bytes)[...] = impl.quantize(x2, im)
+    else:
+        bad_block = impl.quantize(x2, dest.reshape(nrows, row_bytes), im, threads)
+        if bad_block >= 0 and spec.nonfinite_input == "reject":
+            _raise_nonfinite(name, x2, bad_block)
+    return dest
+
+
+def _byte_rows(name: str, q) -> tuple[np.ndarray, bool, int]:
+    spec = registry.spec(name)
+    q = _checked_array(name, "q", q, np.uint8)
+    one_row = q.ndim == 1
+    q2 = q.reshape(1, -1) if one_row else q
+    row_bytes = q2.shape[1]
+    body = row_bytes - spec.row_meta_size
+    if row_bytes == 0 or body <= 0 or body % spec.type_size:
+        raise ShapeError(
+            f"{name}: a row must be {spec.row_meta_size} + k*{spec.type_size} bytes "
+            f"(k blocks of {spec.block_size} elements, k >= 1), got {row_bytes} bytes")
+    n = body // spec.type_size * spec.block_size
+    return q2, one_row, n
+
+
+def dequantize(fmt, q, threads=None, out=None) -> np.ndarray:
+    """Dequantize byte rows: uint8 ``(row_bytes,)`` or ``(nrows, row_bytes)`` ->
+    float32 ``(n,)`` or ``(nrows, n)``."""
+    name = registry.resolve(fmt)
+    threads = _check_threads(threads)
+    q2, one_row, n = _byte_rows(name, q)
+    nrows = q2.shape[0]
+    _check_size(name, nrows, n, 4)
+    dest = _check_out(name, out, (n,) if one_row else (nrows, n), np.float32)
+    impl = dispatch.implementation(name, "dequantize")
+    if impl.isa == "reference":
+        dest.reshape(nrows, n)[...] = impl.dequantize(q2)
+    else:
+        impl.dequantize(q2, dest.reshape(nrows, n), threads)
+    return dest
+
+
+def vec_dot(fmt, wq, aq, threads=None) -> np.ndarray:
+    """Weight rows in ``fmt`` times one activation row in the format's
+    ``vec_dot_format``: float32 ``(nrows,)`` (a mat-vec), in the canonical
+    16-lane order."""
+    name = registry.resolve(fmt)
+    spec = registry.spec(name)
+    threads = _check_threads(threads)
+    if spec.vec_dot_format is None:
+        raise UnsupportedOperationError(f"{name}: is an activation-only format and has no dot product")
+    w2, one_row, n = _byte_rows(name, wq)
+    act = spec.vec_dot_format
+    a2, _, n_a = _byte_rows(act, aq)
+    if a2.shape[0] != 1:
+        raise ShapeError(f"{name}: the activation must be one {act} row, got {a2.shape[0]} rows")
+    if n_a != n:
+        raise ShapeError(f"{name}: the activation row must hold {n} elements like the weight rows "
+                         f"({registry.spec(act).row_bytes(n)} bytes of {act}), got {n_a} elements")
+    impl = dispatch.implementation(name, "vec_dot")
+    if impl.isa == "reference":
+        result = impl.vec_dot(w2, a2[0])
+    else:
+        result = impl.vec_dot(w2, a2[0], threads)
+    return result.astype(np.float32)
+
+
+def validate(fmt, q) -> list[Invalid]:
+    """Every block whose scale fields are not finite (as ggml_validate_row_data),
+    with its row, block index and bits; an empty list means valid."""
+    name = registry.resolve(fmt)
+    q2, _, _ = _byte_rows(name, q)
+    return registry.module(name).validate(q2)

@@ -1,0 +1,139 @@
+"""The real libggml, through ctypes, as the oracle of the spec.
+
+llama-cpp-python (pinned in the ``test`` and ``ggml`` extras) builds libggml
+from source and ships ``libggml-base.so`` and ``libggml-cpu.so`` in
+``llama_cpp/lib``. From them: ``ggml_quantize_chunk`` (the bytes files
+hold), the type traits' ``to_float``, and the CPU traits' ``from_float`` and
+``vec_dot`` (ggml's own, ISA-specific order).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+from quantspec import registry
+
+
+class GgmlUnavailable(RuntimeError):
+    """llama-cpp-python (and so libggml) is not installed."""
+
+
+class _TypeTraits(ctypes.Structure):
+    _fields_ = [("type_name", ctypes.c_char_p), ("blck_size", ctypes.c_int64),
+                ("blck_size_interleave", ctypes.c_int64), ("type_size", ctypes.c_size_t),
+                ("is_quantized", ctypes.c_bool), ("to_float", ctypes.c_void_p),
+                ("from_float_ref", ctypes.c_void_p)]
+
+
+class _CpuTraits(ctypes.Structure):
+    _fields_ = [("from_float", ctypes.c_void_p), ("vec_dot", ctypes.c_void_p),
+                ("vec_dot_type", ctypes.c_int), ("nrows", ctypes.c_int64)]
+
+
+_TO_FLOAT = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
+_FROM_FLOAT = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
+_VEC_DOT = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p,
+                            ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+
+
+def lib_dir() -> Path:
+    try:
+        import llama_cpp
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise GgmlUnavailable("libggml needs llama-cpp-python: pip install 'quantspec[ggml]'") from exc
+    return Path(os.path.dirname(llama_cpp.__file__)) / "lib"
+
+
+class Ggml:
+    """ggml's quantize, dequantize and dot product for ggml-origin formats."""
+
+    def __init__(self):
+        d = lib_dir()
+        mode = getattr(os, "RTLD_GLOBAL", 0)
+        self.base = ctypes.CDLL(str(d / "libggml-base.so"), mode=mode)
+        self.cpu = ctypes.CDLL(str(d / "libggml-cpu.so"), mode=mode)
+        self.base.ggml_quantize_chunk.restype = ctypes.c_size_t
+        self.base.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                                                  ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+        self.base.ggml_get_type_traits.restype = ctypes.POINTER(_TypeTraits)
+        self.base.ggml_get_type_traits.argtypes = [ctypes.c_int]
+        self.cpu.ggml_get_type_traits_cpu.restype = ctypes.POINTER(_CpuTraits)
+        self.cpu.ggml_get_type_traits_cpu.argtypes = [ctypes.c_int]
+        self.cpu.ggml_cpu_init()
+
+    @staticmethod
+    def type_id(fmt: str) -> int:
+        spec = registry.spec(fmt)
+        if spec.origin != "ggml":
+            raise ValueError(f"{fmt}: ggml does not define this format (origin {spec.origin})")
+        return spec.type_id
+
+    def supports(self, fmt: str) -> bool:
+        try:
+            traits = self.base.ggml_get_type_traits(self.type_id(fmt)).contents
+        except ValueError:
+            return False
+        return traits.type_size == registry.spec(fmt).type_size
+
+    def quantize(self, fmt: str, x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
+        """``ggml_quantize_chunk``: the bytes a GGUF file would hold."""
+        x = np.ascontiguousarray(x, dtype=np.float32).reshape(x.shape[0] if x.ndim == 2 else 1, -1)
+        nrows, n = x.shape
+        spec = registry.spec(fmt)
+        out = np.zeros((nrows, spec.row_bytes(n)), dtype=np.uint8)
+        im = None if imatrix is None else np.ascontiguousarray(imatrix, dtype=np.float32)
+        if fmt == "q8_1":  # activation-only: ggml_quantize_chunk refuses it; its from_float_ref is the spec
+            ref = _FROM_FLOAT(self.base.ggml_get_type_traits(self.type_id(fmt)).contents.from_float_ref)
+            for r in range(nrows):
+                ref(x[r].ctypes.data, out[r].ctypes.data, n)
+            return out
+        self.base.ggml_quantize_chunk(self.type_id(fmt), x.ctypes.data, out.ctypes.data, 0, nrows, n,
+                                      None if im is None else im.ctypes.data)
+        return out
+
+    def from_float(self, fmt: str, x: np.ndarray) -> np.ndarray:
+        """The CPU backend's (ISA-specific) activation quantizer."""
+        traits = self.cpu.ggml_get_type_traits_cpu(self.type_id(fmt)).contents
+        x = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
+        out = np.zeros(registry.spec(fmt).row_bytes(x.size), dtype=np.uint8)
+        _FROM_FLOAT(traits.from_float)(x.ctypes.data, out.ctypes.data, x.size)
+        return out
+
+    def dequantize(self, fmt: str, q: np.ndarray) -> np.ndarray:
+        """The type traits' ``to_float``, row by row."""
+        q = np.ascontiguousarray(q, dtype=np.uint8)
+        q = q.reshape(q.shape[0] if q.ndim == 2 else 1, -1)
+        spec = registry.spec(fmt)
+        n = (q.shape[1] - spec.row_meta_size) // spec.type_size * spec.block_size
+        out = np.zeros((q.shape[0], n), dtype=np.float32)
+        fn = self.base.ggml_get_type_traits(self.type_id(fmt)).contents.to_float
+        if not fn:
+            raise ValueError(f"{fmt}: ggml has no to_float")
+        conv = _TO_FLOAT(fn)
+        for r in range(q.shape[0]):
+            conv(q[r].ctypes.data, out[r].ctypes.data, n)
+        return out
+
+    def vec_dot(self, fmt: str, wq: np.ndarray, aq: np.ndarray) -> np.ndarray:
+        """ggml's CPU ``vec_dot`` (this machine's ISA order) of each row with ``aq``."""
+        traits = self.cpu.ggml_get_type_traits_cpu(self.type_id(fmt)).contents
+        wq = np.ascontiguousarray(wq, dtype=np.uint8)
+        aq = np.ascontiguousarray(aq, dtype=np.uint8).reshape(-1)
+        spec = registry.spec(fmt)
+        n = (wq.shape[1] - spec.row_meta_size) // spec.type_size * spec.block_size
+        fn = _VEC_DOT(traits.vec_dot)
+        out = np.zeros(wq.shape[0], dtype=np.float32)
+        for r in range(wq.shape[0]):
+            fn(n, out[r:].ctypes.data, 0, wq[r].ctypes.data, 0, aq.ctypes.data, 0, 1)
+        return out
+
+
+@cache
+def ggml() -> Ggml:
+    """The process-wide libggml binding (raises GgmlUnavailable without it)."""
+    return Ggml()

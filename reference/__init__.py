@@ -1,0 +1,13 @@
+"""The quantspec specification: one NumPy module per block format.
+
+Each module exports ``FORMAT`` (a :class:`BlockFormat`) and ``quantize``,
+``dequantize``, ``vec_dot`` and ``validate`` over 2-D row arrays. Modules
+are listed here in ggml type-id order; the public registry reads this list.
+"""
+
+from ._format import BlockFormat, Field, Invalid
+
+#: Every format module, by name. Adding a format: one module + one entry here.
+MODULES = ("f32", "f16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q8_1", "bf16")
+
+__all__ = ["BlockFormat", "Field", "Invalid", "MODULES"]

@@ -1,0 +1,53 @@
+"""Build the per-ISA kernel extensions listed in generated/MANIFEST.json.
+
+Each ISA's kernel C files are compiled with that ISA's flags only; the
+Cython wrapper of every extension, and the CPU-feature module, are compiled
+with baseline flags, so importing an extension never executes an
+instruction the CPU may lack.
+"""
+
+import json
+import platform
+from pathlib import Path
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+ROOT = Path(__file__).resolve().parent
+MANIFEST = json.loads((ROOT / "generated" / "MANIFEST.json").read_text())
+BASE_CFLAGS = ["-O3", "-ffp-contract=off"]
+X86 = platform.machine().lower() in ("x86_64", "amd64")
+KERNEL_EXTENSIONS = {e["name"]: e for e in MANIFEST["extensions"]}
+
+
+class BuildPerIsa(build_ext):
+    """Compile each extension's kernel sources with its own flags, then link
+    them into the extension as extra objects."""
+
+    def build_extension(self, ext):
+        spec = KERNEL_EXTENSIONS.get(ext.name)
+        if spec:
+            objects = self.compiler.compile(
+                spec["sources"], output_dir=str(Path(self.build_temp) / spec["isa"]),
+                include_dirs=spec["include_dirs"], extra_postargs=spec["cflags"], depends=ext.depends)
+            ext.extra_objects = list(objects)
+        super().build_extension(ext)
+
+
+def kernel_extensions():
+    out = []
+    for e in MANIFEST["extensions"]:
+        if e["arch"] == "x86_64" and not X86:
+            continue
+        ext = Extension(e["name"], [e["pyx"]], include_dirs=e["include_dirs"], extra_compile_args=BASE_CFLAGS,
+                        depends=[str(p) for p in (ROOT / "codegen" / "simd").glob("*.h")])
+        out.append(ext)
+    return out
+
+
+extensions = kernel_extensions() + [
+    Extension("quantspec._cpu", ["quantspec/_cpu.pyx"], include_dirs=["quantspec"], extra_compile_args=BASE_CFLAGS),
+]
+
+setup(ext_modules=cythonize(extensions, language_level=3, quiet=True), cmdclass={"build_ext": BuildPerIsa})
