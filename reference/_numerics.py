@@ -99,9 +99,26 @@ def round_half_away(x: np.ndarray) -> np.ndarray:
     return np.where(frac >= F32(0.5), t + np.copysign(F32(1), x), t).astype(F32)
 
 
+INT_MIN = np.int32(-2**31)
+
+
 def trunc_to_int(x: np.ndarray) -> np.ndarray:
-    """C conversion of a float to an integer type: truncation toward zero."""
-    return np.trunc(np.asarray(x, dtype=F32)).astype(np.int32)
+    """C conversion of a float to ``int``: truncation toward zero.
+
+    NaN and values outside the int32 range have no C value (undefined
+    behaviour); x86-64, where ggml's files are made, gives INT_MIN (the
+    "integer indefinite" of cvttss2si), and so does the spec. They arise
+    when a scale is subnormal and its reciprocal overflows to inf.
+    """
+    x = np.asarray(x, dtype=F32)
+    ok = np.abs(x) < F32(2.0**31)  # False for NaN
+    return np.where(ok, np.trunc(np.where(ok, x, F32(0))), F32(0)).astype(np.int32) | np.where(ok, 0, INT_MIN)
+
+
+def wrap_int8(c: np.ndarray) -> np.ndarray:
+    """C conversion of an ``int`` to ``int8_t``/``uint8_t``: keep the low byte
+    (as a signed value). INT_MIN becomes 0."""
+    return ((np.asarray(c, dtype=np.int32) + 128) & 255) - 128
 
 
 _MAGIC = F32(12582912.0)  # 1.5 * 2**23
@@ -146,6 +163,20 @@ def signed_absmax(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # all-zero block: the loop never fires and max keeps its +0.0 start
     signed = np.where(amax > 0, signed, F32(0.0))
     return amax.astype(F32), signed.astype(F32)
+
+
+def first_min(x: np.ndarray) -> np.ndarray:
+    """``min = x[0]; for (j...) if (x[j] < min) min = x[j];`` over the last axis.
+
+    The first element of least value: when that value is zero, its sign is
+    the sign of the first zero, which ``np.min`` does not promise.
+    """
+    return np.take_along_axis(x, np.argmin(x, axis=-1)[..., None], axis=-1)[..., 0]
+
+
+def first_max(x: np.ndarray) -> np.ndarray:
+    """``max = x[0]; for (j...) if (x[j] > max) max = x[j];``: the first largest element."""
+    return np.take_along_axis(x, np.argmax(x, axis=-1)[..., None], axis=-1)[..., 0]
 
 
 def canonical_dot(contributions: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._numerics import F32, nearest_int, sequential_sum, signed_absmax
+from ._numerics import F32, first_max, first_min, nearest_int, sequential_sum, signed_absmax
 
 #: ``GROUP_MAX_EPS``: blocks whose largest magnitude is below this are all zero.
 GROUP_MAX_EPS = F32(1e-15)
@@ -82,8 +82,9 @@ def make_qkx3_quants(x: np.ndarray, nmax: int, weights: np.ndarray,
     x = np.asarray(x, dtype=F32)
     w = np.asarray(weights, dtype=F32)
     fnmax = F32(nmax)
-    vmin = np.minimum(np.min(x, axis=-1), F32(0))
-    vmax = np.max(x, axis=-1)
+    vmin = first_min(x)
+    vmin = np.where(vmin > 0, F32(0), vmin)  # if (min > 0) min = 0; a -0.0 min stays
+    vmax = first_max(x)
     flat = vmax <= vmin
     sum_w = sequential_sum(w)
     sum_x = sequential_sum(w * x)

@@ -37,7 +37,7 @@ import numpy as np
 from . import q8_1
 from ._format import BlockFormat, Field, Invalid, nonfinite_f16
 from ._legacy import pack_nibbles, unpack_nibbles
-from ._numerics import F32, canonical_dot, f16_bits_to_f32, f32_to_f16_bits, trunc_to_int
+from ._numerics import F32, canonical_dot, f16_bits_to_f32, f32_to_f16_bits, first_max, first_min, trunc_to_int, wrap_int8
 from ._rowstats import imatrix_weights
 from ._search import make_qkx3_quants
 
@@ -58,14 +58,14 @@ FORMAT = BlockFormat(
 
 def min_max_quants(xb: np.ndarray, levels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The reference min/max quantizer of Q4_1 (levels 15) and Q5_1 (levels 31):
-    float32 ``d``, ``min`` and the truncated, unclamped codes (int32)."""
-    vmin = np.min(xb, axis=-1)
-    vmax = np.max(xb, axis=-1)
+    float32 ``d``, ``min`` and the truncated, unclamped codes (low byte, int32)."""
+    vmin = first_min(xb)  # the C loop keeps the first of equal values: the sign of a zero min
+    vmax = first_max(xb)
     d = (vmax - vmin) / F32(levels)
     with np.errstate(divide="ignore"):
         inv = np.where(d != 0, F32(1) / d, F32(0)).astype(F32)
     scaled = (xb - vmin[..., None]) * inv[..., None]
-    return d, vmin, trunc_to_int(scaled + F32(0.5))
+    return d, vmin, wrap_int8(trunc_to_int(scaled + F32(0.5)))
 
 
 def quantize(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:

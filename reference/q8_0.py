@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._format import BlockFormat, Field, Invalid, nonfinite_f16
-from ._numerics import F32, canonical_dot, f16_bits_to_f32, f32_to_f16_bits, round_half_away
+from ._numerics import F32, canonical_dot, f16_bits_to_f32, f32_to_f16_bits, round_half_away, trunc_to_int, wrap_int8
 
 QK = 32
 
@@ -45,12 +45,14 @@ FORMAT = BlockFormat(
 
 
 def scale_and_quants(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The float32 ``d`` and int32 quants of blocks ``x[..., 32]`` (shared with Q8_1)."""
+    """The float32 ``d`` and the stored int8 quants (as int32) of blocks
+    ``x[..., 32]`` (shared with Q8_1). A subnormal ``d`` can make ``id`` inf;
+    the non-finite products then store 0 (see ``trunc_to_int``)."""
     amax = np.max(np.abs(x), axis=-1)
     d = amax / F32(127)
     with np.errstate(divide="ignore"):
         inv = np.where(d != 0, F32(1) / d, F32(0)).astype(F32)
-    quants = round_half_away(x * inv[..., None]).astype(np.int32)
+    quants = wrap_int8(trunc_to_int(round_half_away(x * inv[..., None])))
     return d.astype(F32), quants
 
 

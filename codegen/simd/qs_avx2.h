@@ -83,6 +83,15 @@ static inline __m256i qs_avx2_dot_i8i8(__m256i a, __m256i b) {
     return _mm256_add_epi32(lo, hi);
 }
 
+/* Index of the first of 32 lanes (four vectors) equal to v; v must occur. */
+static inline int qs_avx2_first_equal(const __m256 x[4], float v) {
+    const __m256 vv = _mm256_set1_ps(v);
+    uint32_t hit = 0;
+    for (int k = 0; k < 4; ++k)
+        hit |= (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(x[k], vv, _CMP_EQ_OQ)) << (8 * k);
+    return __builtin_ctz(hit);
+}
+
 /* 8 lanes of |x| and whether any lane is NaN or inf. */
 static inline __m256 qs_avx2_abs_ps(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
 static inline __m256 qs_avx2_nonfinite(__m256 absv) {

@@ -67,6 +67,13 @@ static inline float qs_fold_lanes(float lanes[QS_LANES]) {
     return lanes[0];
 }
 
+/* C float -> int conversion as x86-64 performs it: truncation, and INT_MIN
+ * for NaN or out-of-range values (reference/_numerics.py trunc_to_int). */
+static inline int32_t qs_trunc_to_int(float f) {
+    if (!(fabsf(f) < 2147483648.0f)) return INT32_MIN;
+    return (int32_t)f;
+}
+
 static inline int qs_nonfinite(float v) { return !(fabsf(v) <= FLT_MAX); }
 
 #endif

@@ -70,8 +70,11 @@ static inline int quantize_block(const float *x, uint8_t *b) {
         nonfinite = _mm256_or_ps(nonfinite, qs_avx2_nonfinite(a[k]));
     }
     const int bad = _mm256_movemask_ps(nonfinite) != 0;
-    const float min = qs_avx2_hmin_ps(_mm256_min_ps(_mm256_min_ps(v[0], v[1]), _mm256_min_ps(v[2], v[3])));
-    const float max = qs_avx2_hmax_ps(_mm256_max_ps(_mm256_max_ps(v[0], v[1]), _mm256_max_ps(v[2], v[3])));
+    float min = qs_avx2_hmin_ps(_mm256_min_ps(_mm256_min_ps(v[0], v[1]), _mm256_min_ps(v[2], v[3])));
+    float max = qs_avx2_hmax_ps(_mm256_max_ps(_mm256_max_ps(v[0], v[1]), _mm256_max_ps(v[2], v[3])));
+    /* a zero extreme keeps the sign of the first zero, as the C loop */
+    if (min == 0.0f) min = x[qs_avx2_first_equal(v, min)];
+    if (max == 0.0f) max = x[qs_avx2_first_equal(v, max)];
     const float d = (max - min) / 15;
     const float id = d ? 1.0f / d : 0.0f;
     qs_store_u16(b + OFF_D, qs_fp32_to_fp16(d));
@@ -81,6 +84,8 @@ static inline int quantize_block(const float *x, uint8_t *b) {
     for (int k = 0; k < 4; ++k) {
         const __m256 x0 = _mm256_mul_ps(_mm256_sub_ps(v[k], _mm256_set1_ps(min)), vid);
         c[k] = _mm256_cvttps_epi32(_mm256_add_ps(x0, _mm256_set1_ps(0.5f)));
+        /* keep the low byte of the int32, as C's int -> int8_t (cvtt gives INT_MIN -> 0 where C does) */
+        c[k] = _mm256_srai_epi32(_mm256_slli_epi32(c[k], 24), 24);
         c[k] = _mm256_min_epi32(c[k], _mm256_set1_epi32(15));
     }
     const __m256i bytes = qs_avx2_pack_u8(c[0], c[1], c[2], c[3]);

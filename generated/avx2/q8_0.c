@@ -67,6 +67,8 @@ static inline int quantize_block(const float *x, uint8_t *b) {
     const __m256 vid = _mm256_set1_ps(id);
     for (int k = 0; k < 4; ++k) {
         c[k] = _mm256_cvttps_epi32(qs_avx2_roundf_ps(_mm256_mul_ps(v[k], vid)));
+        /* keep the low byte of the int32, as C's int -> int8_t (cvtt gives INT_MIN -> 0 where C does) */
+        c[k] = _mm256_srai_epi32(_mm256_slli_epi32(c[k], 24), 24);
     }
     _mm256_storeu_si256((__m256i *)(b + OFF_QS), qs_avx2_pack_i8(c[0], c[1], c[2], c[3]));
     (void)q;

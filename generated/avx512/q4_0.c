@@ -70,11 +70,7 @@ static inline int quantize_block(const float *x, uint8_t *b) {
     /* the signed value of the first element of largest magnitude; +0 if none */
     float max = 0.0f;
     if (amax > 0.0f) {
-        const __m256 va = _mm256_set1_ps(amax);
-        uint32_t hit = 0;
-        for (int k = 0; k < 4; ++k)
-            hit |= (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(a[k], va, _CMP_EQ_OQ)) << (8 * k);
-        max = x[__builtin_ctz(hit)];
+        max = x[qs_avx2_first_equal(a, amax)];
     }
     const float d = max / -8;
     const float id = d ? 1.0f / d : 0.0f;
@@ -84,6 +80,8 @@ static inline int quantize_block(const float *x, uint8_t *b) {
     for (int k = 0; k < 4; ++k) {
         const __m256 x0 = _mm256_mul_ps(v[k], vid);
         c[k] = _mm256_cvttps_epi32(_mm256_add_ps(x0, _mm256_set1_ps(8.5f)));
+        /* keep the low byte of the int32, as C's int -> int8_t (cvtt gives INT_MIN -> 0 where C does) */
+        c[k] = _mm256_srai_epi32(_mm256_slli_epi32(c[k], 24), 24);
         c[k] = _mm256_min_epi32(c[k], _mm256_set1_epi32(15));
     }
     const __m256i bytes = qs_avx2_pack_u8(c[0], c[1], c[2], c[3]);

@@ -62,7 +62,7 @@ static inline int quantize_block(const float *x, uint8_t *b) {
     qs_store_u16(b + OFF_D, qs_fp32_to_fp16(d));
     for (int j = 0; j < QK; ++j) {
         const float x0 = x[j] * id;
-        const int32_t c = (int8_t)(x0 + 8.5f);
+        const int32_t c = (int8_t)qs_trunc_to_int(x0 + 8.5f);
         q[j] = c < 15 ? c : 15;
     }
     store_codes(b, q);

@@ -76,7 +76,7 @@ static inline int quantize_block(const float *x, uint8_t *b) {
     qs_store_u16(b + OFF_M, qs_fp32_to_fp16(min));
     for (int j = 0; j < QK; ++j) {
         const float x0 = (x[j] - min) * id;
-        const int32_t c = (int32_t)(x0 + 0.5f);
+        const int32_t c = (int8_t)qs_trunc_to_int(x0 + 0.5f);
         q[j] = c & 31;
     }
     store_codes(b, q);

@@ -54,7 +54,7 @@ static inline int quantize_block(const float *x, uint8_t *b) {
     qs_store_u16(b + OFF_D, qs_fp32_to_fp16(d));
     for (int j = 0; j < QK; ++j) {
         const float x0 = x[j] * id;
-        const int32_t c = (int32_t)roundf(x0);
+        const int32_t c = (int8_t)qs_trunc_to_int(roundf(x0));
         q[j] = c;
     }
     store_codes(b, q);

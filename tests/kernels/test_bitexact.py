@@ -1,0 +1,101 @@
+"""Every generated kernel on every ISA this CPU has equals the spec: bytes
+for quantize, float bit patterns for dequantize and the dot product."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import quantspec as qs
+from quantspec import registry
+from tests.bits import assert_same_bits
+from tests.conftest import kernel_params
+from tests.strategies import byte_rows, imatrices, rows
+
+
+def _run(isa: str, fn, *args, **kwargs):
+    with qs.use_isa(isa):
+        return fn(*args, **kwargs)
+
+
+@pytest.mark.parametrize("fmt,isa", kernel_params("quantize"))
+@given(data=st.data())
+def test_quantize_bitexact(fmt, isa, data):
+    spec = registry.spec(fmt)
+    x = data.draw(rows(spec.block_size))
+    imatrix = None
+    if spec.imatrix != "ignored" and data.draw(st.booleans()):
+        imatrix = data.draw(imatrices(x.shape[1]))
+    expected = _run("reference", qs.quantize, fmt, x, imatrix=imatrix)
+    actual = _run(isa, qs.quantize, fmt, x, imatrix=imatrix)
+    assert actual.dtype == np.uint8 and actual.shape == expected.shape
+    if not np.array_equal(actual, expected):
+        block = int(np.argmax((actual != expected).reshape(-1, spec.type_size).any(axis=1)))
+        raise AssertionError(f"{fmt} on {isa}: first differing block {block}: "
+                             f"{actual.reshape(-1, spec.type_size)[block].tobytes().hex()} != "
+                             f"{expected.reshape(-1, spec.type_size)[block].tobytes().hex()}")
+
+
+@pytest.mark.parametrize("fmt,isa", kernel_params("dequantize"))
+@given(data=st.data())
+def test_dequantize_bitexact(fmt, isa, data):
+    spec = registry.spec(fmt)
+    q = data.draw(byte_rows(spec.type_size))  # every bit pattern, NaN/inf scales included
+    expected = _run("reference", qs.dequantize, fmt, q)
+    actual = _run(isa, qs.dequantize, fmt, q)
+    assert_same_bits(actual, expected, f"{fmt} on {isa}")
+
+
+@pytest.mark.parametrize("fmt,isa", kernel_params("vec_dot"))
+@given(data=st.data())
+def test_vec_dot_bitexact(fmt, isa, data):
+    spec = registry.spec(fmt)
+    act = registry.spec(spec.vec_dot_format)
+    if data.draw(st.booleans()):  # quantized from edge-case floats
+        x = data.draw(rows(spec.block_size))
+        wq = qs.quantize(fmt, x)
+        a = data.draw(rows(act.block_size, max_rows=1))
+        a = np.resize(a[0], x.shape[1])
+        aq = qs.quantize(act.name, a)
+    else:  # arbitrary bytes in both operands
+        wq = data.draw(byte_rows(spec.type_size))
+        nblocks = wq.shape[1] // spec.type_size
+        aq = np.random.default_rng(wq.shape[1]).integers(
+            0, 256, act.row_bytes(nblocks * spec.block_size), dtype=np.uint8)
+    expected = _run("reference", qs.vec_dot, fmt, wq, aq)
+    actual = _run(isa, qs.vec_dot, fmt, wq, aq)
+    assert_same_bits(actual, expected, f"{fmt} on {isa}")
+
+
+@pytest.mark.parametrize("fmt,isa", [p for p in kernel_params("quantize")
+                                     if registry.spec(p.values[0]).nonfinite_input == "store"])
+def test_quantize_nonfinite_stored_bitexact(fmt, isa):
+    """Float formats store NaN and inf: the kernels convert them as the spec."""
+    x = np.array([np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 65520.0, -65519.0, 1e-45, 3.4e38,
+                  np.float32(np.uint32(0x7F800001).view(np.float32)), np.float32(np.uint32(0xFFC12345).view(np.float32)),
+                  1.0, 2.0, 3.0, 4.0] * 3, dtype=np.float32)
+    np.testing.assert_array_equal(_run(isa, qs.quantize, fmt, x), _run("reference", qs.quantize, fmt, x))
+
+
+@pytest.mark.parametrize("fmt,isa", kernel_params("dequantize"))
+@pytest.mark.parametrize("threads", [2, 3])
+def test_threads_split_identically(fmt, isa, threads):
+    """Threads split rows or blocks; the result is the same bytes and bits."""
+    spec = registry.spec(fmt)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((7, 64 * spec.block_size if spec.block_size > 1 else 2048)).astype(np.float32)
+    with qs.use_isa(isa):
+        q1 = qs.quantize(fmt, x)
+        qn = qs.quantize(fmt, x, threads=threads)
+        y1 = qs.dequantize(fmt, q1)
+        yn = qs.dequantize(fmt, q1, threads=threads)
+    np.testing.assert_array_equal(q1, qn)
+    assert_same_bits(yn, y1, f"{fmt} threads={threads}")
+    if spec.vec_dot_format:
+        aq = qs.quantize(spec.vec_dot_format, x[0])
+        with qs.use_isa(isa):
+            d1 = qs.vec_dot(fmt, q1, aq)
+            dn = qs.vec_dot(fmt, q1, aq, threads=threads)
+        assert_same_bits(dn, d1, f"{fmt} vec_dot threads={threads}")
