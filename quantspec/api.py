@@ -34,9 +34,14 @@ def _checked_array(fmt: str, what: str, arr, dtype) -> np.ndarray:
         raise DtypeError(f"{fmt}: {what} must be {np.dtype(dtype).name}, got {describe(arr)}")
     if arr.ndim not in (1, 2):
         raise ShapeError(f"{fmt}: {what} must be 1-D (one row) or 2-D (rows), got {describe(arr)}")
-    # Strided views, byte-swapped or misaligned buffers: copy, never misread.
-    if not (arr.flags.c_contiguous and arr.flags.aligned and arr.dtype.isnative):
-        arr = np.ascontiguousarray(arr, dtype=np.dtype(dtype).newbyteorder("="))
+    return arr
+
+
+def _contiguous(arr: np.ndarray) -> np.ndarray:
+    """Strided views and misaligned buffers are copied, never misread (after
+    the size checks, so that an impossible size is reported, not allocated)."""
+    if not (arr.flags.c_contiguous and arr.flags.aligned):
+        arr = np.ascontiguousarray(arr)
     return arr
 
 
@@ -100,7 +105,7 @@ def _raise_nonfinite(fmt: str, x2: np.ndarray, block: int) -> None:
     col = blk * spec.block_size + (int(bad[0]) if bad.size else 0)
     raise NonFiniteInputError(
         f"{fmt}: input must be finite (the format cannot store NaN or inf); "
-        f"row {row} column {col} (block {blk}) is {x2[row, col]!r}")
+        f"row {row} column {col} (block {blk}) is {float(x2[row, col])!r}")
 
 
 def quantize(fmt, x, imatrix=None, threads=None, out=None) -> np.ndarray:
@@ -119,6 +124,7 @@ def quantize(fmt, x, imatrix=None, threads=None, out=None) -> np.ndarray:
                          f"(its block size), got {n}")
     row_bytes = spec.row_bytes(n)
     _check_size(name, nrows, row_bytes)
+    x2 = _contiguous(x2)
     im = _check_imatrix(name, imatrix, n)
     shape = (row_bytes,) if one_row else (nrows, row_bytes)
     dest = _check_out(name, out, shape, np.uint8)
@@ -147,7 +153,8 @@ def _byte_rows(name: str, q) -> tuple[np.ndarray, bool, int]:
             f"{name}: a row must be {spec.row_meta_size} + k*{spec.type_size} bytes "
             f"(k blocks of {spec.block_size} elements, k >= 1), got {row_bytes} bytes")
     n = body // spec.type_size * spec.block_size
-    return q2, one_row, n
+    _check_size(name, q2.shape[0], n, 4)  # the float32 rows it decodes to
+    return _contiguous(q2), one_row, n
 
 
 def dequantize(fmt, q, threads=None, out=None) -> np.ndarray:
@@ -157,7 +164,6 @@ def dequantize(fmt, q, threads=None, out=None) -> np.ndarray:
     threads = _check_threads(threads)
     q2, one_row, n = _byte_rows(name, q)
     nrows = q2.shape[0]
-    _check_size(name, nrows, n, 4)
     dest = _check_out(name, out, (n,) if one_row else (nrows, n), np.float32)
     impl = dispatch.implementation(name, "dequantize")
     if impl.isa == "reference":

@@ -99,3 +99,16 @@ def test_threads_split_identically(fmt, isa, threads):
             d1 = qs.vec_dot(fmt, q1, aq)
             dn = qs.vec_dot(fmt, q1, aq, threads=threads)
         assert_same_bits(dn, d1, f"{fmt} vec_dot threads={threads}")
+
+
+@pytest.mark.parametrize("fmt,isa", [p for p in kernel_params("quantize") if p.values[0] in ("f16", "bf16")])
+def test_float_conversion_on_every_pattern(fmt, isa):
+    """The kernels' fp32 -> f16/bf16 converters on 2^20 random bit patterns
+    plus every value a binary16 can hold and the midpoints between them."""
+    rng = np.random.default_rng(2)
+    random_bits = rng.integers(0, 2**32, 1 << 20, dtype=np.uint64).astype(np.uint32)
+    halves = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+    mids = ((halves.view(np.uint32) + np.uint32(0x1000)) & np.uint32(0xFFFFF000))
+    x = np.concatenate([random_bits.view(np.float32), halves, mids.view(np.float32)])
+    x = x[: x.size // 32 * 32]
+    np.testing.assert_array_equal(_run(isa, qs.quantize, fmt, x), _run("reference", qs.quantize, fmt, x))
