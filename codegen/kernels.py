@@ -19,21 +19,22 @@ OPS = ("quantize", "dequantize", "vec_dot")
 #   kind     sym: d = max/divisor, offset codes; min: d = (max-min)/levels + m; absmax: Q8
 #   clamp    how the truncated code is limited (min(qmax, c), c & qmax, or not at all)
 #   imatrix  which weighted search the importance-matrix path runs (None: ignored)
-#   contrib  the block's dot-product contribution, in the spec's association
+#   contrib  the block's dot-product contribution in float32, in the spec's association
+#            (Python syntax over sumi, dw, da, mw, sa; codegen.model renders it as C and as intrinsics)
 FORMATS = (
     ("f32", "float.c.j2", ("vec_dot",), dict(elem_size=4)),
     ("f16", "float.c.j2", OPS, dict(elem_size=2)),
     ("bf16", "float.c.j2", OPS, dict(elem_size=2)),
     ("q4_0", "legacy.c.j2", OPS, dict(kind="sym", bits=4, offset=8, divisor="-8", clamp="min", qmax=15,
-                                      imatrix="qx", nmax=8, contrib="((float)sumi * dw) * da")),
+                                      imatrix="qx", nmax=8, contrib="(sumi * dw) * da")),
     ("q4_1", "legacy.c.j2", OPS, dict(kind="min", bits=4, offset=0, levels=15, clamp="min", qmax=15,
-                                      imatrix="qkx3", nmax=15, contrib="(dw * da) * (float)sumi + mw * sa")),
+                                      imatrix="qkx3", nmax=15, contrib="(dw * da) * sumi + mw * sa")),
     ("q5_0", "legacy.c.j2", OPS, dict(kind="sym", bits=5, offset=16, divisor="-16", clamp="min", qmax=31,
-                                      imatrix="qx", nmax=16, contrib="(dw * da) * (float)sumi")),
+                                      imatrix="qx", nmax=16, contrib="(dw * da) * sumi")),
     ("q5_1", "legacy.c.j2", OPS, dict(kind="min", bits=5, offset=0, levels=31, clamp="and", qmax=31,
-                                      imatrix="qkx3", nmax=31, contrib="(dw * da) * (float)sumi + mw * sa")),
+                                      imatrix="qkx3", nmax=31, contrib="(dw * da) * sumi + mw * sa")),
     ("q8_0", "legacy.c.j2", OPS, dict(kind="absmax", bits=8, offset=0, levels=127, clamp=None, qmax=127,
-                                      imatrix=None, nmax=0, contrib="(float)sumi * (dw * da)")),
+                                      imatrix=None, nmax=0, contrib="sumi * (dw * da)")),
     ("q8_1", "legacy.c.j2", ("quantize", "dequantize"), dict(kind="absmax", bits=8, offset=0, levels=127,
                                                              clamp=None, qmax=127, imatrix=None, nmax=0,
                                                              contrib=None)),

@@ -3,6 +3,7 @@ per-format facts. Python decides here; templates only format."""
 
 from __future__ import annotations
 
+import ast
 import importlib
 import sys
 from pathlib import Path
@@ -15,6 +16,27 @@ def spec_format(fmt: str):
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     return importlib.import_module(f"reference.{fmt}").FORMAT
+
+
+_VECTOR_OPS = {ast.Mult: "mul", ast.Add: "add", ast.Sub: "sub"}
+_C_OPS = {ast.Mult: "*", ast.Add: "+", ast.Sub: "-"}
+
+
+def float_expr(expr: str, vector: str | None = None) -> str:
+    """A float32 expression over named operands, as C (``vector=None``) with
+    every operation parenthesized in its evaluation order, or as a nest of
+    intrinsics with the prefix ``vector`` (e.g. ``_mm256``): one
+    rounding per operation either way, in the same order."""
+    def emit(node):
+        if isinstance(node, ast.Name):
+            return node.id
+        if isinstance(node, ast.BinOp) and type(node.op) in _VECTOR_OPS:
+            left, right = emit(node.left), emit(node.right)
+            if vector:
+                return f"{vector}_{_VECTOR_OPS[type(node.op)]}_ps({left}, {right})"
+            return f"({left} {_C_OPS[type(node.op)]} {right})"
+        raise ValueError(f"unsupported float expression: {expr!r}")
+    return emit(ast.parse(expr, mode="eval").body)
 
 
 def _fields(spec) -> list[dict]:
@@ -40,6 +62,9 @@ def context(fmt: str, isa: str, ops: tuple[str, ...], extra: dict) -> dict:
     if "vec_dot" in ops and spec.block_size > 1:
         act = spec_format(spec.vec_dot_format)
         offs = act.offsets()
+        if extra.get("contrib"):
+            ctx["contrib_c"] = float_expr(extra["contrib"])
+            ctx["contrib_avx2"] = float_expr(extra["contrib"], "_mm256")
         ctx["act"] = dict(name=act.name, type_size=act.type_size, off_d=offs["d"], off_s=offs.get("s"),
                           off_qs=offs["qs"])
     return ctx

@@ -16,6 +16,15 @@ static inline int qs_avx2_hsum_i32(__m256i v) {
     return _mm_cvtsi128_si32(s);
 }
 
+/* [sum(p[0]), ..., sum(p[7])]: the totals of eight int32x8 vectors. */
+static inline __m256i qs_avx2_hsum_8x8(const __m256i p[8]) {
+    const __m256i h01 = _mm256_hadd_epi32(p[0], p[1]), h23 = _mm256_hadd_epi32(p[2], p[3]);
+    const __m256i h45 = _mm256_hadd_epi32(p[4], p[5]), h67 = _mm256_hadd_epi32(p[6], p[7]);
+    const __m256i h0123 = _mm256_hadd_epi32(h01, h23), h4567 = _mm256_hadd_epi32(h45, h67);
+    return _mm256_add_epi32(_mm256_permute2x128_si256(h0123, h4567, 0x20),
+                            _mm256_permute2x128_si256(h0123, h4567, 0x31));
+}
+
 static inline float qs_avx2_hmax_ps(__m256 v) {
     __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     m = _mm_max_ps(m, _mm_movehl_ps(m, m));
@@ -66,12 +75,6 @@ static inline __m256 qs_avx2_roundf_ps(__m256 v) {
     const __m256 up = _mm256_cmp_ps(frac, _mm256_set1_ps(0.5f), _CMP_GE_OQ);
     const __m256 one = _mm256_or_ps(_mm256_set1_ps(1.0f), _mm256_and_ps(sign, v));
     return _mm256_add_ps(t, _mm256_and_ps(up, one));
-}
-
-/* Exact sum over 32 lanes of u[j]*s[j] for unsigned bytes u <= 127 and signed
- * bytes s: pairs stay below 2^15, so maddubs cannot saturate. 8 int32 sums. */
-static inline __m256i qs_avx2_dot_u7i8(__m256i u, __m256i s) {
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
 }
 
 /* Exact sum over 32 lanes of a[j]*b[j] for any signed bytes (-128 included). */

@@ -139,23 +139,53 @@ int64_t qs_q4_1_quantize__avx512(const float *x, uint8_t *q, int64_t nrows, int6
 
 /* ------------------------------------------------------------ dot product */
 
-/* Block contribution: (dw * da) * (float)sumi + mw * sa */
+/* Block contribution, float32: (dw * da) * sumi + mw * sa */
+/* 8 int32 lanes whose total is the block's exact integer dot product */
+static inline __m256i block_partials(const uint8_t *w, const uint8_t *a) {
+    const __m256i av = _mm256_loadu_si256((const __m256i *)(a + 4));
+    __m256i codes = qs_avx2_nibbles(w + OFF_QS);
+    __m256i pairs = _mm256_maddubs_epi16(codes, av); /* |pair| <= 2*31*128: no saturation */
+    return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
+}
+
+/* 8 fp16 fields at a stride -> 8 floats */
+static inline __m256 load_scales8(const uint8_t *p, int stride) {
+    const __m128i h = _mm_setr_epi16((short)qs_load_u16(p), (short)qs_load_u16(p + stride),
+                                     (short)qs_load_u16(p + 2 * stride), (short)qs_load_u16(p + 3 * stride),
+                                     (short)qs_load_u16(p + 4 * stride), (short)qs_load_u16(p + 5 * stride),
+                                     (short)qs_load_u16(p + 6 * stride), (short)qs_load_u16(p + 7 * stride));
+    return _mm256_cvtph_ps(h);
+}
+
 static inline float dot_block(const uint8_t *w, const uint8_t *a) {
     const float dw = load_scale(w + OFF_D);
     const float da = load_scale(a + 0);
     const float mw = load_scale(w + OFF_M);
     const float sa = load_scale(a + 2);
-    const __m256i av = _mm256_loadu_si256((const __m256i *)(a + 4));
-    __m256i codes = qs_avx2_nibbles(w + OFF_QS);
-    __m256i acc = qs_avx2_dot_u7i8(codes, av);
-    const int sumi = qs_avx2_hsum_i32(acc);
-    return (dw * da) * (float)sumi + mw * sa;
+    const int isum = qs_avx2_hsum_i32(block_partials(w, a));
+    const float sumi = (float)isum;
+    return (((dw * da) * sumi) + (mw * sa));
 }
 
 float qs_q4_1_vec_dot__avx512(int64_t n, const uint8_t *w, const uint8_t *a) {
     float lanes[QS_LANES] = {0};
     const int64_t nb = n / QK;
-    for (int64_t ib = 0; ib < nb; ++ib)
-        lanes[ib % QS_LANES] += dot_block(w + ib * TYPE_SIZE, a + ib * 36);
+    int64_t ib = 0;
+    /* eight blocks at a time: their contributions are lanes (ib % 16) .. +7 */
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (; ib + 8 <= nb; ib += 8) {
+        const uint8_t *wb = w + ib * TYPE_SIZE, *ab = a + ib * 36;
+        __m256i p[8];
+        for (int j = 0; j < 8; ++j) p[j] = block_partials(wb + j * TYPE_SIZE, ab + j * 36);
+        const __m256 sumi = _mm256_cvtepi32_ps(qs_avx2_hsum_8x8(p));
+        const __m256 dw = load_scales8(wb + OFF_D, TYPE_SIZE);
+        const __m256 da = load_scales8(ab + 0, 36);
+        const __m256 mw = load_scales8(wb + OFF_M, TYPE_SIZE);
+        const __m256 sa = load_scales8(ab + 2, 36);
+        acc[(ib >> 3) & 1] = _mm256_add_ps(acc[(ib >> 3) & 1], _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(dw, da), sumi), _mm256_mul_ps(mw, sa)));
+    }
+    _mm256_storeu_ps(lanes, acc[0]);
+    _mm256_storeu_ps(lanes + 8, acc[1]);
+    for (; ib < nb; ++ib) lanes[ib % QS_LANES] += dot_block(w + ib * TYPE_SIZE, a + ib * 36);
     return qs_fold_lanes(lanes);
 }

@@ -116,7 +116,8 @@ int64_t qs_q4_1_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int6
 
 /* ------------------------------------------------------------ dot product */
 
-/* Block contribution: (dw * da) * (float)sumi + mw * sa */
+/* Block contribution, float32: (dw * da) * sumi + mw * sa */
+
 static inline float dot_block(const uint8_t *w, const uint8_t *a) {
     const float dw = load_scale(w + OFF_D);
     const float da = load_scale(a + 0);
@@ -124,15 +125,16 @@ static inline float dot_block(const uint8_t *w, const uint8_t *a) {
     const float sa = load_scale(a + 2);
     int32_t q[QK];
     block_codes(w, q);
-    int sumi = 0;
-    for (int j = 0; j < QK; ++j) sumi += (q[j]) * (int8_t)a[4 + j];
-    return (dw * da) * (float)sumi + mw * sa;
+    int isum = 0;
+    for (int j = 0; j < QK; ++j) isum += (q[j]) * (int8_t)a[4 + j];
+    const float sumi = (float)isum;
+    return (((dw * da) * sumi) + (mw * sa));
 }
 
 float qs_q4_1_vec_dot__scalar(int64_t n, const uint8_t *w, const uint8_t *a) {
     float lanes[QS_LANES] = {0};
     const int64_t nb = n / QK;
-    for (int64_t ib = 0; ib < nb; ++ib)
-        lanes[ib % QS_LANES] += dot_block(w + ib * TYPE_SIZE, a + ib * 36);
+    int64_t ib = 0;
+    for (; ib < nb; ++ib) lanes[ib % QS_LANES] += dot_block(w + ib * TYPE_SIZE, a + ib * 36);
     return qs_fold_lanes(lanes);
 }

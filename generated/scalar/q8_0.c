@@ -73,21 +73,23 @@ int64_t qs_q8_0_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int6
 
 /* ------------------------------------------------------------ dot product */
 
-/* Block contribution: (float)sumi * (dw * da) */
+/* Block contribution, float32: sumi * (dw * da) */
+
 static inline float dot_block(const uint8_t *w, const uint8_t *a) {
     const float dw = load_scale(w + OFF_D);
     const float da = load_scale(a + 0);
     int32_t q[QK];
     block_codes(w, q);
-    int sumi = 0;
-    for (int j = 0; j < QK; ++j) sumi += (q[j]) * (int8_t)a[2 + j];
-    return (float)sumi * (dw * da);
+    int isum = 0;
+    for (int j = 0; j < QK; ++j) isum += (q[j]) * (int8_t)a[2 + j];
+    const float sumi = (float)isum;
+    return (sumi * (dw * da));
 }
 
 float qs_q8_0_vec_dot__scalar(int64_t n, const uint8_t *w, const uint8_t *a) {
     float lanes[QS_LANES] = {0};
     const int64_t nb = n / QK;
-    for (int64_t ib = 0; ib < nb; ++ib)
-        lanes[ib % QS_LANES] += dot_block(w + ib * TYPE_SIZE, a + ib * 34);
+    int64_t ib = 0;
+    for (; ib < nb; ++ib) lanes[ib % QS_LANES] += dot_block(w + ib * TYPE_SIZE, a + ib * 34);
     return qs_fold_lanes(lanes);
 }
