@@ -8,32 +8,32 @@ from libc.stdint cimport int64_t, uint8_t
 cdef extern from "qs_kernels_scalar.h" nogil:
     int64_t qs_bf16_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
     void qs_bf16_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
-    float qs_bf16_vec_dot__scalar(int64_t n, const uint8_t *w, const uint8_t *a)
+    int qs_bf16_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
     int64_t qs_f16_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
     void qs_f16_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
-    float qs_f16_vec_dot__scalar(int64_t n, const uint8_t *w, const uint8_t *a)
-    float qs_f32_vec_dot__scalar(int64_t n, const uint8_t *w, const uint8_t *a)
+    int qs_f16_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    int qs_f32_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
     int64_t qs_q4_0_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
     void qs_q4_0_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
-    float qs_q4_0_vec_dot__scalar(int64_t n, const uint8_t *w, const uint8_t *a)
+    int qs_q4_0_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
     int64_t qs_q4_1_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
     void qs_q4_1_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
-    float qs_q4_1_vec_dot__scalar(int64_t n, const uint8_t *w, const uint8_t *a)
+    int qs_q4_1_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
     int64_t qs_q5_0_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
     void qs_q5_0_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
-    float qs_q5_0_vec_dot__scalar(int64_t n, const uint8_t *w, const uint8_t *a)
+    int qs_q5_0_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
     int64_t qs_q5_1_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
     void qs_q5_1_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
-    float qs_q5_1_vec_dot__scalar(int64_t n, const uint8_t *w, const uint8_t *a)
+    int qs_q5_1_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
     int64_t qs_q8_0_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
     void qs_q8_0_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
-    float qs_q8_0_vec_dot__scalar(int64_t n, const uint8_t *w, const uint8_t *a)
+    int qs_q8_0_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
     int64_t qs_q8_1_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
     void qs_q8_1_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
 
 ctypedef int64_t (*quantize_fn)(const float *, uint8_t *, int64_t, int64_t, const float *) noexcept nogil
 ctypedef void (*dequantize_fn)(const uint8_t *, float *, int64_t) noexcept nogil
-ctypedef float (*vec_dot_fn)(int64_t, const uint8_t *, const uint8_t *) noexcept nogil
+ctypedef int (*vec_dot_fn)(int64_t, int64_t, const uint8_t *, int64_t, const uint8_t *, float *) noexcept nogil
 
 ISA = "scalar"
 KERNELS = (
@@ -120,7 +120,10 @@ def dequantize(str fmt, const uint8_t[::1] q, float[::1] y):
 def vec_dot(str fmt, const uint8_t[:, ::1] w, const uint8_t[::1] a, float[::1] out, int64_t n):
     """``out[r] = dot(w[r], a)`` over ``n`` elements per row."""
     cdef vec_dot_fn fn = _vec_dot[_VEC_DOT_INDEX[fmt]]
-    cdef Py_ssize_t r
+    cdef int status
+    if w.shape[0] == 0:
+        return
     with nogil:
-        for r in range(w.shape[0]):
-            out[r] = fn(n, &w[r, 0], &a[0])
+        status = fn(n, w.shape[0], &w[0, 0], w.shape[1], &a[0], &out[0])
+    if status:
+        raise MemoryError(f"{fmt}: no memory for the activation's block facts")

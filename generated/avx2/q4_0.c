@@ -5,6 +5,8 @@
  *   offset 0   f16  d[1]
  *   offset 2   u8   qs[16]
  */
+#include <stdlib.h>
+
 #include "qs_common.h"
 #include "qs_search.h"
 #include "qs_avx2.h"
@@ -133,15 +135,42 @@ int64_t qs_q4_0_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_
 
 /* ------------------------------------------------------------ dot product */
 
-/* Block contribution, float32: (sumi * dw) * da */
-/* 8 int32 lanes whose total is the block's exact integer dot product */
+/* Block contribution, float32: (sumi * dw) * da
+ * The activation's per-block facts (its scale, the sum of its quants)
+ * are decoded once per call and shared by every weight row. */
+typedef struct {
+    float *da;
+    int32_t *asum;
+} act_facts;
+
+static int act_prepare(act_facts *f, const uint8_t *a, int64_t nb) {
+    f->da = (float *)malloc((size_t)(nb + 1) * sizeof(float));
+    f->asum = (int32_t *)malloc((size_t)(nb + 1) * sizeof(int32_t));
+    if (!f->da || !f->asum) return -1;
+    for (int64_t ib = 0; ib < nb; ++ib) {
+        const uint8_t *ab = a + ib * 34;
+        f->da[ib] = load_scale(ab + 0);
+        const __m256i av = _mm256_loadu_si256((const __m256i *)(ab + 2));
+        /* sum of signed bytes = sum of (a + 128) - 32*128, the former by sad against zero */
+        const __m256i sad = _mm256_sad_epu8(_mm256_xor_si256(av, _mm256_set1_epi8((char)0x80)), _mm256_setzero_si256());
+        __m128i s = _mm_add_epi64(_mm256_castsi256_si128(sad), _mm256_extracti128_si256(sad, 1));
+        s = _mm_add_epi64(s, _mm_unpackhi_epi64(s, s));
+        f->asum[ib] = _mm_cvtsi128_si32(s) - 32 * 128;
+    }
+    return 0;
+}
+
+static void act_release(act_facts *f) {
+    free(f->da);
+    free(f->asum);
+}
+
+/* 8 int32 lanes whose total is sum_j code_j * a_j (unsigned codes, before the offset), exactly */
 static inline __m256i block_partials(const uint8_t *w, const uint8_t *a) {
     const __m256i av = _mm256_loadu_si256((const __m256i *)(a + 2));
     __m256i codes = qs_avx2_nibbles(w + OFF_QS);
-    __m256i pairs = _mm256_maddubs_epi16(codes, av); /* |pair| <= 2*31*128: no saturation */
-    /* sum (c - 8) a = sum c a - 8 sum a, exact in int16 pairs (no sign trick, which fails at a = -128) */
-    pairs = _mm256_sub_epi16(pairs, _mm256_slli_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), av), 3));
-    return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
+    /* unsigned codes <= 31 times signed bytes: |pair| <= 2*31*128, no saturation */
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(codes, av), _mm256_set1_epi16(1));
 }
 
 /* 8 fp16 fields at a stride -> 8 floats */
@@ -153,17 +182,20 @@ static inline __m256 load_scales8(const uint8_t *p, int stride) {
     return _mm256_cvtph_ps(h);
 }
 
-static inline float dot_block(const uint8_t *w, const uint8_t *a) {
+static inline float dot_block(const uint8_t *w, const uint8_t *a, const act_facts *f, int64_t ib) {
     const float dw = load_scale(w + OFF_D);
-    const float da = load_scale(a + 0);
-    const int isum = qs_avx2_hsum_i32(block_partials(w, a));
+    const float da = f->da[ib];
+    int32_t q[QK];
+    block_codes(w, q);
+    int isum = 0;
+    for (int j = 0; j < QK; ++j) isum += q[j] * (int8_t)a[2 + j];
+    isum -= 8 * f->asum[ib];
     const float sumi = (float)isum;
     return ((sumi * dw) * da);
 }
 
-float qs_q4_0_vec_dot__avx2(int64_t n, const uint8_t *w, const uint8_t *a) {
+static float dot_row(int64_t nb, const uint8_t *w, const uint8_t *a, const act_facts *f) {
     float lanes[QS_LANES] = {0};
-    const int64_t nb = n / QK;
     int64_t ib = 0;
     /* eight blocks at a time: their contributions are lanes (ib % 16) .. +7 */
     __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
@@ -171,13 +203,28 @@ float qs_q4_0_vec_dot__avx2(int64_t n, const uint8_t *w, const uint8_t *a) {
         const uint8_t *wb = w + ib * TYPE_SIZE, *ab = a + ib * 34;
         __m256i p[8];
         for (int j = 0; j < 8; ++j) p[j] = block_partials(wb + j * TYPE_SIZE, ab + j * 34);
-        const __m256 sumi = _mm256_cvtepi32_ps(qs_avx2_hsum_8x8(p));
+        __m256i isum = qs_avx2_hsum_8x8(p);
+        isum = _mm256_sub_epi32(isum, _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(f->asum + ib)), 3));
+        const __m256 sumi = _mm256_cvtepi32_ps(isum);
         const __m256 dw = load_scales8(wb + OFF_D, TYPE_SIZE);
-        const __m256 da = load_scales8(ab + 0, 34);
+        const __m256 da = _mm256_loadu_ps(f->da + ib);
         acc[(ib >> 3) & 1] = _mm256_add_ps(acc[(ib >> 3) & 1], _mm256_mul_ps(_mm256_mul_ps(sumi, dw), da));
     }
     _mm256_storeu_ps(lanes, acc[0]);
     _mm256_storeu_ps(lanes + 8, acc[1]);
-    for (; ib < nb; ++ib) lanes[ib % QS_LANES] += dot_block(w + ib * TYPE_SIZE, a + ib * 34);
+    for (; ib < nb; ++ib) lanes[ib % QS_LANES] += dot_block(w + ib * TYPE_SIZE, a + ib * 34, f, ib);
     return qs_fold_lanes(lanes);
+}
+
+int qs_q4_0_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride,
+                       const uint8_t *a, float *out) {
+    const int64_t nb = n / QK;
+    act_facts f;
+    if (act_prepare(&f, a, nb)) {
+        act_release(&f);
+        return -1;
+    }
+    for (int64_t r = 0; r < nrows; ++r) out[r] = dot_row(nb, w + r * row_stride, a, &f);
+    act_release(&f);
+    return 0;
 }

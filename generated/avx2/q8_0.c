@@ -5,6 +5,8 @@
  *   offset 0   f16  d[1]
  *   offset 2   i8   qs[32]
  */
+#include <stdlib.h>
+
 #include "qs_common.h"
 #include "qs_avx2.h"
 
@@ -87,11 +89,39 @@ int64_t qs_q8_0_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_
 
 /* ------------------------------------------------------------ dot product */
 
-/* Block contribution, float32: sumi * (dw * da) */
-/* 8 int32 lanes whose total is the block's exact integer dot product */
-static inline __m256i block_partials(const uint8_t *w, const uint8_t *a) {
+/* Block contribution, float32: sumi * (dw * da)
+ * The activation's per-block facts (its scale)
+ * are decoded once per call and shared by every weight row. */
+typedef struct {
+    float *da;
+    int has_min128; /* an activation byte of -128 rules out the sign trick */
+} act_facts;
+
+static int act_prepare(act_facts *f, const uint8_t *a, int64_t nb) {
+    f->da = (float *)malloc((size_t)(nb + 1) * sizeof(float));
+    if (!f->da) return -1;
+    f->has_min128 = 0;
+    for (int64_t ib = 0; ib < nb; ++ib) {
+        const uint8_t *ab = a + ib * 34;
+        f->da[ib] = load_scale(ab + 0);
+        const __m256i av = _mm256_loadu_si256((const __m256i *)(ab + 2));
+        f->has_min128 |= _mm256_movemask_epi8(_mm256_cmpeq_epi8(av, _mm256_set1_epi8((char)0x80))) != 0;
+    }
+    return 0;
+}
+
+static void act_release(act_facts *f) {
+    free(f->da);
+}
+
+/* 8 int32 lanes whose total is sum_j code_j * a_j (signed quants), exactly */
+static inline __m256i block_partials(const uint8_t *w, const uint8_t *a, int exact) {
     const __m256i av = _mm256_loadu_si256((const __m256i *)(a + 2));
-    return qs_avx2_dot_i8i8(_mm256_loadu_si256((const __m256i *)(w + OFF_QS)), av);
+    const __m256i wv = _mm256_loadu_si256((const __m256i *)(w + OFF_QS));
+    if (exact) return qs_avx2_dot_i8i8(wv, av);
+    /* |w| * sign(a, w): exact when no activation byte is -128; pairs <= 2*128*127 */
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(av, wv)),
+                             _mm256_set1_epi16(1));
 }
 
 /* 8 fp16 fields at a stride -> 8 floats */
@@ -103,31 +133,47 @@ static inline __m256 load_scales8(const uint8_t *p, int stride) {
     return _mm256_cvtph_ps(h);
 }
 
-static inline float dot_block(const uint8_t *w, const uint8_t *a) {
+static inline float dot_block(const uint8_t *w, const uint8_t *a, const act_facts *f, int64_t ib) {
     const float dw = load_scale(w + OFF_D);
-    const float da = load_scale(a + 0);
-    const int isum = qs_avx2_hsum_i32(block_partials(w, a));
+    const float da = f->da[ib];
+    int32_t q[QK];
+    block_codes(w, q);
+    int isum = 0;
+    for (int j = 0; j < QK; ++j) isum += q[j] * (int8_t)a[2 + j];
     const float sumi = (float)isum;
     return (sumi * (dw * da));
 }
 
-float qs_q8_0_vec_dot__avx2(int64_t n, const uint8_t *w, const uint8_t *a) {
+static float dot_row(int64_t nb, const uint8_t *w, const uint8_t *a, const act_facts *f) {
     float lanes[QS_LANES] = {0};
-    const int64_t nb = n / QK;
     int64_t ib = 0;
     /* eight blocks at a time: their contributions are lanes (ib % 16) .. +7 */
     __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     for (; ib + 8 <= nb; ib += 8) {
         const uint8_t *wb = w + ib * TYPE_SIZE, *ab = a + ib * 34;
         __m256i p[8];
-        for (int j = 0; j < 8; ++j) p[j] = block_partials(wb + j * TYPE_SIZE, ab + j * 34);
-        const __m256 sumi = _mm256_cvtepi32_ps(qs_avx2_hsum_8x8(p));
+        for (int j = 0; j < 8; ++j) p[j] = block_partials(wb + j * TYPE_SIZE, ab + j * 34, f->has_min128);
+        __m256i isum = qs_avx2_hsum_8x8(p);
+        const __m256 sumi = _mm256_cvtepi32_ps(isum);
         const __m256 dw = load_scales8(wb + OFF_D, TYPE_SIZE);
-        const __m256 da = load_scales8(ab + 0, 34);
+        const __m256 da = _mm256_loadu_ps(f->da + ib);
         acc[(ib >> 3) & 1] = _mm256_add_ps(acc[(ib >> 3) & 1], _mm256_mul_ps(sumi, _mm256_mul_ps(dw, da)));
     }
     _mm256_storeu_ps(lanes, acc[0]);
     _mm256_storeu_ps(lanes + 8, acc[1]);
-    for (; ib < nb; ++ib) lanes[ib % QS_LANES] += dot_block(w + ib * TYPE_SIZE, a + ib * 34);
+    for (; ib < nb; ++ib) lanes[ib % QS_LANES] += dot_block(w + ib * TYPE_SIZE, a + ib * 34, f, ib);
     return qs_fold_lanes(lanes);
+}
+
+int qs_q8_0_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride,
+                       const uint8_t *a, float *out) {
+    const int64_t nb = n / QK;
+    act_facts f;
+    if (act_prepare(&f, a, nb)) {
+        act_release(&f);
+        return -1;
+    }
+    for (int64_t r = 0; r < nrows; ++r) out[r] = dot_row(nb, w + r * row_stride, a, &f);
+    act_release(&f);
+    return 0;
 }

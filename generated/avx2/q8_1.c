@@ -6,6 +6,8 @@
  *   offset 2   f16  s[1]
  *   offset 4   i8   qs[32]
  */
+#include <stdlib.h>
+
 #include "qs_common.h"
 #include "qs_avx2.h"
 

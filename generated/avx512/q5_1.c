@@ -7,6 +7,8 @@
  *   offset 4   u32  qh[1]
  *   offset 8   u8   qs[16]
  */
+#include <stdlib.h>
+
 #include "qs_common.h"
 #include "qs_search.h"
 #include "qs_avx2.h"
@@ -152,15 +154,40 @@ int64_t qs_q5_1_quantize__avx512(const float *x, uint8_t *q, int64_t nrows, int6
 
 /* ------------------------------------------------------------ dot product */
 
-/* Block contribution, float32: (dw * da) * sumi + mw * sa */
-/* 8 int32 lanes whose total is the block's exact integer dot product */
+/* Block contribution, float32: (dw * da) * sumi + mw * sa
+ * The activation's per-block facts (its scale, s)
+ * are decoded once per call and shared by every weight row. */
+typedef struct {
+    float *da;
+    float *sa;
+} act_facts;
+
+static int act_prepare(act_facts *f, const uint8_t *a, int64_t nb) {
+    f->da = (float *)malloc((size_t)(nb + 1) * sizeof(float));
+    f->sa = (float *)malloc((size_t)(nb + 1) * sizeof(float));
+    if (!f->da || !f->sa) return -1;
+    for (int64_t ib = 0; ib < nb; ++ib) {
+        const uint8_t *ab = a + ib * 36;
+        f->da[ib] = load_scale(ab + 0);
+        f->sa[ib] = load_scale(ab + 2);
+        const __m256i av = _mm256_loadu_si256((const __m256i *)(ab + 4));
+    }
+    return 0;
+}
+
+static void act_release(act_facts *f) {
+    free(f->da);
+    free(f->sa);
+}
+
+/* 8 int32 lanes whose total is sum_j code_j * a_j (unsigned codes, before the offset), exactly */
 static inline __m256i block_partials(const uint8_t *w, const uint8_t *a) {
     const __m256i av = _mm256_loadu_si256((const __m256i *)(a + 4));
     __m256i codes = qs_avx2_nibbles(w + OFF_QS);
     codes = _mm256_or_si256(codes, _mm256_and_si256(qs_avx2_bits_to_bytes(qs_load_u32(w + OFF_QH)),
                                                     _mm256_set1_epi8(0x10)));
-    __m256i pairs = _mm256_maddubs_epi16(codes, av); /* |pair| <= 2*31*128: no saturation */
-    return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
+    /* unsigned codes <= 31 times signed bytes: |pair| <= 2*31*128, no saturation */
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(codes, av), _mm256_set1_epi16(1));
 }
 
 /* 8 fp16 fields at a stride -> 8 floats */
@@ -172,19 +199,21 @@ static inline __m256 load_scales8(const uint8_t *p, int stride) {
     return _mm256_cvtph_ps(h);
 }
 
-static inline float dot_block(const uint8_t *w, const uint8_t *a) {
+static inline float dot_block(const uint8_t *w, const uint8_t *a, const act_facts *f, int64_t ib) {
     const float dw = load_scale(w + OFF_D);
-    const float da = load_scale(a + 0);
+    const float da = f->da[ib];
     const float mw = load_scale(w + OFF_M);
-    const float sa = load_scale(a + 2);
-    const int isum = qs_avx2_hsum_i32(block_partials(w, a));
+    const float sa = f->sa[ib];
+    int32_t q[QK];
+    block_codes(w, q);
+    int isum = 0;
+    for (int j = 0; j < QK; ++j) isum += q[j] * (int8_t)a[4 + j];
     const float sumi = (float)isum;
     return (((dw * da) * sumi) + (mw * sa));
 }
 
-float qs_q5_1_vec_dot__avx512(int64_t n, const uint8_t *w, const uint8_t *a) {
+static float dot_row(int64_t nb, const uint8_t *w, const uint8_t *a, const act_facts *f) {
     float lanes[QS_LANES] = {0};
-    const int64_t nb = n / QK;
     int64_t ib = 0;
     /* eight blocks at a time: their contributions are lanes (ib % 16) .. +7 */
     __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
@@ -192,15 +221,29 @@ float qs_q5_1_vec_dot__avx512(int64_t n, const uint8_t *w, const uint8_t *a) {
         const uint8_t *wb = w + ib * TYPE_SIZE, *ab = a + ib * 36;
         __m256i p[8];
         for (int j = 0; j < 8; ++j) p[j] = block_partials(wb + j * TYPE_SIZE, ab + j * 36);
-        const __m256 sumi = _mm256_cvtepi32_ps(qs_avx2_hsum_8x8(p));
+        __m256i isum = qs_avx2_hsum_8x8(p);
+        const __m256 sumi = _mm256_cvtepi32_ps(isum);
         const __m256 dw = load_scales8(wb + OFF_D, TYPE_SIZE);
-        const __m256 da = load_scales8(ab + 0, 36);
+        const __m256 da = _mm256_loadu_ps(f->da + ib);
         const __m256 mw = load_scales8(wb + OFF_M, TYPE_SIZE);
-        const __m256 sa = load_scales8(ab + 2, 36);
+        const __m256 sa = _mm256_loadu_ps(f->sa + ib);
         acc[(ib >> 3) & 1] = _mm256_add_ps(acc[(ib >> 3) & 1], _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(dw, da), sumi), _mm256_mul_ps(mw, sa)));
     }
     _mm256_storeu_ps(lanes, acc[0]);
     _mm256_storeu_ps(lanes + 8, acc[1]);
-    for (; ib < nb; ++ib) lanes[ib % QS_LANES] += dot_block(w + ib * TYPE_SIZE, a + ib * 36);
+    for (; ib < nb; ++ib) lanes[ib % QS_LANES] += dot_block(w + ib * TYPE_SIZE, a + ib * 36, f, ib);
     return qs_fold_lanes(lanes);
+}
+
+int qs_q5_1_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride,
+                       const uint8_t *a, float *out) {
+    const int64_t nb = n / QK;
+    act_facts f;
+    if (act_prepare(&f, a, nb)) {
+        act_release(&f);
+        return -1;
+    }
+    for (int64_t r = 0; r < nrows; ++r) out[r] = dot_row(nb, w + r * row_stride, a, &f);
+    act_release(&f);
+    return 0;
 }

@@ -7,26 +7,34 @@
 
 int64_t qs_bf16_quantize__avx512(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
 void qs_bf16_dequantize__avx512(const uint8_t *q, float *y, int64_t n);
-float qs_bf16_vec_dot__avx512(int64_t n, const uint8_t *w, const uint8_t *a);
+int qs_bf16_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
 int64_t qs_f16_quantize__avx512(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
 void qs_f16_dequantize__avx512(const uint8_t *q, float *y, int64_t n);
-float qs_f16_vec_dot__avx512(int64_t n, const uint8_t *w, const uint8_t *a);
-float qs_f32_vec_dot__avx512(int64_t n, const uint8_t *w, const uint8_t *a);
+int qs_f16_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+int qs_f32_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
 int64_t qs_q4_0_quantize__avx512(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
 void qs_q4_0_dequantize__avx512(const uint8_t *q, float *y, int64_t n);
-float qs_q4_0_vec_dot__avx512(int64_t n, const uint8_t *w, const uint8_t *a);
+int qs_q4_0_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
 int64_t qs_q4_1_quantize__avx512(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
 void qs_q4_1_dequantize__avx512(const uint8_t *q, float *y, int64_t n);
-float qs_q4_1_vec_dot__avx512(int64_t n, const uint8_t *w, const uint8_t *a);
+int qs_q4_1_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
 int64_t qs_q5_0_quantize__avx512(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
 void qs_q5_0_dequantize__avx512(const uint8_t *q, float *y, int64_t n);
-float qs_q5_0_vec_dot__avx512(int64_t n, const uint8_t *w, const uint8_t *a);
+int qs_q5_0_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
 int64_t qs_q5_1_quantize__avx512(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
 void qs_q5_1_dequantize__avx512(const uint8_t *q, float *y, int64_t n);
-float qs_q5_1_vec_dot__avx512(int64_t n, const uint8_t *w, const uint8_t *a);
+int qs_q5_1_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
 int64_t qs_q8_0_quantize__avx512(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
 void qs_q8_0_dequantize__avx512(const uint8_t *q, float *y, int64_t n);
-float qs_q8_0_vec_dot__avx512(int64_t n, const uint8_t *w, const uint8_t *a);
+int qs_q8_0_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
 int64_t qs_q8_1_quantize__avx512(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
 void qs_q8_1_dequantize__avx512(const uint8_t *q, float *y, int64_t n);
 

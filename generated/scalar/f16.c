@@ -22,9 +22,15 @@ int64_t qs_f16_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64
 }
 
 /* Each element is one block: lane i % 16 += w[i] * a[i]. */
-float qs_f16_vec_dot__scalar(int64_t n, const uint8_t *w, const uint8_t *a) {
+static float dot_row(int64_t n, const uint8_t *w, const uint8_t *a) {
     float lanes[QS_LANES] = {0};
     int64_t i = 0;
     for (; i < n; ++i) lanes[i % QS_LANES] += to_f32(w + i * ELEM_SIZE) * to_f32(a + i * ELEM_SIZE);
     return qs_fold_lanes(lanes);
+}
+
+int qs_f16_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride,
+                       const uint8_t *a, float *out) {
+    for (int64_t r = 0; r < nrows; ++r) out[r] = dot_row(n, w + r * row_stride, a);
+    return 0;
 }

@@ -5,6 +5,8 @@
  *   offset 0   f16  d[1]
  *   offset 2   u8   qs[16]
  */
+#include <stdlib.h>
+
 #include "qs_common.h"
 #include "qs_search.h"
 
@@ -109,23 +111,61 @@ int64_t qs_q4_0_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int6
 
 /* ------------------------------------------------------------ dot product */
 
-/* Block contribution, float32: (sumi * dw) * da */
+/* Block contribution, float32: (sumi * dw) * da
+ * The activation's per-block facts (its scale, the sum of its quants)
+ * are decoded once per call and shared by every weight row. */
+typedef struct {
+    float *da;
+    int32_t *asum;
+} act_facts;
 
-static inline float dot_block(const uint8_t *w, const uint8_t *a) {
+static int act_prepare(act_facts *f, const uint8_t *a, int64_t nb) {
+    f->da = (float *)malloc((size_t)(nb + 1) * sizeof(float));
+    f->asum = (int32_t *)malloc((size_t)(nb + 1) * sizeof(int32_t));
+    if (!f->da || !f->asum) return -1;
+    for (int64_t ib = 0; ib < nb; ++ib) {
+        const uint8_t *ab = a + ib * 34;
+        f->da[ib] = load_scale(ab + 0);
+        int32_t s = 0;
+        for (int j = 0; j < QK; ++j) s += (int8_t)ab[2 + j];
+        f->asum[ib] = s;
+    }
+    return 0;
+}
+
+static void act_release(act_facts *f) {
+    free(f->da);
+    free(f->asum);
+}
+
+static inline float dot_block(const uint8_t *w, const uint8_t *a, const act_facts *f, int64_t ib) {
     const float dw = load_scale(w + OFF_D);
-    const float da = load_scale(a + 0);
+    const float da = f->da[ib];
     int32_t q[QK];
     block_codes(w, q);
     int isum = 0;
-    for (int j = 0; j < QK; ++j) isum += (q[j] - 8) * (int8_t)a[2 + j];
+    for (int j = 0; j < QK; ++j) isum += q[j] * (int8_t)a[2 + j];
+    isum -= 8 * f->asum[ib];
     const float sumi = (float)isum;
     return ((sumi * dw) * da);
 }
 
-float qs_q4_0_vec_dot__scalar(int64_t n, const uint8_t *w, const uint8_t *a) {
+static float dot_row(int64_t nb, const uint8_t *w, const uint8_t *a, const act_facts *f) {
     float lanes[QS_LANES] = {0};
-    const int64_t nb = n / QK;
     int64_t ib = 0;
-    for (; ib < nb; ++ib) lanes[ib % QS_LANES] += dot_block(w + ib * TYPE_SIZE, a + ib * 34);
+    for (; ib < nb; ++ib) lanes[ib % QS_LANES] += dot_block(w + ib * TYPE_SIZE, a + ib * 34, f, ib);
     return qs_fold_lanes(lanes);
+}
+
+int qs_q4_0_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride,
+                       const uint8_t *a, float *out) {
+    const int64_t nb = n / QK;
+    act_facts f;
+    if (act_prepare(&f, a, nb)) {
+        act_release(&f);
+        return -1;
+    }
+    for (int64_t r = 0; r < nrows; ++r) out[r] = dot_row(nb, w + r * row_stride, a, &f);
+    act_release(&f);
+    return 0;
 }
