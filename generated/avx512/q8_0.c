@@ -50,9 +50,15 @@ void qs_q8_0_dequantize__avx512(const uint8_t *q, float *y, int64_t n) {
 
 /* -------------------------------------------------------------- quantize */
 
-/* The reference quantizer of one block; returns 1 if the block holds NaN or inf. */
-static inline int quantize_block(const float *x, uint8_t *b) {
-    int32_t q[QK];
+/* The reference quantizer, phase 1: what the scale is computed from (the largest magnitude). */
+typedef struct {
+    float scale_src;
+    float min;
+    int bad; /* the block holds NaN or inf */
+} block_extremes;
+
+static inline block_extremes find_extremes(const float *x) {
+    block_extremes e;
     __m256 v[4], a[4];
     __m256 nonfinite = _mm256_setzero_ps();
     for (int k = 0; k < 4; ++k) {
@@ -60,20 +66,67 @@ static inline int quantize_block(const float *x, uint8_t *b) {
         a[k] = qs_avx2_abs_ps(v[k]);
         nonfinite = _mm256_or_ps(nonfinite, qs_avx2_nonfinite(a[k]));
     }
-    const int bad = _mm256_movemask_ps(nonfinite) != 0;
+    e.bad = _mm256_movemask_ps(nonfinite) != 0;
     const float amax = qs_avx2_hmax_ps(_mm256_max_ps(_mm256_max_ps(a[0], a[1]), _mm256_max_ps(a[2], a[3])));
-    const float d = amax / 127;
-    const float id = d ? 1.0f / d : 0.0f;
-    qs_store_u16(b + OFF_D, qs_fp32_to_fp16(d));
+    e.min = 0.0f;
+    e.scale_src = amax;
+    return e;
+}
+
+/* Phase 2: the codes for the inverse scale, packed into the block; returns
+ * the sum of the stored quants (Q8_1's s). */
+static inline int store_block_codes(const float *x, uint8_t *b, float id, float min) {
     __m256i c[4];
     const __m256 vid = _mm256_set1_ps(id);
+    (void)min;
     for (int k = 0; k < 4; ++k) {
-        c[k] = _mm256_cvttps_epi32(qs_avx2_roundf_ps(_mm256_mul_ps(v[k], vid)));
+        const __m256 v = _mm256_loadu_ps(x + 8 * k);
+        c[k] = _mm256_cvttps_epi32(qs_avx2_roundf_ps(_mm256_mul_ps(v, vid)));
         /* keep the low byte of the int32, as C's int -> int8_t (cvtt gives INT_MIN -> 0 where C does) */
         c[k] = _mm256_srai_epi32(_mm256_slli_epi32(c[k], 24), 24);
     }
     _mm256_storeu_si256((__m256i *)(b + OFF_QS), qs_avx2_pack_i8(c[0], c[1], c[2], c[3]));
-    (void)q;
+    return 0;
+}
+
+/* One block (the tail of a row set); returns 1 if it holds NaN or inf. */
+static inline int quantize_block(const float *x, uint8_t *b) {
+    const block_extremes e = find_extremes(x);
+    const float d = e.scale_src / 127;
+    const float id = d ? 1.0f / d : 0.0f;
+    qs_store_u16(b + OFF_D, qs_fp32_to_fp16(d));
+    const int sum = store_block_codes(x, b, id, e.min);
+    (void)sum;
+    return e.bad;
+}
+
+/* Eight blocks: their scale arithmetic (divisions, fp16 rounding) in one
+ * vector, each lane the same float32 operations as quantize_block. Returns
+ * a mask of the blocks that hold NaN or inf. */
+static inline int quantize_blocks8(const float *x, uint8_t *b) {
+    float src[8], mins[8], ids[8];
+    uint16_t dh[8], mh[8];
+    int sums[8], bad = 0;
+    for (int j = 0; j < 8; ++j) {
+        const block_extremes e = find_extremes(x + j * QK);
+        src[j] = e.scale_src;
+        mins[j] = e.min;
+        bad |= e.bad << j;
+    }
+    const __m256 d = _mm256_div_ps(_mm256_loadu_ps(src), _mm256_set1_ps(127));
+    /* d ? 1/d : 0 (d is never NaN here) */
+    const __m256 id = _mm256_and_ps(_mm256_div_ps(_mm256_set1_ps(1.0f), d),
+                                    _mm256_cmp_ps(d, _mm256_setzero_ps(), _CMP_NEQ_UQ));
+    _mm256_storeu_ps(ids, id);
+    /* F16C rounds to nearest even, as the software converter, for every non-NaN value */
+    _mm_storeu_si128((__m128i *)dh, _mm256_cvtps_ph(d, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    _mm_storeu_si128((__m128i *)mh, _mm256_cvtps_ph(_mm256_loadu_ps(mins), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    for (int j = 0; j < 8; ++j) {
+        qs_store_u16(b + j * TYPE_SIZE + OFF_D, dh[j]);
+        sums[j] = store_block_codes(x + j * QK, b + j * TYPE_SIZE, ids[j], mins[j]);
+    }
+    (void)sums;
+    (void)mh;
     return bad;
 }
 
@@ -82,7 +135,13 @@ int64_t qs_q8_0_quantize__avx512(const float *x, uint8_t *q, int64_t nrows, int6
     const int64_t nb = n_per_row / QK;
     int64_t bad = -1;
     (void)imatrix; /* q8_0 ignores the importance matrix, as ggml */
-    for (int64_t ib = 0; ib < nrows * nb; ++ib)
+    const int64_t total = nrows * nb;
+    int64_t ib = 0;
+    for (; ib + 8 <= total; ib += 8) {
+        const int mask = quantize_blocks8(x + ib * QK, q + ib * TYPE_SIZE);
+        if (mask && bad < 0) bad = ib + __builtin_ctz((unsigned)mask);
+    }
+    for (; ib < total; ++ib)
         if (quantize_block(x + ib * QK, q + ib * TYPE_SIZE) && bad < 0) bad = ib;
     return bad;
 }

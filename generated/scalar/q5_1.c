@@ -120,7 +120,9 @@ int64_t qs_q5_1_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int6
         }
         return bad;
     }
-    for (int64_t ib = 0; ib < nrows * nb; ++ib)
+    const int64_t total = nrows * nb;
+    int64_t ib = 0;
+    for (; ib < total; ++ib)
         if (quantize_block(x + ib * QK, q + ib * TYPE_SIZE) && bad < 0) bad = ib;
     return bad;
 }

@@ -73,7 +73,9 @@ int64_t qs_q8_1_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int6
     const int64_t nb = n_per_row / QK;
     int64_t bad = -1;
     (void)imatrix; /* q8_1 ignores the importance matrix, as ggml */
-    for (int64_t ib = 0; ib < nrows * nb; ++ib)
+    const int64_t total = nrows * nb;
+    int64_t ib = 0;
+    for (; ib < total; ++ib)
         if (quantize_block(x + ib * QK, q + ib * TYPE_SIZE) && bad < 0) bad = ib;
     return bad;
 }
