@@ -22,7 +22,7 @@ OPS = ("quantize", "dequantize", "vec_dot")
 #   contrib  the block's dot-product contribution in float32, in the spec's association
 #            (Python syntax over sumi, dw, da, mw, sa; codegen.model renders it as C and as intrinsics)
 FORMATS = (
-    ("f32", "float.c.j2", ("vec_dot",), dict(elem_size=4)),
+    ("f32", "float.c.j2", OPS, dict(elem_size=4)),
     ("f16", "float.c.j2", OPS, dict(elem_size=2)),
     ("bf16", "float.c.j2", OPS, dict(elem_size=2)),
     ("q4_0", "legacy.c.j2", OPS, dict(kind="sym", bits=4, offset=8, divisor="-8", clamp="min", qmax=15,

@@ -12,6 +12,8 @@ cdef extern from "qs_kernels_avx512.h" nogil:
     int64_t qs_f16_quantize__avx512(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
     void qs_f16_dequantize__avx512(const uint8_t *q, float *y, int64_t n)
     int qs_f16_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    int64_t qs_f32_quantize__avx512(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
+    void qs_f32_dequantize__avx512(const uint8_t *q, float *y, int64_t n)
     int qs_f32_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
     int64_t qs_q4_0_quantize__avx512(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
     void qs_q4_0_dequantize__avx512(const uint8_t *q, float *y, int64_t n)
@@ -43,6 +45,8 @@ KERNELS = (
     ("f16", "quantize"),
     ("f16", "dequantize"),
     ("f16", "vec_dot"),
+    ("f32", "quantize"),
+    ("f32", "dequantize"),
     ("f32", "vec_dot"),
     ("q4_0", "quantize"),
     ("q4_0", "dequantize"),
@@ -63,27 +67,29 @@ KERNELS = (
     ("q8_1", "dequantize"),
 )
 
-cdef quantize_fn _quantize[8]
+cdef quantize_fn _quantize[9]
 _quantize[0] = qs_bf16_quantize__avx512
 _quantize[1] = qs_f16_quantize__avx512
-_quantize[2] = qs_q4_0_quantize__avx512
-_quantize[3] = qs_q4_1_quantize__avx512
-_quantize[4] = qs_q5_0_quantize__avx512
-_quantize[5] = qs_q5_1_quantize__avx512
-_quantize[6] = qs_q8_0_quantize__avx512
-_quantize[7] = qs_q8_1_quantize__avx512
-_QUANTIZE_INDEX = { "bf16": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 4, "q5_1": 5, "q8_0": 6, "q8_1": 7, }
+_quantize[2] = qs_f32_quantize__avx512
+_quantize[3] = qs_q4_0_quantize__avx512
+_quantize[4] = qs_q4_1_quantize__avx512
+_quantize[5] = qs_q5_0_quantize__avx512
+_quantize[6] = qs_q5_1_quantize__avx512
+_quantize[7] = qs_q8_0_quantize__avx512
+_quantize[8] = qs_q8_1_quantize__avx512
+_QUANTIZE_INDEX = { "bf16": 0, "f16": 1, "f32": 2, "q4_0": 3, "q4_1": 4, "q5_0": 5, "q5_1": 6, "q8_0": 7, "q8_1": 8, }
 
-cdef dequantize_fn _dequantize[8]
+cdef dequantize_fn _dequantize[9]
 _dequantize[0] = qs_bf16_dequantize__avx512
 _dequantize[1] = qs_f16_dequantize__avx512
-_dequantize[2] = qs_q4_0_dequantize__avx512
-_dequantize[3] = qs_q4_1_dequantize__avx512
-_dequantize[4] = qs_q5_0_dequantize__avx512
-_dequantize[5] = qs_q5_1_dequantize__avx512
-_dequantize[6] = qs_q8_0_dequantize__avx512
-_dequantize[7] = qs_q8_1_dequantize__avx512
-_DEQUANTIZE_INDEX = { "bf16": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 4, "q5_1": 5, "q8_0": 6, "q8_1": 7, }
+_dequantize[2] = qs_f32_dequantize__avx512
+_dequantize[3] = qs_q4_0_dequantize__avx512
+_dequantize[4] = qs_q4_1_dequantize__avx512
+_dequantize[5] = qs_q5_0_dequantize__avx512
+_dequantize[6] = qs_q5_1_dequantize__avx512
+_dequantize[7] = qs_q8_0_dequantize__avx512
+_dequantize[8] = qs_q8_1_dequantize__avx512
+_DEQUANTIZE_INDEX = { "bf16": 0, "f16": 1, "f32": 2, "q4_0": 3, "q4_1": 4, "q5_0": 5, "q5_1": 6, "q8_0": 7, "q8_1": 8, }
 
 cdef vec_dot_fn _vec_dot[8]
 _vec_dot[0] = qs_bf16_vec_dot__avx512

@@ -127,13 +127,16 @@ def quantize(fmt, x, imatrix=None, threads=None, out=None) -> np.ndarray:
     x2 = _contiguous(x2)
     im = _check_imatrix(name, imatrix, n)
     shape = (row_bytes,) if one_row else (nrows, row_bytes)
-    dest = _check_out(name, out, shape, np.uint8)
     impl = dispatch.implementation(name, "quantize")
+    dest = _check_out(name, out, shape, np.uint8) if (out is not None or impl.isa != "reference") else None
     if impl.isa == "reference":
         if spec.nonfinite_input == "reject" and not np.isfinite(x2).all():
             bad_block = int(np.argmax(~np.isfinite(x2).reshape(-1, spec.block_size).all(axis=1)))
             _raise_nonfinite(name, x2, bad_block)
-        dest.reshape(nrows, row_bytes)[...] = impl.quantize(x2, im)
+        result = impl.quantize(x2, im)
+        if out is None:
+            return result.reshape(shape)
+        dest.reshape(nrows, row_bytes)[...] = result
     else:
         bad_block = impl.quantize(x2, dest.reshape(nrows, row_bytes), im, threads)
         if bad_block >= 0 and spec.nonfinite_input == "reject":
@@ -164,8 +167,11 @@ def dequantize(fmt, q, threads=None, out=None) -> np.ndarray:
     threads = _check_threads(threads)
     q2, one_row, n = _byte_rows(name, q)
     nrows = q2.shape[0]
-    dest = _check_out(name, out, (n,) if one_row else (nrows, n), np.float32)
+    shape = (n,) if one_row else (nrows, n)
     impl = dispatch.implementation(name, "dequantize")
+    if impl.isa == "reference" and out is None:
+        return impl.dequantize(q2).reshape(shape)  # the spec allocates its result: no second copy
+    dest = _check_out(name, out, shape, np.float32)
     if impl.isa == "reference":
         dest.reshape(nrows, n)[...] = impl.dequantize(q2)
     else:

@@ -13,6 +13,8 @@ int64_t qs_f16_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_t
 void qs_f16_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
 int qs_f16_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
+int64_t qs_f32_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void qs_f32_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
 int qs_f32_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
 int64_t qs_q4_0_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);

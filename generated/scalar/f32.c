@@ -7,6 +7,18 @@
 static inline float to_f32(const uint8_t *p) { return qs_load_f32(p); }
 #define ELEM_SIZE 4
 
+void qs_f32_dequantize__scalar(const uint8_t *q, float *y, int64_t n) {
+    memcpy(y, q, (size_t)n * sizeof(float)); /* stored as is */
+}
+
+int64_t qs_f32_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row,
+                        const float *imatrix) {
+    (void)imatrix; /* float formats ignore the importance matrix, as ggml */
+    const int64_t n = nrows * n_per_row;
+    memcpy(q, x, (size_t)n * sizeof(float)); /* ggml_quantize_chunk copies F32 */
+    return -1;
+}
+
 /* Each element is one block: lane i % 16 += w[i] * a[i]. */
 static float dot_row(int64_t n, const uint8_t *w, const uint8_t *a) {
     float lanes[QS_LANES] = {0};
