@@ -48,6 +48,19 @@ class IsaError(QuantspecError, ValueError):
     """An implementation name that does not exist or that this CPU lacks."""
 
 
+class GGUFError(QuantspecError, ValueError):
+    """A GGUF file that is truncated, corrupt or not what an operation needs
+    (bad magic or version, a tensor outside the data section, an unknown type
+    id, ...). The message names the file, and where they apply the tensor and
+    the field; ``path``, ``tensor`` and ``field`` carry them for programs."""
+
+    def __init__(self, message: str, *, path=None, tensor: str | None = None, field: str | None = None):
+        super().__init__(message)
+        self.path = None if path is None else str(path)
+        self.tensor = tensor
+        self.field = field
+
+
 def describe(x) -> str:
     """A short description of what was given, for error messages."""
     shape = getattr(x, "shape", None)
