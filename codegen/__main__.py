@@ -15,6 +15,7 @@ from pathlib import Path
 import jinja2
 
 from codegen import isa as isa_table
+from codegen.docs import render_docs
 from codegen.kernels import CONTEXT, KERNELS, OPS, TEMPLATE
 from codegen.model import ROOT, context
 
@@ -24,6 +25,8 @@ SIMD = "codegen/simd"
 
 # what python -m codegen owns inside generated/ (build outputs there are not ours)
 OWNED_PATTERNS = ("*/*.c", "*/*.h", "_kernels_*.pyx", "MANIFEST.json", "__init__.py")
+# the format pages (codegen/docs.py), relative to the repository root
+DOCS_PATTERNS = ("docs/formats/*.md", "docs/formats/*.svg")
 
 
 def _banner(template: str, spec: str | None, comment: str) -> str:
@@ -71,6 +74,7 @@ def render_all() -> dict[str, str]:
     out["generated/MANIFEST.json"] = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
     out["generated/__init__.py"] = (_banner("(none)", None, "#")
                                     + '"""Machine-written kernels; see generated/MANIFEST.json."""\n')
+    out.update(render_docs())
     return out
 
 
@@ -82,6 +86,8 @@ def owned_files() -> set[str]:
             # Cython writes generated/_kernels_<isa>.c next to the .pyx: a build output
             if not (p.parent == GENERATED and p.suffix == ".c"):
                 found.add(rel)
+    for pattern in DOCS_PATTERNS:
+        found.update(p.relative_to(ROOT).as_posix() for p in ROOT.glob(pattern))
     return found
 
 
