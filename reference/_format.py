@@ -134,3 +134,17 @@ def nonfinite_f16(blocks: np.ndarray, *names: str) -> list[Invalid]:
             found.append(Invalid(int(row), int(block), name, b, "NaN" if b & 0x3FF else "inf"))
     found.sort(key=lambda v: (v.row, v.block))
     return found
+
+
+def nonfinite_f32(blocks: np.ndarray, *names: str) -> list[Invalid]:
+    """``ggml_validate_row_data`` for float32 scale fields (Q8_K's ``d``):
+    inf or NaN is invalid."""
+    found = []
+    for name in names:
+        bits = np.ascontiguousarray(blocks[name]).view(np.uint32)
+        bad = (bits & 0x7F800000) == 0x7F800000
+        for row, block in zip(*np.nonzero(bad)):
+            b = int(bits[row, block])
+            found.append(Invalid(int(row), int(block), name, b, "NaN" if b & 0x7FFFFF else "inf"))
+    found.sort(key=lambda v: (v.row, v.block))
+    return found
