@@ -15,6 +15,7 @@ import sys
 #: subcommand name -> module
 SUBCOMMANDS = {
     "bench": "quantspec.cli.bench",
+    "explain": "quantspec.cli.explain",
     "verify": "quantspec.cli.verify",
 }
 
