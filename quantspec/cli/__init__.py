@@ -17,6 +17,7 @@ SUBCOMMANDS = {
     "bench": "quantspec.cli.bench",
     "explain": "quantspec.cli.explain",
     "verify": "quantspec.cli.verify",
+    "vectors": "quantspec.cli.vectors",
 }
 
 
