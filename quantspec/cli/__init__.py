@@ -15,6 +15,9 @@ import sys
 #: subcommand name -> module
 SUBCOMMANDS = {
     "bench": "quantspec.cli.bench",
+    "quantize": "quantspec.cli.quantize",
+    "dequantize": "quantspec.cli.dequantize",
+    "inspect": "quantspec.cli.inspect",
     "explain": "quantspec.cli.explain",
     "verify": "quantspec.cli.verify",
     "vectors": "quantspec.cli.vectors",
