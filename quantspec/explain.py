@@ -25,7 +25,7 @@ from types import ModuleType
 import numpy as np
 
 try:  # absent when codegen loads this file without the package installed
-    from quantspec.errors import QuantspecError, ShapeError
+    from quantspec.errors import GGUFError, QuantspecError, ShapeError
 except ImportError:  # pragma: no cover - only in the skip_install codegen environment
     class QuantspecError(Exception):
         pass
@@ -33,10 +33,12 @@ except ImportError:  # pragma: no cover - only in the skip_install codegen envir
     class ShapeError(QuantspecError, ValueError):
         pass
 
+    class GGUFError(QuantspecError, ValueError):
+        pass
 
-class BlockSourceError(QuantspecError, ValueError):
-    """A block that ``explain`` cannot read: text that is not hexadecimal, a
-    file that is not GGUF, a tensor the file lacks or stores in another format."""
+
+class HexError(QuantspecError, ValueError):
+    """Text given as a block that is not pairs of hexadecimal digits."""
 
 
 # --------------------------------------------------------------------------- bit maps
@@ -679,7 +681,7 @@ def parse_hex(fmt, text: str) -> bytes:
     if not re.fullmatch(r"[0-9a-fA-F]*", cleaned) or len(cleaned) % 2:
         bad = next((c for c in cleaned if c not in "0123456789abcdefABCDEF"), None)
         why = f"character {bad!r}" if bad else f"an odd number of digits ({len(cleaned)})"
-        raise BlockSourceError(f"{fmt.name}: --hex must be pairs of hex digits, got {why}")
+        raise HexError(f"{fmt.name}: a block in hex must be pairs of hex digits, got {why}")
     data = bytes.fromhex(cleaned)
     expected = fmt.row_meta_size + fmt.type_size
     if len(data) != expected:
@@ -691,27 +693,29 @@ def parse_hex(fmt, text: str) -> bytes:
 
 def block_from_gguf(fmt, path: str, tensor: str, block: int) -> tuple[bytes, dict]:
     """Block ``block`` (row-major over the whole tensor) of ``tensor`` in the
-    GGUF file at ``path``; returns its bytes (with its row's metadata, if the
-    format has any) and facts about where it was found."""
+    GGUF file at ``path``, read with gguf-py's ``GGUFReader``; returns its
+    bytes (with its row's metadata first, if the format has any) and where
+    it was found."""
     try:
         from gguf import GGUFReader
     except ImportError as exc:  # gguf is a test extra, not a dependency
-        raise BlockSourceError("reading GGUF files needs the gguf package (pip install gguf)") from exc
+        raise GGUFError("reading GGUF files needs the gguf package (pip install gguf)", path=path) from exc
     try:
         reader = GGUFReader(path)
-    except (OSError, ValueError, KeyError) as exc:
-        raise BlockSourceError(f"{fmt.name}: cannot read {path!r} as GGUF: {exc}") from exc
+    except (OSError, ValueError, KeyError, IndexError) as exc:
+        raise GGUFError(f"{fmt.name}: cannot read {str(path)!r} as GGUF: {exc}", path=path) from exc
     tensors = {t.name: t for t in reader.tensors}
     if tensor not in tensors:
         names = sorted(tensors)
         shown = ", ".join(names[:8]) + (f", ... ({len(names)} tensors)" if len(names) > 8 else "")
-        raise BlockSourceError(f"{fmt.name}: {path!r} has no tensor {tensor!r}; it has {shown or 'no tensors'}")
+        raise GGUFError(f"{fmt.name}: {str(path)!r} has no tensor {tensor!r}; it has {shown or 'no tensors'}",
+                        path=path, tensor=tensor)
     t = tensors[tensor]
     type_id = int(t.tensor_type)
     if fmt.origin != "ggml" or type_id != fmt.type_id:
         type_name = getattr(t.tensor_type, "name", str(type_id))
-        raise BlockSourceError(f"{fmt.name}: tensor {tensor!r} is stored as {type_name} (ggml type {type_id}), "
-                               f"not {fmt.name} ({fmt.origin} type {fmt.type_id})")
+        raise GGUFError(f"{fmt.name}: tensor {tensor!r} is stored as {type_name} (ggml type {type_id}), "
+                        f"not {fmt.name} ({fmt.origin} type {fmt.type_id})", path=path, tensor=tensor)
     ne0 = int(t.shape[0])
     n_elements = int(t.n_elements)
     per_row = ne0 // fmt.block_size
@@ -794,9 +798,10 @@ def render_text(module: ModuleType, decoded: Decoded | None = None, where: dict 
         out += ["", f"Worked example: the spec quantizes {EXAMPLE_INPUT}:"]
         out += _wrap_values([format_float(v) for v in example.x], "x") + [""]
     elif where:
+        first, last = where["first_element"], where["first_element"] + fmt.block_size - 1
+        elements = f"element {first}" if first == last else f"elements {first}..{last}"
         out += ["", f"Block {where['block']} of {where['n_blocks']} of tensor {where['tensor']} "
-                    f"(shape {list(where['shape'])}, row {where['row']}, elements "
-                    f"{where['first_element']}..{where['first_element'] + fmt.block_size - 1}, "
+                    f"(ne {list(where['shape'])}, row {where['row']}, {elements}, "
                     f"file offset {where['byte_offset']}):", ""]
     else:
         out += ["", "The given block:", ""]
