@@ -20,6 +20,7 @@ from __future__ import annotations
 import ast
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from types import ModuleType
 
 import numpy as np
@@ -213,14 +214,21 @@ def resolve_layout(fmt, layout: Layout | None = None) -> BitMap:
     """Expand ``LAYOUTS[fmt.name]`` against ``fmt`` and check it: each segment
     inside its field and unit, no field bit claimed twice, every bit of every
     symbol element stated exactly once."""
-    layout = LAYOUTS.get(fmt.name, Layout()) if layout is None else layout
+    return _resolve(fmt, LAYOUTS.get(fmt.name, Layout()) if layout is None else layout)
+
+
+@lru_cache(maxsize=None)
+def _resolve(fmt, layout: Layout) -> BitMap:
     fields = _field_table(fmt)
     symbols = {s.name: s for s in layout.symbols}
     claimed: dict[tuple[str, int], str] = {}
     found: dict[str, dict[int, list[Source]]] = {name: {} for name in symbols}
+    unit_of: dict[str, int] = {}
     for seg in layout.segments:
         if seg.field not in fields:
             raise LayoutError(f"{fmt.name}: bit map names field {seg.field!r}, which FORMAT lacks")
+        if unit_of.setdefault(seg.field, seg.unit) != seg.unit:
+            raise LayoutError(f"{fmt.name}: the segments of field {seg.field} must read it in one unit size")
         if seg.symbol not in symbols:
             raise LayoutError(f"{fmt.name}: bit map names symbol {seg.symbol!r}, which the layout does not declare")
         total_bits = fields[seg.field].nbytes * 8
@@ -228,6 +236,9 @@ def resolve_layout(fmt, layout: Layout | None = None) -> BitMap:
             raise LayoutError(f"{fmt.name}: field {seg.field} ({total_bits} bits) is not a whole number of "
                               f"{seg.unit}-bit units")
         start, stop = seg.units or (0, total_bits // seg.unit)
+        if not 0 <= start < stop <= total_bits // seg.unit:
+            raise LayoutError(f"{fmt.name}: units {seg.units} of {seg.field} are outside its "
+                              f"{total_bits // seg.unit} units")
         for k in range(start, stop):
             for i in range(seg.repeat):
                 bit = seg.bit + seg.stride * i
@@ -533,22 +544,36 @@ def _field_values(fmt, block: bytes) -> list[FieldValue]:
     return out
 
 
+@lru_cache(maxsize=None)
+def _gather_plan(fmt, layout: Layout) -> dict[str, tuple[np.ndarray, ...]]:
+    """Per symbol, one row per source: element, first byte in the block, unit
+    bytes, bit, width, target bit (so that decoding is a few array ops)."""
+    bitmap, offsets = _resolve(fmt, layout), fmt.offsets()
+    plan = {}
+    for name, per_element in bitmap.sources.items():
+        rows = [(index, offsets[s.field] + s.k * s.unit // 8, s.unit // 8, s.bit, s.width, s.at)
+                for index, srcs in enumerate(per_element) for s in srcs]
+        plan[name] = tuple(np.array(col, dtype=np.int64).reshape(-1) for col in zip(*rows)) if rows else None
+    return plan
+
+
 def _symbol_values(block: bytes, fmt, bitmap: BitMap) -> dict[str, np.ndarray]:
-    offsets = fmt.offsets()
-    data = np.frombuffer(block, dtype=np.uint8)
+    data = np.frombuffer(block, dtype=np.uint8).astype(np.uint64)
     out = {}
     symbols = {s.name: s for s in bitmap.layout.symbols}
-    for name, per_element in bitmap.sources.items():
-        values = np.zeros(len(per_element), dtype=np.int64)
-        for index, srcs in enumerate(per_element):
-            v = 0
-            for s in srcs:
-                first = offsets[s.field] + s.k * s.unit // 8
-                word = int.from_bytes(bytes(data[first:first + s.unit // 8]), "little")
-                v |= ((word >> s.bit) & ((1 << s.width) - 1)) << s.at
-            if symbols[name].signed and v >> (symbols[name].bits - 1):
-                v -= 1 << symbols[name].bits
-            values[index] = v
+    for name, plan in _gather_plan(fmt, bitmap.layout).items():
+        values = np.zeros(bitmap.counts[name], dtype=np.int64)
+        if plan is not None:
+            element, first, nbytes, bit, width, at = plan
+            word = np.zeros(element.shape, dtype=np.uint64)
+            for b in range(int(nbytes.max())):  # little-endian units of up to 8 bytes
+                inside = b < nbytes
+                word |= np.where(inside, data[np.where(inside, first + b, 0)], 0).astype(np.uint64) << np.uint64(8 * b)
+            part = (word >> bit.astype(np.uint64)) & ((np.uint64(1) << width.astype(np.uint64)) - np.uint64(1))
+            np.bitwise_or.at(values, element, part.astype(np.int64) << at)
+        sym = symbols[name]
+        if sym.signed:
+            values = np.where(values >> (sym.bits - 1) & 1, values - (1 << sym.bits), values)
         out[name] = values
     return out
 
@@ -740,7 +765,7 @@ def block_from_gguf(fmt, path: str, tensor: str, block: int) -> tuple[bytes, dic
 def summary(module: ModuleType) -> str:
     """The first paragraph of the spec module's docstring, on one line."""
     doc = (module.__doc__ or "").strip()
-    return " ".join(doc.split("\n\n")[0].split())
+    return re.sub(r"``(.+?)``", r"`\1`", " ".join(doc.split("\n\n")[0].split()))
 
 
 def details(module: ModuleType) -> str:
@@ -792,6 +817,8 @@ def render_text(module: ModuleType, decoded: Decoded | None = None, where: dict 
         out.append(f"  {s.name}: {s.bits} bit{'s' if s.bits > 1 else ''}{', signed' if s.signed else ''}, {s.meaning}")
     if layout.value:
         out += ["", f"Dequantize: y[j] = {layout.value}   (float32, left to right, no FMA)"]
+    out += ["", f"Quantizer, dot product, quirks and decisions: the docstring of reference/{fmt.name}.py, "
+                f"also on docs/formats/{fmt.name}.md"]
     if decoded is None:
         example = example or worked_example(module)
         decoded = example.decoded
