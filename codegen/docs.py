@@ -319,10 +319,10 @@ def svg_context(fmt: str) -> dict:
                         whole = s.width == next(sym.bits for sym in layout.symbols if sym.name == name)
                         bits = "" if whole else (f"[{s.at}]" if s.width == 1 else f"[{s.at + s.width - 1}:{s.at}]")
                         if bitmap.counts[name] == 1:
-                            candidates = [name + bits, name, name[0]]
-                        else:
-                            candidates = [f"{name}{index}{bits}", f"{name}{index}", str(index)]
-                        text, size = _label(w, candidates, (9, 8, 7))
+                            text, size = _label(w, [name + bits, name, name[0]], (9, 8))
+                        else:  # named while legible, else the bare index, down to 6 px
+                            text, size = _label(w, [f"{name}{index}{bits}", f"{name}{index}"], (9, 8))
+                            text, size = (text, size) if text else _label(w, [str(index)], (9, 8, 7, 6))
                         texts.append(dict(x=left + w // 2, y=top + 17, text=text, size=size, weight="normal",
                                           anchor="middle"))
             for byte in range(1, unit // 8):  # byte boundaries inside a wide unit
