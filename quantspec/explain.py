@@ -800,7 +800,8 @@ def render_text(module: ModuleType, decoded: Decoded | None = None, where: dict 
     """``quantspec explain``: the layout, then a block decoded field by field.
     Without ``decoded`` the worked example is decoded."""
     fmt = module.FORMAT
-    out = [f"{fmt.name.upper()}: {summary(module)}", ""]
+    head = summary(module)
+    out = [head if head.upper().startswith(fmt.name.upper()) else f"{fmt.name.upper()}: {head}", ""]
     width = max(len(label) for label, _ in facts(module))
     out += [f"  {label:<{width}}  {text}" for label, text in facts(module)]
     out += ["", "Fields:"]
