@@ -87,14 +87,21 @@ class Ggml:
         spec = registry.spec(fmt)
         out = np.zeros((nrows, spec.row_bytes(n)), dtype=np.uint8)
         im = None if imatrix is None else np.ascontiguousarray(imatrix, dtype=np.float32)
-        if fmt == "q8_1":  # activation-only: ggml_quantize_chunk refuses it; its from_float_ref is the spec
-            ref = _FROM_FLOAT(self.base.ggml_get_type_traits(self.type_id(fmt)).contents.from_float_ref)
+        if fmt in ("q8_1", "q8_k"):  # activation-only: ggml_quantize_chunk refuses them; the _ref is the spec
+            ref = self._activation_ref(fmt)
             for r in range(nrows):
                 ref(x[r].ctypes.data, out[r].ctypes.data, n)
             return out
         self.base.ggml_quantize_chunk(self.type_id(fmt), x.ctypes.data, out.ctypes.data, 0, nrows, n,
                                       None if im is None else im.ctypes.data)
         return out
+
+    def _activation_ref(self, fmt: str):
+        """The reference quantizer of an activation format: q8_1's type traits
+        name it; Q8_K's traits have none, but ``quantize_row_q8_K_ref`` is exported."""
+        if fmt == "q8_k":
+            return _FROM_FLOAT(ctypes.cast(self.base.quantize_row_q8_K_ref, ctypes.c_void_p).value)
+        return _FROM_FLOAT(self.base.ggml_get_type_traits(self.type_id(fmt)).contents.from_float_ref)
 
     def from_float(self, fmt: str, x: np.ndarray) -> np.ndarray:
         """The CPU backend's (ISA-specific) activation quantizer."""
@@ -112,6 +119,8 @@ class Ggml:
         n = (q.shape[1] - spec.row_meta_size) // spec.type_size * spec.block_size
         out = np.zeros((q.shape[0], n), dtype=np.float32)
         fn = self.base.ggml_get_type_traits(self.type_id(fmt)).contents.to_float
+        if not fn and fmt == "q8_k":  # no to_float in its traits; the row function is exported
+            fn = ctypes.cast(self.base.dequantize_row_q8_K, ctypes.c_void_p).value
         if not fn:
             raise ValueError(f"{fmt}: ggml has no to_float")
         conv = _TO_FLOAT(fn)

@@ -8,6 +8,7 @@ are listed here in ggml type-id order; the public registry reads this list.
 from ._format import BlockFormat, Field, Invalid
 
 #: Every format module, by name. Adding a format: one module + one entry here.
-MODULES = ("f32", "f16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q8_1", "bf16")
+MODULES = ("f32", "f16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q8_1", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q8_k",
+           "bf16")
 
 __all__ = ["BlockFormat", "Field", "Invalid", "MODULES"]
