@@ -247,7 +247,8 @@ class _CheckedReader(_GGUFReader):
         count = int(count)
         left = self._bytes().size - offs
         if count * _MIN_KV_BYTES > left:
-            raise self._fail(f"kv_count {count} cannot fit in the {left} bytes after the header", field="kv_count")
+            raise self._fail(f"kv_count {count} cannot fit in the {left} bytes after the header (truncated?)",
+                             field="kv_count")
         for i in range(count):
             self._where = f"metadata entry {i}"
             orig_offs = offs
@@ -276,7 +277,7 @@ class _CheckedReader(_GGUFReader):
         count = int(count)
         left = self._bytes().size - offs
         if count * _MIN_TENSOR_INFO_BYTES > left:
-            raise self._fail(f"tensor_count {count} cannot fit in the {left} bytes after the metadata",
+            raise self._fail(f"tensor_count {count} cannot fit in the {left} bytes after the metadata (truncated?)",
                              field="tensor_count")
         fields = []
         for i in range(count):
@@ -350,12 +351,14 @@ class _CheckedReader(_GGUFReader):
                                  f"{list(shape)}) runs past the end of the file ({file_size} bytes)",
                                  tensor=name, field="offset")
             tensors.append(Tensor(i, name, t, shape if shape else (1,), start, nbytes))
-        by_offset = sorted(tensors, key=lambda t: (t.offset, t.nbytes))
+        by_offset = sorted((t for t in tensors if t.nbytes), key=lambda t: (t.offset, t.index))
         for a, b in zip(by_offset, by_offset[1:]):
-            if b.offset < a.offset + a.nbytes and b.nbytes and a.nbytes:
-                self._where = f"tensor {b.index} ({b.name!r})"
-                raise self._fail(f"data at bytes {b.offset}..{b.offset + b.nbytes} overlaps tensor {a.index} "
-                                 f"({a.name!r}) at {a.offset}..{a.offset + a.nbytes}", tensor=b.name, field="offset")
+            if b.offset < a.offset + a.nbytes:
+                bad, other = (b, a) if b.index > a.index else (a, b)  # blame the later table entry
+                self._where = f"tensor {bad.index} ({bad.name!r})"
+                raise self._fail(f"data at bytes {bad.offset}..{bad.offset + bad.nbytes} overlaps tensor "
+                                 f"{other.index} ({other.name!r}) at {other.offset}..{other.offset + other.nbytes}",
+                                 tensor=bad.name, field="offset")
         self.checked_tensors = tensors
         self.tensors = []
 
@@ -379,10 +382,11 @@ def _precheck(path: Path, size: int) -> None:
         raise GGUFError(f"{path}: GGUF version {version} is not supported, expected one of "
                         f"{', '.join(map(str, SUPPORTED_VERSIONS))}{extra}", path=path, field="version")
     if n_kv > INT64_MAX or n_kv * _MIN_KV_BYTES > size - 24:
-        raise GGUFError(f"{path}: kv_count {n_kv} cannot fit in a file of {size} bytes", path=path, field="kv_count")
+        raise GGUFError(f"{path}: kv_count {n_kv} cannot fit in a file of {size} bytes (truncated?)", path=path,
+                        field="kv_count")
     if n_tensors > INT64_MAX or n_tensors * _MIN_TENSOR_INFO_BYTES > size - 24:
-        raise GGUFError(f"{path}: tensor_count {n_tensors} cannot fit in a file of {size} bytes", path=path,
-                        field="tensor_count")
+        raise GGUFError(f"{path}: tensor_count {n_tensors} cannot fit in a file of {size} bytes (truncated?)",
+                        path=path, field="tensor_count")
 
 
 class GGUFFile:

@@ -277,14 +277,19 @@ def _convert_chunks(src: GGUFFile, t: Tensor, target_fmt: str, weights: np.ndarr
             yield out
 
 
-def _output_kvs(src: GGUFFile, ftype: gt.FileType | None, extra: Sequence[KV] = ()) -> list[KV]:
+def _output_kvs(src: GGUFFile, ftype: gt.FileType | None, extra: Sequence[KV] = (),
+                quantization_version: bool = True) -> list[KV]:
     """As ``llama_model_quantize_impl``: the source's keys in order (split keys
     removed), then ``general.quantization_version`` and ``general.file_type``
     set anew (gguf_set_val_* removes a key and appends it), then ``extra``
-    (llama-quantize's KV overrides) the same way."""
-    replaced = {KEY_QUANTIZATION_VERSION, KEY_FILE_TYPE, *SPLIT_KEYS, *(kv.key for kv in extra)}
+    (llama-quantize's KV overrides) the same way. Without
+    ``quantization_version`` that key is left as the source has it."""
+    replaced = {KEY_FILE_TYPE, *SPLIT_KEYS, *(kv.key for kv in extra)}
+    if quantization_version:
+        replaced.add(KEY_QUANTIZATION_VERSION)
     kvs = copy_kvs(src, drop=replaced)
-    kvs.append(uint32(KEY_QUANTIZATION_VERSION, gt.QUANTIZATION_VERSION))
+    if quantization_version:
+        kvs.append(uint32(KEY_QUANTIZATION_VERSION, gt.QUANTIZATION_VERSION))
     if ftype is not None:
         kvs.append(uint32(KEY_FILE_TYPE, ftype.ftype))
     kvs.extend(extra)
@@ -432,7 +437,8 @@ def dequantize_file(src, dst, to: str = "f16", *, threads: int | None = None, fo
     them, rounded to f16/bf16 as ggml rounds (nearest even). Tensors that
     are not block-quantized (f32 norms, f16/bf16 weights, integer tensors)
     are copied as they are; tensor order and metadata stay, with
-    ``general.file_type`` set to ALL_F32 / MOSTLY_F16 / MOSTLY_BF16."""
+    ``general.file_type`` set to ALL_F32 / MOSTLY_F16 / MOSTLY_BF16 (and
+    moved to the end, as llama.cpp sets keys)."""
     t0 = time.perf_counter()
     to = to.lower()
     if to not in DEQUANTIZE_TARGETS:
@@ -451,7 +457,8 @@ def dequantize_file(src, dst, to: str = "f16", *, threads: int | None = None, fo
                                                "dequantized" if target != t.type_name else "kept",
                                                t.nbytes, t.nrows * (t.row_length * out_type.type_size)))
             plan.append((t, target, None))
-        _write(f, dst, _output_kvs(f, ftype), plan, threads, force, progress, "dequantize")
+        kvs = _output_kvs(f, ftype, quantization_version=False)  # no quantized tensors remain
+        _write(f, dst, kvs, plan, threads, force, progress, "dequantize")
     report.seconds = time.perf_counter() - t0
     return report
 

@@ -190,3 +190,20 @@ def test_expert_tensors_use_their_slice(tmp_path):
     overrides = [("quantize.imatrix.file", str(path)), ("quantize.imatrix.dataset", "d"),
                  ("quantize.imatrix.entries_count", len(im.entries)), ("quantize.imatrix.chunks_count", 3)]
     _compare(tmp_path, src, "Q4_0", imatrix=im.entries, kv_overrides=overrides, imatrix_file=str(path))
+
+
+@pytest.mark.parametrize("to,ftype", [("f16", "F16"), ("bf16", "BF16"), ("f32", "F32")])
+def test_dequantize_matches_llama_cpp_float_files(tmp_path, models, to, ftype):
+    """Every quantized tensor decodes to the bytes llama_model_quantize writes
+    for the float file types (which also convert f32 matrices; we keep those)."""
+    from quantspec.gguf import dequantize_file
+
+    src = models["q4_1"]
+    ours, theirs = tmp_path / "ours.gguf", tmp_path / "theirs.gguf"
+    dequantize_file(src, ours, to)
+    assert llama_quantize(src, theirs, ftype, allow_requantize=True) == 0
+    with open_gguf(src) as s, open_gguf(ours) as a, open_gguf(theirs) as b:
+        for t in s.tensors:
+            if t.type_name == "q4_1":
+                assert a.tensor(t.name).type_name == b.tensor(t.name).type_name == to
+                assert bytes(a.raw(a.tensor(t.name))) == bytes(b.raw(b.tensor(t.name)))
