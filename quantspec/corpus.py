@@ -132,27 +132,38 @@ def _lossless(fmt: str, x: np.ndarray, imatrix) -> bool:
 
 # -------------------------------------------------------------- boundaries
 
-def _decision_boundaries(fmt, base, cols, targets, imatrix):
+def _decision_boundaries(fmt, base, cols, targets, imatrix, probes: int = 3):
     """Per row r: adjacent float32 values ``lo < hi`` between ``base[r, cols[r]]``
     and ``targets[r]`` where the spec's decoded value of that element changes
-    (the other elements of the row stay as in ``base``). Rows are independent
-    in every format, so all rows bisect together, one spec call per step.
-    Returns (rows that have such a point, lo, hi)."""
-    rows = np.arange(len(cols))
+    (the other elements of the row stay as in ``base``). Returns (rows that
+    have such a point, lo, hi).
+
+    A (probes+1)-ary search on the float32 order: each step tries ``probes``
+    values per row in one spec call (rows are independent in every format, so
+    each candidate is a copy of its row) and keeps the first sub-interval
+    whose ends decode differently, which keeps ``dec(lo) == dec(start) !=
+    dec(hi)`` even where the decoded value is not monotone."""
+    nrows = len(cols)
+    rows = np.arange(nrows)
     x = base.copy()
     ref = _decode(fmt, x, imatrix)[rows, cols].view(np.uint32).copy()
     x[rows, cols] = targets
     flips = _decode(fmt, x, imatrix)[rows, cols].view(np.uint32) != ref
     lo, hi = _ordered(base[rows, cols]), _ordered(targets)
-    while True:
-        active = flips & (hi - lo > 1)
-        if not active.any():
-            break
-        mid = lo + (hi - lo) // 2
-        x[rows, cols] = _from_ordered(np.where(active, mid, lo))
-        same = _decode(fmt, x, imatrix)[rows, cols].view(np.uint32) == ref
-        lo = np.where(active & same, mid, lo)
-        hi = np.where(active & ~same, mid, hi)
+    replicas = np.repeat(base, probes, axis=0)
+    at = np.repeat(cols, probes)
+    k = np.arange(1, probes + 1)
+    while (flips & (hi - lo > 1)).any():
+        width = hi - lo
+        cand = lo[:, None] + (width[:, None] * k[None, :]) // (probes + 1)  # (nrows, probes), non-decreasing
+        replicas[np.arange(nrows * probes), at] = _from_ordered(cand.reshape(-1))
+        y = _decode(fmt, replicas, imatrix)[np.arange(nrows * probes), at].view(np.uint32).reshape(nrows, probes)
+        differs = (y != ref[:, None]) & (cand > lo[:, None])
+        first = np.where(differs.any(axis=1), np.argmax(differs, axis=1), probes)
+        new_lo = np.where(first > 0, np.take_along_axis(cand, np.maximum(first - 1, 0)[:, None], 1)[:, 0], lo)
+        new_hi = np.where(first < probes, np.take_along_axis(cand, np.minimum(first, probes - 1)[:, None], 1)[:, 0], hi)
+        active = flips & (width > 1)
+        lo, hi = np.where(active, new_lo, lo), np.where(active, new_hi, hi)
     keep = rows[flips]
     return keep, _from_ordered(lo[keep]), _from_ordered(hi[keep])
 
@@ -201,26 +212,32 @@ def _tie_cases(fmt: str, n: int, imatrix, suffix: str, note: str) -> list[Case]:
 def _overflow_cases(fmt: str, n: int, imatrix, note: str) -> list[Case]:
     """``max_scale``/``scale_overflow``: per row, the largest magnitude whose
     stored scales stay finite and the next float32 magnitude, by bisection on
-    the spec's ``validate``."""
+    the spec's ``validate``. Validity is not monotone in the magnitude (past
+    some point a format's arithmetic overflows inside and stores zero
+    scales), so the first invalid rung of a ladder of powers of two is found
+    first, then the boundary below it."""
     nrows = 4
     unit = _rng("max_scale").standard_normal((nrows, n)).astype(F32)
     unit = (unit / _row_absmax(unit)).astype(F32)
 
-    def invalid_rows(amplitude):
-        x = (unit * amplitude[:, None]).astype(F32)
-        bad = np.zeros(nrows, dtype=bool)
+    def invalid_rows(x):
+        bad = np.zeros(x.shape[0], dtype=bool)
         for v in api.validate(fmt, _quantize(fmt, x, imatrix)):
             bad[v.row] = True
         return bad
 
-    lo = np.full(nrows, _ordered(np.array(1.0, F32)), dtype=np.int64)
-    hi = np.full(nrows, _ordered(np.array(np.finfo(F32).max, F32)), dtype=np.int64)
+    # rungs 1, 16, 256, ... 2^124 and FLT_MAX, all in one call
+    powers = np.append(F32(2.0) ** np.arange(0, 128, 4, dtype=F32), np.finfo(F32).max).astype(F32)
     with np.errstate(over="ignore", invalid="ignore"):
-        if invalid_rows(_from_ordered(lo)).any() or not invalid_rows(_from_ordered(hi)).all():
-            return []  # no overflow below FLT_MAX (f32), or invalid already at magnitude 1
+        ladder = invalid_rows((unit[:, None, :] * powers[None, :, None]).reshape(-1, n)).reshape(nrows, -1)
+    if ladder[:, 0].any() or not ladder.any(axis=1).all():
+        return []  # no overflow up to FLT_MAX (f32), or invalid already at magnitude 1
+    first = np.argmax(ladder, axis=1)
+    lo, hi = _ordered(powers[first - 1]), _ordered(powers[first])
+    with np.errstate(over="ignore", invalid="ignore"):
         while (hi - lo > 1).any():
             mid = lo + (hi - lo) // 2
-            bad = invalid_rows(_from_ordered(mid))
+            bad = invalid_rows((unit * _from_ordered(mid)[:, None]).astype(F32))
             lo, hi = np.where(bad, lo, mid), np.where(bad, mid, hi)
     amax_ok, amax_bad = _from_ordered(lo), _from_ordered(hi)
     return [

@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "explain": "quantspec.cli.explain",
     "verify": "quantspec.cli.verify",
     "vectors": "quantspec.cli.vectors",
+    "stats": "quantspec.cli.stats",
 }
 
 
