@@ -15,7 +15,23 @@ import quantspec as qs
 from quantspec import corpus, registry, verify
 from quantspec.cli import main
 
-FORMATS = qs.formats()
+def _representatives() -> list:
+    """Every format as a pytest param; the first format of each layout class
+    (origin, block size, imatrix policy, row metadata, non-finite policy,
+    float field types) runs by default, the others are marked slow, so the
+    default run stays fast however many formats the registry gains."""
+    seen, params = set(), []
+    for fmt in qs.formats():
+        s = registry.spec(fmt)
+        key = (s.origin, s.block_size, s.imatrix, s.row_meta_size > 0, s.nonfinite_input,
+               tuple(f.ctype for f in s.fields if f.ctype in ("f16", "bf16", "f32")))
+        params.append(pytest.param(fmt, id=fmt, marks=() if key not in seen else pytest.mark.slow))
+        seen.add(key)
+    return params
+
+
+FORMATS = _representatives()
+DEFAULT_FORMATS = [p.values[0] for p in FORMATS if not p.marks]
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -45,7 +61,7 @@ def test_corpus_cases_are_well_formed(fmt):
         assert {"imatrix_zeros", "imatrix_ratios"} <= flags
 
 
-@pytest.mark.parametrize("fmt", [f for f in FORMATS if f != "f32"])
+@pytest.mark.parametrize("fmt", [p for p in FORMATS if p.values[0] != "f32"])
 def test_tie_cases_sit_on_a_rounding_boundary(fmt):
     """tie and tie_below differ in one element per row, by one float32 step,
     and the spec decodes that element differently."""
@@ -62,7 +78,7 @@ def test_tie_cases_sit_on_a_rounding_boundary(fmt):
     assert (y_at[rows, cols].view(np.uint32) != y_below[rows, cols].view(np.uint32)).all()
 
 
-@pytest.mark.parametrize("fmt", [f for f in FORMATS if f != "f32"])
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_max_scale_is_the_last_finite_scale(fmt):
     cases = {c.id: c for c in corpus.cases(fmt)}
     if "max_scale" not in cases:  # only where no scale can overflow: float32 scales (f32, q8_k)
@@ -99,7 +115,7 @@ def test_q4_0_tie_is_the_float32_rounding_of_the_add():
 @pytest.mark.oracle
 def test_ggml_agrees_with_the_spec(capsys):
     pytest.importorskip("llama_cpp", reason="needs libggml from llama-cpp-python")
-    rc = main(["verify", "ggml", "--cases", "2"])
+    rc = main(["verify", "ggml", "--cases", "2", "--formats", ",".join(DEFAULT_FORMATS + ["q5_0", "q5_1", "q8_0"])])
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "FAIL" not in out and "ERROR" not in out
@@ -108,8 +124,16 @@ def test_ggml_agrees_with_the_spec(capsys):
         assert any(line.split()[:3] == [fmt, "dequantize", "pass"] for line in out.splitlines()), fmt
 
 
+@pytest.mark.oracle
+@pytest.mark.slow
+def test_ggml_agrees_with_the_spec_on_every_format():
+    pytest.importorskip("llama_cpp", reason="needs libggml from llama-cpp-python")
+    outcomes = verify.verify(verify.load_target("ggml"), random_cases=4)
+    assert all(o.ok for o in outcomes), verify.render(outcomes, "ggml")
+
+
 def test_kernels_agree_with_the_spec():
-    outcomes = verify.verify(verify.load_target("kernels"), random_cases=1)
+    outcomes = verify.verify(verify.load_target("kernels"), DEFAULT_FORMATS, random_cases=1)
     assert all(o.ok for o in outcomes), verify.render(outcomes, "kernels")
 
 
