@@ -48,6 +48,7 @@ def kernel_extensions():
 
 extensions = kernel_extensions() + [
     Extension("quantspec._cpu", ["quantspec/_cpu.pyx"], include_dirs=["quantspec"], extra_compile_args=BASE_CFLAGS),
+    Extension("quantspec._rowloop", ["quantspec/_rowloop.pyx"], extra_compile_args=BASE_CFLAGS),
 ]
 
 setup(ext_modules=cythonize(extensions, language_level=3, quiet=True), cmdclass={"build_ext": BuildPerIsa})

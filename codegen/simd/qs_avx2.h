@@ -43,8 +43,7 @@ static inline float qs_avx2_hmin_ps(__m256 v) {
  * (elements 0..15), bytes 16..31 the high nibbles (elements 16..31). */
 static inline __m256i qs_avx2_nibbles(const uint8_t *qs) {
     const __m128i raw = _mm_loadu_si128((const __m128i *)qs);
-    const __m128i m4 = _mm_set1_epi8(0x0F);
-    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), m4), _mm_and_si128(raw, m4));
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), _mm256_set1_epi8(0x0F));
 }
 
 /* bit j of a 32-bit word -> byte j = 0xFF or 0x00. */

@@ -249,6 +249,17 @@ static inline __m256i block_partials(const uint8_t *w, const uint8_t *a) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(codes, av), _mm256_set1_epi16(1));
 }
 
+/* 8 adjacent fp16 pairs (d, m) at a stride -> 8 floats each, one load per pair */
+static inline void load_scale_pairs8(const uint8_t *p, int stride, __m256 *d, __m256 *m) {
+    const __m256i g = _mm256_setr_epi32((int)qs_load_u32(p), (int)qs_load_u32(p + stride),
+                                        (int)qs_load_u32(p + 2 * stride), (int)qs_load_u32(p + 3 * stride),
+                                        (int)qs_load_u32(p + 4 * stride), (int)qs_load_u32(p + 5 * stride),
+                                        (int)qs_load_u32(p + 6 * stride), (int)qs_load_u32(p + 7 * stride));
+    const __m256i lo = _mm256_and_si256(g, _mm256_set1_epi32(0xFFFF)), hi = _mm256_srli_epi32(g, 16);
+    *d = _mm256_cvtph_ps(_mm_packus_epi32(_mm256_castsi256_si128(lo), _mm256_extracti128_si256(lo, 1)));
+    *m = _mm256_cvtph_ps(_mm_packus_epi32(_mm256_castsi256_si128(hi), _mm256_extracti128_si256(hi, 1)));
+}
+
 /* 8 fp16 fields at a stride -> 8 floats */
 static inline __m256 load_scales8(const uint8_t *p, int stride) {
     const __m128i h = _mm_setr_epi16((short)qs_load_u16(p), (short)qs_load_u16(p + stride),
@@ -271,27 +282,66 @@ static inline float dot_block(const uint8_t *w, const uint8_t *a, const act_fact
     return (((dw * da) * sumi) + (mw * sa));
 }
 
+/* The float32 contributions of blocks ib .. ib+7, one per lane. */
+static inline __m256 contributions8(const uint8_t *w, const uint8_t *a, const act_facts *f, int64_t ib) {
+    const uint8_t *wb = w + ib * TYPE_SIZE, *ab = a + ib * 36;
+    __m256i p[8];
+    for (int j = 0; j < 8; ++j) p[j] = block_partials(wb + j * TYPE_SIZE, ab + j * 36);
+    __m256i isum = qs_avx2_hsum_8x8(p);
+    const __m256 sumi = _mm256_cvtepi32_ps(isum);
+    const __m256 da = _mm256_loadu_ps(f->da + ib);
+    const __m256 dw = load_scales8(wb + OFF_D, TYPE_SIZE);
+    const __m256 mw = load_scales8(wb + OFF_M, TYPE_SIZE);
+    const __m256 sa = _mm256_loadu_ps(f->sa + ib);
+    return _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(dw, da), sumi), _mm256_mul_ps(mw, sa));
+}
+
 static float dot_row(int64_t nb, const uint8_t *w, const uint8_t *a, const act_facts *f) {
     float lanes[QS_LANES] = {0};
     int64_t ib = 0;
-    /* eight blocks at a time: their contributions are lanes (ib % 16) .. +7 */
-    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-    for (; ib + 8 <= nb; ib += 8) {
-        const uint8_t *wb = w + ib * TYPE_SIZE, *ab = a + ib * 36;
-        __m256i p[8];
-        for (int j = 0; j < 8; ++j) p[j] = block_partials(wb + j * TYPE_SIZE, ab + j * 36);
-        __m256i isum = qs_avx2_hsum_8x8(p);
-        const __m256 sumi = _mm256_cvtepi32_ps(isum);
-        const __m256 dw = load_scales8(wb + OFF_D, TYPE_SIZE);
-        const __m256 da = _mm256_loadu_ps(f->da + ib);
-        const __m256 mw = load_scales8(wb + OFF_M, TYPE_SIZE);
-        const __m256 sa = _mm256_loadu_ps(f->sa + ib);
-        acc[(ib >> 3) & 1] = _mm256_add_ps(acc[(ib >> 3) & 1], _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(dw, da), sumi), _mm256_mul_ps(mw, sa)));
+    /* blocks ib .. ib+7 are lanes 0..7 (acc0), ib+8 .. ib+15 lanes 8..15 (acc1) */
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    for (; ib + 16 <= nb; ib += 16) {
+        acc0 = _mm256_add_ps(acc0, contributions8(w, a, f, ib));
+        acc1 = _mm256_add_ps(acc1, contributions8(w, a, f, ib + 8));
     }
-    _mm256_storeu_ps(lanes, acc[0]);
-    _mm256_storeu_ps(lanes + 8, acc[1]);
+    if (ib + 8 <= nb) {
+        acc0 = _mm256_add_ps(acc0, contributions8(w, a, f, ib));
+        ib += 8;
+    }
+    _mm256_storeu_ps(lanes, acc0);
+    _mm256_storeu_ps(lanes + 8, acc1);
     for (; ib < nb; ++ib) lanes[ib % QS_LANES] += dot_block(w + ib * TYPE_SIZE, a + ib * 36, f, ib);
     return qs_fold_lanes(lanes);
+}
+
+/* Two rows at once: the activation's bytes and facts are loaded once for both. */
+static void dot_rows2(int64_t nb, const uint8_t *w0, const uint8_t *w1, const uint8_t *a, const act_facts *f,
+                      float *out) {
+    float lanes0[QS_LANES], lanes1[QS_LANES];
+    int64_t ib = 0;
+    __m256 p0 = _mm256_setzero_ps(), p1 = _mm256_setzero_ps(), q0 = _mm256_setzero_ps(), q1 = _mm256_setzero_ps();
+    for (; ib + 16 <= nb; ib += 16) {
+        p0 = _mm256_add_ps(p0, contributions8(w0, a, f, ib));
+        q0 = _mm256_add_ps(q0, contributions8(w1, a, f, ib));
+        p1 = _mm256_add_ps(p1, contributions8(w0, a, f, ib + 8));
+        q1 = _mm256_add_ps(q1, contributions8(w1, a, f, ib + 8));
+    }
+    if (ib + 8 <= nb) {
+        p0 = _mm256_add_ps(p0, contributions8(w0, a, f, ib));
+        q0 = _mm256_add_ps(q0, contributions8(w1, a, f, ib));
+        ib += 8;
+    }
+    _mm256_storeu_ps(lanes0, p0);
+    _mm256_storeu_ps(lanes0 + 8, p1);
+    _mm256_storeu_ps(lanes1, q0);
+    _mm256_storeu_ps(lanes1 + 8, q1);
+    for (; ib < nb; ++ib) {
+        lanes0[ib % QS_LANES] += dot_block(w0 + ib * TYPE_SIZE, a + ib * 36, f, ib);
+        lanes1[ib % QS_LANES] += dot_block(w1 + ib * TYPE_SIZE, a + ib * 36, f, ib);
+    }
+    out[0] = qs_fold_lanes(lanes0);
+    out[1] = qs_fold_lanes(lanes1);
 }
 
 int qs_q5_1_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride,
@@ -302,7 +352,9 @@ int qs_q5_1_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t ro
         act_release(&f);
         return -1;
     }
-    for (int64_t r = 0; r < nrows; ++r) out[r] = dot_row(nb, w + r * row_stride, a, &f);
+    int64_t r = 0;
+    for (; r + 2 <= nrows; r += 2) dot_rows2(nb, w + r * row_stride, w + (r + 1) * row_stride, a, &f, out + r);
+    for (; r < nrows; ++r) out[r] = dot_row(nb, w + r * row_stride, a, &f);
     act_release(&f);
     return 0;
 }

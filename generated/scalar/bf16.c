@@ -35,8 +35,10 @@ static float dot_row(int64_t n, const uint8_t *w, const uint8_t *a) {
     return qs_fold_lanes(lanes);
 }
 
+
 int qs_bf16_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride,
                        const uint8_t *a, float *out) {
-    for (int64_t r = 0; r < nrows; ++r) out[r] = dot_row(n, w + r * row_stride, a);
+    int64_t r = 0;
+    for (; r < nrows; ++r) out[r] = dot_row(n, w + r * row_stride, a);
     return 0;
 }

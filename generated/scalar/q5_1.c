@@ -167,12 +167,14 @@ static inline float dot_block(const uint8_t *w, const uint8_t *a, const act_fact
     return (((dw * da) * sumi) + (mw * sa));
 }
 
+
 static float dot_row(int64_t nb, const uint8_t *w, const uint8_t *a, const act_facts *f) {
     float lanes[QS_LANES] = {0};
     int64_t ib = 0;
     for (; ib < nb; ++ib) lanes[ib % QS_LANES] += dot_block(w + ib * TYPE_SIZE, a + ib * 36, f, ib);
     return qs_fold_lanes(lanes);
 }
+
 
 int qs_q5_1_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride,
                        const uint8_t *a, float *out) {
@@ -182,7 +184,8 @@ int qs_q5_1_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t 
         act_release(&f);
         return -1;
     }
-    for (int64_t r = 0; r < nrows; ++r) out[r] = dot_row(nb, w + r * row_stride, a, &f);
+    int64_t r = 0;
+    for (; r < nrows; ++r) out[r] = dot_row(nb, w + r * row_stride, a, &f);
     act_release(&f);
     return 0;
 }
