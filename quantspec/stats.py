@@ -271,6 +271,7 @@ def gguf_stats(path, formats, group: str = "class", imatrix=None, tensors: str |
     sums: dict[tuple[str, str], ErrorStats] = {}
     source: dict[str, int] = {}
     notes: list[str] = []
+    skipped: dict[str, list[str]] = {}  # reason -> tensor names
     skipped_1d = 0
     for t in reader.tensors:
         if pattern and not pattern.search(t.name):
@@ -294,10 +295,12 @@ def gguf_stats(path, formats, group: str = "class", imatrix=None, tensors: str |
         for fmt in formats:
             why = usable(fmt, n, w is not None)
             if why:
-                notes.append(f"{t.name}: {fmt} skipped ({why})")
+                skipped.setdefault(f"{fmt} not measured on {{count}} tensors: {why}", []).append(t.name)
                 continue
             s = measure(fmt, x, g, w, threads)
             sums[(fmt, g)] = sums[(fmt, g)] + s if (fmt, g) in sums else s
+    for why, names in skipped.items():
+        notes.append(why.format(count=len(names)) + f" ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})")
     if skipped_1d:
         notes.append(f"{skipped_1d} 1-D tensors (norms, biases) not measured: llama.cpp keeps them in float")
     out = []
