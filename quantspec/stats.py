@@ -331,7 +331,8 @@ def plot(stats: list[ErrorStats], path, title: str = "") -> None:
         groups.remove("all")
         groups.insert(0, "all")
     fig, ax = plt.subplots(figsize=(8, 5.5))
-    for i, g in enumerate(groups):
+    labelled = set()  # each format named once: in the first series that has it
+    for g in groups:
         points = sorted((s for s in stats if s.group == g and s.rel_rmse > 0 and math.isfinite(s.rel_rmse)),
                         key=lambda s: s.bpw)
         if not points:
@@ -339,8 +340,9 @@ def plot(stats: list[ErrorStats], path, title: str = "") -> None:
         main = g == groups[0]
         ax.plot([s.bpw for s in points], [s.rel_rmse for s in points], marker="o" if main else "x",
                 linestyle="none", label=g, zorder=3 if main else 2)
-        if main:
-            for s in points:
+        for s in points:
+            if s.fmt not in labelled:
+                labelled.add(s.fmt)
                 ax.annotate(s.fmt, (s.bpw, s.rel_rmse), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_yscale("log")
     ax.set_xlabel("bits per weight")

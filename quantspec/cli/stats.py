@@ -49,6 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tensors", default=None, metavar="REGEX", help="GGUF: only tensors whose name matches")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="threads of quantize/dequantize")
     p.add_argument("--plot", default=None, metavar="FILE.png", help="draw relative RMSE against bpw (matplotlib)")
+    p.add_argument("--sort", choices=("given", "bpw"), default="given",
+                   help="order of the formats: as given, or by bits per weight (default: given)")
     p.add_argument("--markdown", action="store_true", help="print a Markdown table")
 
 
@@ -67,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
         formats = [registry.resolve(f) for f in args.formats] if args.formats else registry.formats()
     except UnknownFormatError as exc:
         return _fail(str(exc))
+    if args.sort == "bpw":
+        formats.sort(key=lambda f: registry.spec(f).bits_per_weight)
     if args.plot:
         try:
             import matplotlib  # noqa: F401

@@ -63,6 +63,13 @@ def test_random_table_and_plot(tmp_path, capsys):
     assert lines[-1] == f"plot: {png}"
 
 
+def test_sort_by_bpw(capsys):
+    assert main(["stats", "--random", "uniform", "--formats", "q8_0,q4_1,q5_0,q4_0", "--rows", "2", "--cols", "256",
+                 "--sort", "bpw"]) == 0
+    rows = [line.split()[0] for line in capsys.readouterr().out.splitlines()[3:]]
+    assert rows == ["q4_0", "q4_1", "q5_0", "q8_0"]
+
+
 def test_markdown_with_imatrix(capsys):
     assert main(["stats", "--random", "normal", "--formats", "q4_0,q8_0", "--rows", "4", "--cols", "256",
                  "--imatrix", "random", "--markdown"]) == 0
