@@ -29,6 +29,8 @@ Targets (``load_target``):
       C-contiguous; ``imatrix`` is float32 ``(n,)`` or None; return the
       uint8 block bytes ``(nrows, row_bytes)`` (any shape holding exactly
       those bytes in row order is accepted);
+      (``row_bytes = qs.format_info(fmt).row_bytes(n)``: the per-row
+      metadata of ik_llama formats first, then the blocks);
     * ``op == "dequantize"``: ``data`` is uint8 ``(nrows, row_bytes)``,
       ``imatrix`` is None; return float32 ``(nrows, n)`` (or any shape with
       those values in row order);

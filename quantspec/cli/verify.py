@@ -29,6 +29,8 @@ TARGET:
                            return uint8 (nrows, row_bytes), the block bytes
              "dequantize": data is uint8 (nrows, row_bytes); imatrix None;
                            return float32 (nrows, n)
+             row_bytes = qs.format_info(fmt).row_bytes(n): per-row
+             metadata (ik_llama row scales) first, then the blocks
     Raise NotImplementedError for a format, op or case you do not
     implement (reported as skipped / n/a, not as a failure); any other
     exception is a failure.
