@@ -3,7 +3,7 @@
 At import, the CPU's features are read (cpuid/xgetbv through
 ``quantspec._cpu``) and the kernel extensions this CPU can run are imported.
 Each (format, op) uses the best ISA that has a kernel for it, else the NumPy
-spec ("reference"). ``QUANTSPEC_ISA`` or ``use_isa(name)`` force one
+spec ("reference"). ``QUANTSPEC_ISA`` (read at import) or ``use_isa(name)`` force one
 implementation; forcing an ISA the CPU lacks is an error, never a silent
 fallback.
 """
@@ -59,13 +59,12 @@ def available_isas() -> list[str]:
     return [isa for isa in ISA_PREFERENCE if isa in extensions()] + [REFERENCE]
 
 
-def _env_isa() -> str | None:
-    value = os.environ.get("QUANTSPEC_ISA", "").strip().lower()
-    return value or None
+#: QUANTSPEC_ISA, read once when quantspec is imported (as NumPy reads its CPU-feature variables)
+ENV_ISA = os.environ.get("QUANTSPEC_ISA", "").strip().lower() or None
 
 
 def forced_isa() -> str | None:
-    return getattr(_forced, "isa", None) or _env_isa()
+    return getattr(_forced, "isa", None) or ENV_ISA
 
 
 @contextlib.contextmanager
@@ -82,9 +81,14 @@ def use_isa(isa: str):
         _forced.isa = previous
 
 
+@cache
+def _kernel_sets() -> dict[str, frozenset]:
+    return {isa: frozenset(ext.KERNELS) for isa, ext in extensions().items()}
+
+
 def has_kernel(isa: str, fmt: str, op: str) -> bool:
-    ext = extensions().get(isa)
-    return ext is not None and (fmt, op) in ext.KERNELS
+    kernels = _kernel_sets().get(isa)
+    return kernels is not None and (fmt, op) in kernels
 
 
 @dataclass(frozen=True)
@@ -139,6 +143,8 @@ class KernelImpl:
     def quantize(self, x2: np.ndarray, q2: np.ndarray, imatrix, threads: int) -> int:
         spec = registry.spec(self.fmt)
         per_row = x2.shape[1] // spec.block_size
+        if threads <= 1:
+            return self.ext.quantize(self.fmt, x2, q2, imatrix)
         ranges = _split(x2.shape[0], threads)
         results = _run([lambda a=a, b=b: (a, self.ext.quantize(self.fmt, x2[a:b], q2[a:b], imatrix))
                         for a, b in ranges], threads)
@@ -150,6 +156,9 @@ class KernelImpl:
         if spec.row_meta_size:
             raise NotImplementedError("row metadata formats dequantize row by row")
         qf, yf = q2.reshape(-1), y2.reshape(-1)
+        if threads <= 1:
+            self.ext.dequantize(self.fmt, qf, yf)
+            return
         nblocks = yf.size // spec.block_size
         _run([lambda a=a, b=b: self.ext.dequantize(
             self.fmt, qf[a * spec.type_size:b * spec.type_size], yf[a * spec.block_size:b * spec.block_size])
@@ -159,6 +168,9 @@ class KernelImpl:
         spec = registry.spec(self.fmt)
         n = (w2.shape[1] - spec.row_meta_size) // spec.type_size * spec.block_size
         out = np.empty(w2.shape[0], dtype=np.float32)
+        if threads <= 1:
+            self.ext.vec_dot(self.fmt, w2, a, out, n)
+            return out
         _run([lambda r0=r0, r1=r1: self.ext.vec_dot(self.fmt, w2[r0:r1], a, out[r0:r1], n)
               for r0, r1 in _split(w2.shape[0], threads)], threads)
         return out
@@ -171,9 +183,20 @@ def _best(fmt: str, op: str) -> str:
     return REFERENCE
 
 
+_IMPLEMENTATIONS: dict[tuple[str, str, str | None], object] = {}
+
+
 def implementation(fmt: str, op: str):
     """The implementation of ``op`` on ``fmt`` under the current forcing."""
-    isa = forced_isa()
+    forced = forced_isa()
+    key = (fmt, op, forced)
+    impl = _IMPLEMENTATIONS.get(key)
+    if impl is None:
+        impl = _IMPLEMENTATIONS[key] = _choose(fmt, op, forced)
+    return impl
+
+
+def _choose(fmt: str, op: str, isa: str | None):
     if isa is None:
         isa = _best(fmt, op)
     elif isa != REFERENCE:

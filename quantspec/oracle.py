@@ -19,6 +19,10 @@ import numpy as np
 from quantspec import registry
 
 
+#: formats ggml uses only as dot-product activations: ggml_quantize_chunk refuses them
+ACTIVATION_ONLY = ("q8_1", "q8_k")
+
+
 class GgmlUnavailable(RuntimeError):
     """llama-cpp-python (and so libggml) is not installed."""
 
@@ -87,8 +91,8 @@ class Ggml:
         spec = registry.spec(fmt)
         out = np.zeros((nrows, spec.row_bytes(n)), dtype=np.uint8)
         im = None if imatrix is None else np.ascontiguousarray(imatrix, dtype=np.float32)
-        if fmt in ("q8_1", "q8_k"):  # activation-only: ggml_quantize_chunk refuses them; the _ref is the spec
-            ref = self._activation_ref(fmt)
+        if fmt in ACTIVATION_ONLY:  # ggml_quantize_chunk refuses them; the _ref is the spec
+            ref = self.reference_row_quantizer(fmt)
             for r in range(nrows):
                 ref(x[r].ctypes.data, out[r].ctypes.data, n)
             return out
@@ -96,7 +100,7 @@ class Ggml:
                                       None if im is None else im.ctypes.data)
         return out
 
-    def _activation_ref(self, fmt: str):
+    def reference_row_quantizer(self, fmt: str):
         """The reference quantizer of an activation format: q8_1's type traits
         name it; Q8_K's traits have none, but ``quantize_row_q8_K_ref`` is exported."""
         if fmt == "q8_k":

@@ -48,6 +48,8 @@ def formats() -> list[str]:
 
 def resolve(fmt) -> str:
     """A format name from a name (any case) or an ``(origin, type_id)`` pair."""
+    if fmt in _modules():  # the common case: already a registry name
+        return fmt
     if isinstance(fmt, str):
         name = fmt.lower()
         if name in _modules():

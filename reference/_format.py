@@ -9,6 +9,7 @@ once.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -63,7 +64,7 @@ class BlockFormat:
     imatrix: str = "ignored"  # "ignored" | "accepted" | "required"
     aliases: tuple[str, ...] = field(default=())
 
-    @property
+    @cached_property
     def type_size(self) -> int:
         """Bytes per block."""
         return sum(f.nbytes for f in self.fields)
@@ -72,7 +73,7 @@ class BlockFormat:
     def bits_per_weight(self) -> float:
         return 8.0 * self.type_size / self.block_size
 
-    @property
+    @cached_property
     def dtype(self) -> np.dtype:
         """The block struct as a NumPy structured dtype (packed, little-endian)."""
         parts = []

@@ -188,3 +188,17 @@ def test_kernel_info_names_an_implementation_for_every_op():
     info = qs.kernel_info()
     assert set(info) == {(f, op) for f in qs.formats() for op in ("quantize", "dequantize", "vec_dot")}
     assert info[("q8_1", "vec_dot")] == "reference"  # no kernel: the spec (which refuses) runs it
+
+
+def test_quantspec_isa_environment_variable_forces_an_implementation():
+    import subprocess
+    import sys
+
+    code = "import quantspec as qs; print(qs.kernel_info()[('q4_0', 'dequantize')])"
+    for isa in ("scalar", "reference"):
+        env = {**__import__("os").environ, "QUANTSPEC_ISA": isa}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == isa
+    env = {**__import__("os").environ, "QUANTSPEC_ISA": "sse9"}
+    bad = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert bad.returncode != 0 and "QUANTSPEC_ISA='sse9' is not available" in bad.stderr
