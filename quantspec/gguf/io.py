@@ -30,10 +30,12 @@ from __future__ import annotations
 import os
 import struct
 import tempfile
+from array import array
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -78,7 +80,7 @@ def _require_gguf() -> None:
 class KV:
     """One metadata key/value pair as stored. Strings are kept as their raw
     UTF-8 bytes (a copy rewrites them byte for byte); numeric arrays are
-    little-endian NumPy arrays, string arrays lists of bytes."""
+    little-endian NumPy arrays, string arrays ``StringArray``s."""
 
     key: str
     type: int  # GGUFValueType id
@@ -92,7 +94,7 @@ class KV:
             return self.value.decode("utf-8", errors="replace")
         if self.type == _ARRAY:
             if self.sub_type == _STRING:
-                return [v.decode("utf-8", errors="replace") for v in self.value]
+                return [bytes(v).decode("utf-8", errors="replace") for v in self.value]
             return self.value.tolist()
         return self.value
 
@@ -101,11 +103,40 @@ class KV:
         name = GGUFValueType(self.type).name.lower() if GGUFValueType else str(self.type)
         if self.type == _ARRAY:
             sub = GGUFValueType(self.sub_type).name.lower() if GGUFValueType else str(self.sub_type)
-            head = self.py[:3]
+            head = [bytes(v).decode("utf-8", errors="replace") for v in self.value[:3]] \
+                if self.sub_type == _STRING else self.value[:3].tolist()
             text = ", ".join(repr(v) for v in head) + (", ..." if len(self.value) > 3 else "")
             return f"[{sub} x {len(self.value)}] [{text}]"[:limit]
         text = repr(self.py)
         return f"{name} {text if len(text) <= limit else text[:limit - 3] + '...'}"
+
+
+class StringArray(Sequence):
+    """A metadata array of strings as stored: the encoded items (u64 length +
+    UTF-8 bytes each) in one block, decoded one item at a time on access.
+    Copying a file rewrites the block as it is."""
+
+    def __init__(self, raw: bytes, starts):
+        self.raw = raw
+        self._starts = starts
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        start = self._starts[i] + 8
+        return self.raw[start:start + struct.unpack_from("<Q", self.raw, start - 8)[0]]
+
+    @classmethod
+    def of(cls, items) -> "StringArray":
+        enc = [v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in items]
+        starts, pos = array("q"), 0
+        for e in enc:
+            starts.append(pos)
+            pos += 8 + len(e)
+        return cls(b"".join(struct.pack("<Q", len(e)) + e for e in enc), starts)
 
 
 @dataclass(frozen=True)
@@ -161,6 +192,7 @@ class _CheckedReader(_GGUFReader):
         self._path = path
         self._where = "the header"
         self.checked_tensors: list[Tensor] = []
+        self._string_starts: dict[int, array] = {}  # array offset -> item starts, for StringArray
         super().__init__(path, "r")
 
     # -- reads -----------------------------------------------------------
@@ -205,9 +237,9 @@ class _CheckedReader(_GGUFReader):
         return super()._get_field_parts(orig_offs, raw_type)
 
     def _get_array_parts(self, orig_offs: int):
-        """One array as ``GGUFReader`` lays it out (``parts``: item type, count,
-        then the items; ``data``: the indices of the items), without one
-        ReaderField part per number."""
+        """One array in ``GGUFReader``'s terms (``parts``: item type, count,
+        items; ``data``: the index of the items), the items as one view rather
+        than one ReaderField part per element."""
         raw_itype = self._get(orig_offs, np.uint32)
         alen = self._get(orig_offs + 4, np.uint64)
         itype, n = int(raw_itype[0]), int(alen[0])
@@ -226,21 +258,25 @@ class _CheckedReader(_GGUFReader):
         if itype != _STRING:
             items = self._get(offs, _SCALAR_DTYPES[itype], n)
             return 12 + items.nbytes, [raw_itype, alen, items], [2], types
-        view, size, parts, data = self._view, self._bytes().size, [raw_itype, alen], []
+        # strings: walk the lengths (each bounded by what is left), keep the
+        # encoded items as one block; they are decoded only when asked for
+        view, size = self._view, self._bytes().size
         unpack = struct.Struct("<Q").unpack_from
+        starts = array("q")
+        pos = offs
         for i in range(n):
-            if offs + 8 > size:
-                raise self._fail(f"string {i} of the array needs bytes {offs}..{offs + 8} but the file ends at "
+            if pos + 8 > size:
+                raise self._fail(f"string {i} of the array needs bytes {pos}..{pos + 8} but the file ends at "
                                  f"{size} (truncated?)", field="array")
-            length = unpack(view, offs)[0]
-            if length > MAX_STRING_LENGTH or length > size - offs - 8:
+            length = unpack(view, pos)[0]
+            if length > MAX_STRING_LENGTH or length > size - pos - 8:
                 raise self._fail(f"string {i} of the array has length {length}, more than the "
-                                 f"{size - offs - 8} bytes left in the file", field="string length")
-            parts.append(view[offs:offs + 8])
-            parts.append(view[offs + 8:offs + 8 + length])
-            data.append(len(parts) - 1)
-            offs += 8 + length
-        return offs - orig_offs, parts, data, types
+                                 f"{size - pos - 8} bytes left in the file", field="string length")
+            starts.append(pos - offs)
+            pos += 8 + length
+        block = self._get(offs, np.uint8, pos - offs)
+        self._string_starts[orig_offs] = starts
+        return pos - orig_offs, [raw_itype, alen, block], [2], types
 
     # -- metadata --------------------------------------------------------
     def _build_fields(self, offs: int, count: int) -> int:
@@ -420,7 +456,7 @@ class GGUFFile:
         for key, f in reader.fields.items():
             if key.startswith("GGUF."):
                 continue
-            self.kv[key] = _kv_from_field(f)
+            self.kv[key] = _kv_from_field(f, reader._string_starts)
         self.tensors: list[Tensor] = reader.checked_tensors
 
     def get(self, key: str, default=None):
@@ -466,13 +502,14 @@ class GGUFFile:
         self.close()
 
 
-def _kv_from_field(f) -> KV:
+def _kv_from_field(f, string_starts: dict) -> KV:
     vtype = int(f.types[0])
     if vtype == _ARRAY:
-        sub = int(f.types[1]) if len(f.types) > 1 else int(f.parts[3][0])
+        sub = int(f.types[1])
+        items = f.parts[5]
         if sub == _STRING:
-            return KV(f.name, vtype, [bytes(f.parts[i]) for i in f.data], sub)
-        items = f.parts[5] if len(f.parts) > 5 else np.zeros(0, dtype=_SCALAR_DTYPES[sub])
+            # the array's parts start after key length, key and value type
+            return KV(f.name, vtype, StringArray(bytes(items), string_starts[int(f.offset) + _kv_header(f)]), sub)
         arr = np.array(items, dtype=_SCALAR_DTYPES[sub])
         return KV(f.name, vtype, arr.astype(bool) if sub == _BOOL else arr, sub)
     if vtype == _STRING:
@@ -481,6 +518,10 @@ def _kv_from_field(f) -> KV:
     if vtype == _BOOL:
         return KV(f.name, vtype, bool(value))
     return KV(f.name, vtype, value.item())
+
+
+def _kv_header(f) -> int:
+    return 8 + int(f.parts[0][0]) + 4
 
 
 def open_gguf(path) -> GGUFFile:
@@ -502,7 +543,9 @@ class _Writer(_GGUFWriter):
             out += self._pack("I", vtype)
         out += self._pack("I", sub_type)
         out += self._pack("Q", len(val))
-        if int(sub_type) == _STRING:
+        if isinstance(val, StringArray):
+            out += val.raw  # as read: byte for byte
+        elif int(sub_type) == _STRING:
             pack = struct.Struct("<Q").pack
             out += b"".join(pack(len(s)) + s for s in (v.encode("utf-8") if isinstance(v, str) else bytes(v)
                                                        for v in val))
