@@ -454,6 +454,8 @@ def random_cases(fmt, count: int, seed: int = 0) -> tuple[Case, ...]:
         imatrix = None
         if spec.imatrix == "required" or (spec.imatrix == "accepted" and i % 2):
             imatrix = (10.0 ** rng.uniform(-3, 3, n)).astype(F32)
-        comment = f"{dist} rows, seed [{seed}, {i}]" + ("; random importance weights 10^U(-3, 3)" if imatrix is not None else "")
+        comment = f"{dist} rows, seed [{seed}, {i}]"
+        if imatrix is not None:
+            comment += "; random importance weights 10^U(-3, 3)"
         out.append(Case(f"random_{i}", comment, ("random",), x.astype(F32), imatrix))
     return tuple(out)

@@ -125,7 +125,8 @@ def test_table_is_reusable():
     header, rows = stats.table(s, columns=stats.COLUMNS[:1] + [("bpw", lambda e: f"{e.bpw:.1f}")])
     assert header == ["format", "bpw"] and rows == [["q4_0", "4.5"]]
     assert stats.render(header, rows).splitlines() == ["format  bpw", "------  ---", "q4_0    4.5"]
-    assert stats.tensor_class("blk.12.ffn_gate.weight") == "ffn" and stats.tensor_kind("blk.1.attn_v.weight") == "attn_v"
+    assert stats.tensor_class("blk.12.ffn_gate.weight") == "ffn"
+    assert stats.tensor_kind("blk.1.attn_v.weight") == "attn_v"
     assert stats.tensor_class("token_embd.weight") == "embd" and stats.tensor_class("output.weight") == "output"
 
 

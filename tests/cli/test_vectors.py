@@ -80,7 +80,8 @@ def test_check_against_ggml_passes(exported, capsys):
     pytest.importorskip("llama_cpp", reason="needs libggml from llama-cpp-python")
     assert main(["vectors", "check", str(exported), "ggml"]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[-1] == "ggml: every compared (format, op) pair agrees with the spec bit for bit (4 compared)"
+    assert out.splitlines()[-1] == ("ggml: every compared (format, op) pair agrees with the spec bit for bit "
+                                    "(4 compared)")
 
 
 def test_check_against_kernels_passes(exported):
