@@ -74,8 +74,9 @@ class Inspection:
     def render(self, show_metadata: bool = False) -> str:
         lines = [f"{self.path}: GGUF v{self.version}, {len(self.tensors)} tensors, {len(self.metadata)} metadata keys, "
                  f"alignment {self.alignment}, data at byte {self.data_offset}, {self.file_size} bytes"]
+        qv = "?" if self.quantization_version is None else self.quantization_version
         lines.append(f"  architecture {self.architecture or '?'}, file type {self.file_type or '?'}, "
-                     f"quantization version {self.quantization_version if self.quantization_version is not None else '?'}")
+                     f"quantization version {qv}")
         n = max(self.n_elements, 1)
         lines.append(f"  {self.n_elements} weights in {self.tensor_bytes / 2**20:.2f} MiB: "
                      f"{8 * self.tensor_bytes / n:.3f} bits per weight")

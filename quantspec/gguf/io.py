@@ -348,6 +348,7 @@ class _CheckedReader(_GGUFReader):
     def _build_tensors(self, start_offs: int, fields) -> None:
         file_size = self._bytes().size
         alignment = int(self.alignment)
+        start_offs = int(start_offs)  # Python ints from here on: no fixed-width wrap-around
         seen: set[str] = set()
         tensors = []
         for i, f in enumerate(fields):
@@ -581,7 +582,9 @@ class GGUFOutput:
             sub = None if kv.sub_type is None else GGUFValueType(kv.sub_type)
             w.add_key_value(kv.key, kv.value, GGUFValueType(kv.type), sub_type=sub)
         for t in self._tensors:
-            w.add_tensor_info(t.name, tuple(reversed(t.shape)), np.dtype(np.float32), t.nbytes, raw_dtype=t.type.type_id)
+            # a numpy-order shape in elements (a non-uint8 dtype keeps GGUFWriter from reading it as bytes)
+            w.add_tensor_info(t.name, tuple(reversed(t.shape)), np.dtype(np.float32), t.nbytes,
+                              raw_dtype=t.type.type_id)
         self._writer = w
         w.write_header_to_file(self.path)
         w.write_kv_data_to_file()

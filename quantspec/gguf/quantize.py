@@ -370,7 +370,8 @@ def quantize_file(src, dst, target: str | Target, *, allow_requantize: bool = Fa
         except GGUFError as exc:
             raise GGUFError(f"{f.path}: {exc}", path=f.path, tensor=exc.tensor, field=exc.field) from None
         report = Report(str(src), str(dst), tgt.describe())
-        plan = [(t, c.target_type, _plan_weights(f, t, c, im, allow_requantize, report)) for t, c in zip(tensors, choices)]
+        plan = [(t, c.target_type, _plan_weights(f, t, c, im, allow_requantize, report))
+                for t, c in zip(tensors, choices)]
         for note in report.notes:
             log(note)
         extra = _imatrix_kvs(im) if im is not None else []

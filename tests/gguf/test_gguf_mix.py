@@ -48,7 +48,8 @@ def ours(path, ftype: str, *, pure=False, leave_output_tensor=False, output_tens
         params = MixParams(target.ftype, target.default_type, pure=pure, quantize_output_tensor=not leave_output_tensor,
                            output_tensor_type=output_tensor_type, token_embedding_type=token_embedding_type,
                            tensor_types=tuple(tensor_types), has_imatrix=imatrix is not None)
-        choices = choose_types([(t.name, t.shape, t.type_name) for t in tensors], ModelInfo.from_metadata(f.get), params)
+        model = ModelInfo.from_metadata(f.get)
+        choices = choose_types([(t.name, t.shape, t.type_name) for t in tensors], model, params)
     return {c.name: c.target_type for c in choices}
 
 

@@ -155,7 +155,8 @@ def test_imatrix_normalization(tmp_path, models):
     stats = {"a.weight": (np.array([3, 0, 1e-30, 7.5], np.float32), 3),
              "b.weight": (np.array([1, 2, 3, 4], np.float32), 0)}
     im = load_imatrix(write_imatrix_gguf(tmp_path / "im.gguf", stats))
-    assert im.entries["a.weight"].view(np.uint32).tolist() == (stats["a.weight"][0] / np.float32(3)).view(np.uint32).tolist()
+    expected = stats["a.weight"][0] / np.float32(3)
+    assert im.entries["a.weight"].view(np.uint32).tolist() == expected.view(np.uint32).tolist()
     assert im.entries["b.weight"].tolist() == [1, 1, 1, 1]  # no tokens: weights 1
     assert (im.datasets, im.chunk_count, im.chunk_size, im.is_legacy) == (["wiki.train.raw"], 12, 512, False)
     dat = load_imatrix(write_imatrix_dat(tmp_path / "im.dat", {"a.weight": stats["a.weight"]}, ncall=10))
@@ -165,28 +166,30 @@ def test_imatrix_normalization(tmp_path, models):
 
 
 def test_expert_tensors_use_their_slice(tmp_path):
-    """3-D expert weights: rows of expert e are encoded with weights e*ne0..(e+1)*ne0."""
-    src = tiny_llama(tmp_path / "moe.gguf", n_layer=1, n_embd=64, n_ff=64, n_vocab=32, n_head=4, n_head_kv=4,
-                     n_expert=4, scale=0.05)
-    stats = _activations(src, seed=3)
-    with open_gguf(src) as f:
-        for t in f.tensors:
-            if len(t.shape) == 3:  # per-expert sums and counts
-                rng = np.random.default_rng(len(t.name))
-                stats[t.name] = (rng.gamma(0.5, 2.0, t.shape[0] * t.shape[2]).astype(np.float32), 50)
-    path = tmp_path / "im.gguf"
+    """3-D expert weights: rows of expert e are encoded with weights
+    e*ne0..(e+1)*ne0, normalized by that expert's own token count."""
     from gguf import GGUFValueType
 
+    n_expert, n_embd = 4, 64
+    src = tiny_llama(tmp_path / "moe.gguf", n_layer=1, n_embd=n_embd, n_ff=64, n_vocab=32, n_head=4, n_head_kv=4,
+                     n_expert=n_expert, scale=0.05)
+    rng = np.random.default_rng(3)
     tensors = []
-    for name, (sums, count) in stats.items():
-        n_exp = sums.size // (64 if "down" not in name else 64)
-        tensors.append((f"{name}.in_sum2", sums.reshape(max(1, sums.size // 64), 64) if sums.size > 64 else sums.reshape(1, -1), "f32"))
-        counts = np.arange(1, max(1, sums.size // 64) + 1, dtype=np.float32).reshape(1, -1) * count
-        tensors.append((f"{name}.counts", counts, "f32"))
-        del n_exp
-    write_gguf(path, {"imatrix.datasets": (["d"], GGUFValueType.ARRAY, GGUFValueType.STRING),
-                      "imatrix.chunk_count": 3, "imatrix.chunk_size": 512}, tensors, arch="imatrix")
+    with open_gguf(src) as f:
+        for t in f.tensors:
+            if len(t.shape) < 2:
+                continue
+            experts = t.shape[2] if len(t.shape) == 3 else 1
+            sums = rng.gamma(0.5, 2.0, (experts, t.shape[0])).astype(np.float32)
+            counts = rng.integers(1, 500, (1, experts)).astype(np.float32)
+            counts[0, -1] = 0 if experts > 1 else counts[0, -1]  # an expert that saw no tokens: weights 1
+            tensors += [(f"{t.name}.in_sum2", sums, "f32"), (f"{t.name}.counts", counts, "f32")]
+    path = write_gguf(tmp_path / "im.gguf", {"imatrix.datasets": (["d"], GGUFValueType.ARRAY, GGUFValueType.STRING),
+                                             "imatrix.chunk_count": 3, "imatrix.chunk_size": 512},
+                      tensors, arch="imatrix")
     im = load_imatrix(path)
+    assert im.entries["blk.0.ffn_up_exps.weight"].size == n_embd * n_expert
+    assert (im.entries["blk.0.ffn_up_exps.weight"][-n_embd:] == 1).all()
     overrides = [("quantize.imatrix.file", str(path)), ("quantize.imatrix.dataset", "d"),
                  ("quantize.imatrix.entries_count", len(im.entries)), ("quantize.imatrix.chunks_count", 3)]
     _compare(tmp_path, src, "Q4_0", imatrix=im.entries, kv_overrides=overrides, imatrix_file=str(path))
@@ -207,3 +210,26 @@ def test_dequantize_matches_llama_cpp_float_files(tmp_path, models, to, ftype):
             if t.type_name == "q4_1":
                 assert a.tensor(t.name).type_name == b.tensor(t.name).type_name == to
                 assert bytes(a.raw(a.tensor(t.name))) == bytes(b.raw(b.tensor(t.name)))
+
+
+def test_alignment_other_than_32_is_kept(tmp_path):
+    """llama_model_quantize copies general.alignment = 64 but pads to 32, and
+    then refuses its own output; ours keeps 64, and llama.cpp loads it."""
+    rng = np.random.default_rng(0)
+    kvs = {"llama.block_count": 1, "llama.context_length": 64, "llama.embedding_length": 64,
+           "llama.feed_forward_length": 64, "llama.attention.head_count": 4,
+           "llama.attention.layer_norm_rms_epsilon": 1e-5}
+    tensors = [("token_embd.weight", rng.standard_normal((30, 64)), "f32"),
+               ("blk.0.attn_q.weight", rng.standard_normal((64, 64)), "f32"),
+               ("output_norm.weight", rng.standard_normal(64), "f32")]
+    src64 = write_gguf(tmp_path / "a64.gguf", kvs, tensors, alignment=64)
+    src32 = write_gguf(tmp_path / "a32.gguf", kvs, tensors)
+    quantize_file(src64, tmp_path / "o64.gguf", "Q8_0")
+    quantize_file(src32, tmp_path / "o32.gguf", "Q8_0")
+    assert llama_plan(tmp_path / "o64.gguf", "Q8_0")  # llama.cpp loads it
+    with open_gguf(tmp_path / "o64.gguf") as a, open_gguf(tmp_path / "o32.gguf") as b:
+        assert a.alignment == 64 and all(t.offset % 64 == 0 for t in a.tensors)
+        assert [bytes(a.raw(t)) for t in a.tensors] == [bytes(b.raw(t)) for t in b.tensors]
+    assert llama_quantize(src64, tmp_path / "llama64.gguf", "Q8_0") == 0
+    with pytest.raises(GGUFError, match="runs past the end"):
+        open_gguf(tmp_path / "llama64.gguf")

@@ -60,7 +60,8 @@ def test_requantized_file_is_llama_cpps(smollm2, requantized, tmp_path, ftype):
     theirs = tmp_path / "theirs.gguf"
     assert llama_quantize(smollm2, theirs, ftype, allow_requantize=True, threads=2) == 0
     with open_gguf(requantized[ftype]) as a, open_gguf(theirs) as b:
-        assert [(t.name, t.type_name, t.shape) for t in a.tensors] == [(t.name, t.type_name, t.shape) for t in b.tensors]
+        table = [(t.name, t.type_name, t.shape) for t in a.tensors]
+        assert table == [(t.name, t.type_name, t.shape) for t in b.tensors]
         for ta, tb in zip(a.tensors, b.tensors):
             assert bytes(a.raw(ta)) == bytes(b.raw(tb)), ta.name
     assert first_difference(requantized[ftype], theirs) == ""
