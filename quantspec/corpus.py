@@ -49,7 +49,8 @@ FLAGS: dict[str, str] = {
     "subnormal": "float32 subnormal inputs, or magnitudes whose fp16 scales are fp16 subnormals or underflow",
     "max_scale": "the largest block magnitude whose stored scale fields stay finite (found by bisection "
                  "on the spec's validate)",
-    "scale_overflow": "the smallest block magnitude whose stored scale fields overflow to infinity",
+    "scale_overflow": "the smallest block magnitude whose stored scale fields are not finite (an fp16 scale "
+                      "overflows to inf, or the overflowing arithmetic gives NaN)",
     "heavy_tail": "Student-t distributed rows (heavy tails: occasional large outliers)",
     "wide_range": "row magnitudes from 1e-20 to 1e20",
     "imatrix_zeros": "an importance matrix with zero weights (some columns, or all)",
@@ -203,7 +204,7 @@ def _tie_cases(fmt: str, n: int, imatrix, suffix: str, note: str) -> list[Case]:
              "one float32 step above the boundary")):
         xc = x.copy()
         xc[at, cols] = value
-        comment = (f"{rows.size} rows of normal data; in each, one element (row r column "
+        comment = (f"{rows.size} rows of normal data; one element per row (columns "
                    f"{', '.join(str(int(c)) for c in cols[:4])}, ...) {what}, at the scale the spec picks{note}")
         out.append(Case(cid + suffix, comment, flags + (("imatrix_ratios",) if suffix else ()), xc, imatrix))
     return out
@@ -245,7 +246,7 @@ def _overflow_cases(fmt: str, n: int, imatrix, note: str) -> list[Case]:
              f"fields stay finite (row maxima {', '.join(f'{float(a):.9g}' for a in amax_ok)}){note}",
              ("max_scale",), (unit * amax_ok[:, None]).astype(F32), imatrix),
         Case("scale_overflow", f"the rows of max_scale one float32 step larger in magnitude (row maxima "
-             f"{', '.join(f'{float(a):.9g}' for a in amax_bad)}): a stored scale field overflows to infinity{note}",
+             f"{', '.join(f'{float(a):.9g}' for a in amax_bad)}): a stored scale field is no longer finite{note}",
              ("max_scale", "scale_overflow"), (unit * amax_bad[:, None]).astype(F32), imatrix),
     ]
 
