@@ -26,6 +26,7 @@ expert; ``llama_model_quantize`` gives the rows of expert ``e`` the slice
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,12 +167,13 @@ def _load_legacy(path: Path) -> Imatrix:
 def load_imatrix(path) -> Imatrix:
     """Read an importance matrix file (GGUF or legacy ``.dat``, told apart by
     the GGUF magic) into per-tensor float32 column weights."""
+    given = os.fspath(path)  # recorded as given (quantize.imatrix.file), as llama-quantize does
     path = Path(path)
     try:
         with open(path, "rb") as fh:
             magic = fh.read(4)
     except OSError as exc:
         raise GGUFError(f"{path}: cannot open the importance matrix: {exc.strerror or exc}", path=path) from None
-    if magic == b"GGUF":
-        return _load_gguf(path)
-    return _load_legacy(path)
+    im = _load_gguf(path) if magic == b"GGUF" else _load_legacy(path)
+    im.path = given
+    return im
