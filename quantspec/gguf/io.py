@@ -71,9 +71,19 @@ _SCALAR_DTYPES = {
 _STRING, _ARRAY, _BOOL = 8, 9, 7
 
 
+# The GGUFReader hooks this module overrides (gguf-py 0.19.0's): a reader
+# without them would silently skip quantspec's checks, so it is refused.
+_READER_HOOKS = ("_get", "_get_str", "_get_field_parts", "_build_fields", "_build_tensor_info",
+                 "_get_tensor_info_field", "_build_tensors", "_push_field")
+
+
 def _require_gguf() -> None:
     if _gguf is None:
         raise ImportError("reading and writing GGUF files needs the gguf package: pip install gguf==0.19.0")
+    missing = [h for h in _READER_HOOKS if not hasattr(_gguf.GGUFReader, h)]
+    if missing:
+        raise ImportError(f"this gguf package's GGUFReader lacks {', '.join(missing)}, which quantspec's checks "
+                          f"hook into; install gguf==0.19.0")
 
 
 @dataclass(frozen=True)
