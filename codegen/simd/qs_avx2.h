@@ -7,6 +7,13 @@
 #include <immintrin.h>
 #include "qs_common.h"
 
+/* Non-temporal stores pay off when the output is much larger than the
+ * last-level cache; they need 64-byte aligned output (numpy's large arrays are). */
+#define QS_STREAM_MIN_BYTES ((int64_t)64 << 20)
+static inline int qs_stream_output(const float *y, int64_t n) {
+    return n * (int64_t)sizeof(float) >= QS_STREAM_MIN_BYTES && ((uintptr_t)y & 63) == 0;
+}
+
 static inline float qs_f16_to_f32_hw(uint16_t h) { return _cvtsh_ss(h); }
 
 static inline int qs_avx2_hsum_i32(__m256i v) {

@@ -15,6 +15,10 @@ static inline __m256 load8(const uint8_t *p) {
 
 void qs_f16_dequantize__avx2(const uint8_t *q, float *y, int64_t n) {
     int64_t i = 0;
+    if (qs_stream_output(y, n)) { /* far beyond the caches: non-temporal stores */
+        for (; i + 8 <= n; i += 8) _mm256_stream_ps(y + i, load8(q + i * ELEM_SIZE));
+        _mm_sfence();
+    }
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, load8(q + i * ELEM_SIZE));
     for (; i < n; ++i) y[i] = to_f32(q + i * ELEM_SIZE);
 }

@@ -20,6 +20,10 @@ static inline __m512 load16(const uint8_t *p) {
 
 void qs_f16_dequantize__avx512(const uint8_t *q, float *y, int64_t n) {
     int64_t i = 0;
+    if (qs_stream_output(y, n)) { /* far beyond the caches: non-temporal stores */
+        for (; i + 16 <= n; i += 16) _mm512_stream_ps(y + i, load16(q + i * ELEM_SIZE));
+        _mm_sfence();
+    }
     for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, load16(q + i * ELEM_SIZE));
     for (; i < n; ++i) y[i] = to_f32(q + i * ELEM_SIZE);
 }

@@ -39,7 +39,7 @@ static inline void store_codes(uint8_t *b, const int32_t q[QK]) {
 
 /* ------------------------------------------------------------ dequantize */
 
-static inline void dequantize_block(const uint8_t *b, float *y) {
+static inline void dequantize_block(const uint8_t *b, float *y, int stream) {
     const float d = load_scale(b + OFF_D);
     const float m = load_scale(b + OFF_M);
     __m256i codes = qs_avx2_nibbles(b + OFF_QS);
@@ -50,13 +50,20 @@ static inline void dequantize_block(const uint8_t *b, float *y) {
         __m512i v = _mm512_cvtepu8_epi32(part);
         __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(v), vd);
         f = _mm512_add_ps(f, vm);
-        _mm512_storeu_ps(y + 16 * h, f);
+        if (stream) _mm512_stream_ps(y + 16 * h, f); else _mm512_storeu_ps(y + 16 * h, f);
     }
 }
 
 void qs_q4_1_dequantize__avx512(const uint8_t *q, float *y, int64_t n) {
     const int64_t nb = n / QK;
-    for (int64_t ib = 0; ib < nb; ++ib) dequantize_block(q + ib * TYPE_SIZE, y + ib * QK);
+    /* outputs far beyond the caches bypass them (non-temporal stores): no
+     * read-for-ownership of lines that are only written */
+    if (qs_stream_output(y, n)) {
+        for (int64_t ib = 0; ib < nb; ++ib) dequantize_block(q + ib * TYPE_SIZE, y + ib * QK, 1);
+        _mm_sfence();
+    } else {
+        for (int64_t ib = 0; ib < nb; ++ib) dequantize_block(q + ib * TYPE_SIZE, y + ib * QK, 0);
+    }
 }
 
 /* -------------------------------------------------------------- quantize */

@@ -31,7 +31,7 @@ static inline void store_codes(uint8_t *b, const int32_t q[QK]) {
 
 /* ------------------------------------------------------------ dequantize */
 
-static inline void dequantize_block(const uint8_t *b, float *y) {
+static inline void dequantize_block(const uint8_t *b, float *y, int stream) {
     const float d = load_scale(b + OFF_D);
     const __m256i codes = _mm256_loadu_si256((const __m256i *)(b + OFF_QS));
     const __m512 vd = _mm512_set1_ps(d);
@@ -39,13 +39,20 @@ static inline void dequantize_block(const uint8_t *b, float *y) {
         const __m128i part = h ? _mm256_extracti128_si256(codes, 1) : _mm256_castsi256_si128(codes);
         __m512i v = _mm512_cvtepi8_epi32(part);
         __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(v), vd);
-        _mm512_storeu_ps(y + 16 * h, f);
+        if (stream) _mm512_stream_ps(y + 16 * h, f); else _mm512_storeu_ps(y + 16 * h, f);
     }
 }
 
 void qs_q8_0_dequantize__avx512(const uint8_t *q, float *y, int64_t n) {
     const int64_t nb = n / QK;
-    for (int64_t ib = 0; ib < nb; ++ib) dequantize_block(q + ib * TYPE_SIZE, y + ib * QK);
+    /* outputs far beyond the caches bypass them (non-temporal stores): no
+     * read-for-ownership of lines that are only written */
+    if (qs_stream_output(y, n)) {
+        for (int64_t ib = 0; ib < nb; ++ib) dequantize_block(q + ib * TYPE_SIZE, y + ib * QK, 1);
+        _mm_sfence();
+    } else {
+        for (int64_t ib = 0; ib < nb; ++ib) dequantize_block(q + ib * TYPE_SIZE, y + ib * QK, 0);
+    }
 }
 
 /* -------------------------------------------------------------- quantize */

@@ -36,16 +36,17 @@ static inline void store_codes(uint8_t *b, const int32_t q[QK]) {
 
 /* ------------------------------------------------------------ dequantize */
 
-static inline void dequantize_block(const uint8_t *b, float *y) {
+static inline void dequantize_block(const uint8_t *b, float *y, int stream) {
     const float d = load_scale(b + OFF_D);
     int32_t q[QK];
+    (void)stream;
     block_codes(b, q);
     for (int j = 0; j < QK; ++j) y[j] = (float)(q[j] - 8) * d;
 }
 
 void qs_q4_0_dequantize__scalar(const uint8_t *q, float *y, int64_t n) {
     const int64_t nb = n / QK;
-    for (int64_t ib = 0; ib < nb; ++ib) dequantize_block(q + ib * TYPE_SIZE, y + ib * QK);
+    for (int64_t ib = 0; ib < nb; ++ib) dequantize_block(q + ib * TYPE_SIZE, y + ib * QK, 0);
 }
 
 /* -------------------------------------------------------------- quantize */
