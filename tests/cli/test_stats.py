@@ -141,3 +141,25 @@ def test_bad_arguments(tmp_path, capsys):
     assert "no such file" in err and "q9_9" in err and "cannot read as GGUF" in err
     with pytest.raises(SystemExit):
         main(["stats", "--random", "cauchy"])
+
+
+def test_gguf_with_an_imatrix_file(tmp_path, capsys):
+    """A legacy llama.cpp imatrix (.dat) weighs the tensors it names; the
+    others are measured without one."""
+    import struct
+
+    model = tmp_path / "small.gguf"
+    emb, _, _ = _small_gguf(model)
+    weights = np.exp(np.random.default_rng(5).normal(0, 1, 256)).astype(np.float32)
+    name = b"token_embd.weight"
+    dat = struct.pack("<i", 1) + struct.pack("<i", len(name)) + name + struct.pack("<ii", 1, 256) + weights.tobytes()
+    (tmp_path / "imatrix.dat").write_bytes(dat)
+    assert main(["stats", str(model), "--formats", "q4_0", "--imatrix", str(tmp_path / "imatrix.dat")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[2].endswith("max err/rms  imatrix-weighted rel RMSE")
+    embd = next(line.split() for line in out if line.split()[:2] == ["q4_0", "embd"])
+    direct = stats.measure("q4_0", emb, "embd", imatrix=weights)
+    assert float(embd[5]) == pytest.approx(direct.rel_rmse, rel=1e-4)
+    assert float(embd[-1]) == pytest.approx(direct.weighted_rel_rmse, rel=1e-4)
+    attn = next(line.split() for line in out if line.split()[:2] == ["q4_0", "attn"])
+    assert attn[-1] == "-"  # no weights for that tensor
