@@ -46,7 +46,7 @@ IEEE = {"over": "ignore", "invalid": "ignore", "divide": "ignore", "under": "ign
 #: batch size never changes a bit; batches of this size keep the search's
 #: working arrays in a core's L2 cache, which makes the NumPy spec several
 #: times faster than one pass over a whole tensor.
-BATCH_SUPERBLOCKS = 512
+BATCH_SUPERBLOCKS = 1024
 
 
 @dataclass(frozen=True)

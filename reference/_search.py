@@ -61,6 +61,16 @@ def _c_sum(rows: np.ndarray, start_at_first: bool = False) -> np.ndarray:
     ``float s = 0; for (i...) s += rows[i];``, or with ``start_at_first``
     ``float s = rows[0]; for (i = 1...) s += rows[i];`` (the two differ
     only in the sign of an all-zero sum)."""
+    if rows.ndim == 2 and rows.shape[1] >= 2 and rows.flags.c_contiguous:
+        # Reducing a C-contiguous array over its outer axis adds the rows one
+        # by one (NumPy sums pairwise only along the fast axis in memory,
+        # which a single column would become). Whatever zero it starts from,
+        # only the sign of an all-zero sum can differ, and that is fixed up:
+        # from +0.0 it is never -0.0; from rows[0] it is -0.0 iff every term is.
+        s = np.add.reduce(rows, axis=0) + F32(0.0)
+        if start_at_first:
+            s[np.all(np.signbit(rows) & (rows == 0), axis=0)] = F32(-0.0)
+        return s
     s = rows[0].copy() if start_at_first else rows[0] + F32(0.0)
     for i in range(1, rows.shape[0]):
         s += rows[i]
@@ -273,8 +283,10 @@ def make_qkx2_quants(x: np.ndarray, nmax: int, weights: np.ndarray, rmin: float,
         wl = np.empty_like(xt)
         iscale = fnmax / (vmax - minimum)
         scale = F32(1) / iscale
-        lf = codes(iscale, minimum)
-        best = error(scale, minimum, lf)
+        best = error(scale, minimum, codes(iscale, minimum))
+        # The codes of the best trial are recomputed once at the end from the
+        # (iscale, min) they were rounded with: the same operations, the same bits.
+        code_iscale, code_min = iscale.copy(), minimum.copy()
         for step in range(nstep + 1):
             numer = F32(rmin) + F32(rdelta) * F32(step) + fnmax
             iscale = numer / (vmax - minimum)
@@ -294,14 +306,15 @@ def make_qkx2_quants(x: np.ndarray, nmax: int, weights: np.ndarray, rmin: float,
             cur = error(this_scale, this_min, cf)
             better = (det > 0) & (cur < best) & ~flat
             if better.any():
-                _select(lf, cf, better, work)
+                _select(code_iscale, iscale, better)
+                _select(code_min, minimum, better)
                 _select(best, cur, better)
                 _select(scale, this_scale, better)
                 _select(minimum, this_min, better)
-    lvals = lf.astype(np.uint8)
+        lvals = codes(code_iscale, code_min).astype(np.uint8)
     scale = np.where(flat, F32(0), scale).astype(F32)
     lvals[:, flat] = 0
-    return scale.reshape(shape[:-1]), (-minimum).reshape(shape[:-1]), _block_major(lvals.astype(np.uint8), shape)
+    return scale.reshape(shape[:-1]), (-minimum).reshape(shape[:-1]), _block_major(lvals, shape)
 
 
 def make_q3_quants(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:

@@ -132,8 +132,10 @@ def _dequantize(q: np.ndarray) -> np.ndarray:
     sc = b["scales"]
     dl = f16_bits_to_f32(b["d"])[..., None] * (sc & 0xF).astype(F32)
     ml = f16_bits_to_f32(b["dmin"])[..., None] * (sc >> 4).astype(F32)
-    codes = TWO_BIT.unpack(b["qs"]).reshape(sc.shape + (SUB,)).astype(F32)
-    return (dl[..., None] * codes - ml[..., None]).reshape(q.shape[0], -1)
+    values = TWO_BIT.unpack(b["qs"]).reshape(sc.shape + (SUB,)).astype(F32)
+    values *= dl[..., None]  # (d * sc) * q - (dmin * m), in place
+    values -= ml[..., None]
+    return values.reshape(q.shape[0], -1)
 
 
 def vec_dot(wq: np.ndarray, aq: np.ndarray) -> np.ndarray:

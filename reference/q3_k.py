@@ -109,10 +109,9 @@ def quantize(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
 
 
 def codes(blocks: np.ndarray) -> np.ndarray:
-    """The signed codes ``q - 4`` (-4..3) of every element, ``(..., 256)`` int32."""
-    low = TWO_BIT.unpack(blocks["qs"]).astype(np.int32)
-    high = ONE_BIT.unpack(blocks["hmask"]).astype(np.int32)
-    return low - ((1 - high) << 2)
+    """The signed codes ``q - 4`` (-4..3) of every element, ``(..., 256)`` int8."""
+    q = TWO_BIT.unpack(blocks["qs"]) | (ONE_BIT.unpack(blocks["hmask"]) << np.uint8(2))
+    return q.view(np.int8) - np.int8(4)
 
 
 def dequantize(q: np.ndarray) -> np.ndarray:
@@ -124,7 +123,8 @@ def _dequantize(q: np.ndarray) -> np.ndarray:
     b = FORMAT.blocks(q)
     dl = f16_bits_to_f32(b["d"])[..., None] * (unpack_scales_q3k(b["scales"]) - 32).astype(F32)
     values = codes(b).reshape(b.shape + (NSUB, SUB)).astype(F32)
-    return (dl[..., None] * values).reshape(q.shape[0], -1)
+    values *= dl[..., None]
+    return values.reshape(q.shape[0], -1)
 
 
 def vec_dot(wq: np.ndarray, aq: np.ndarray) -> np.ndarray:
@@ -134,7 +134,7 @@ def vec_dot(wq: np.ndarray, aq: np.ndarray) -> np.ndarray:
 
 def _vec_dot(wq: np.ndarray, aq: np.ndarray) -> np.ndarray:
     w, a = FORMAT.blocks(wq), q8_k.FORMAT.blocks(aq[None, :])
-    sub = np.einsum("rbjl,rbjl->rbj", codes(w).reshape(w.shape + (NSUB, SUB)),
+    sub = np.einsum("rbjl,rbjl->rbj", codes(w).astype(np.int32).reshape(w.shape + (NSUB, SUB)),
                     a["qs"].astype(np.int32).reshape(a.shape + (NSUB, SUB)))
     isum = (sub * (unpack_scales_q3k(w["scales"]) - 32)).sum(axis=-1)
     return dot_contributions(w["d"], a["d"], isum)

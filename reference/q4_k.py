@@ -151,7 +151,9 @@ def _dequantize(q: np.ndarray) -> np.ndarray:
     b = FORMAT.blocks(q)
     dl, ml = scales_and_mins(b)
     values = FOUR_BIT.unpack(b["qs"]).reshape(b.shape + (NSUB, SUB)).astype(F32)
-    return (dl[..., None] * values - ml[..., None]).reshape(q.shape[0], -1)
+    values *= dl[..., None]  # (d * sc) * q - (dmin * m), in place
+    values -= ml[..., None]
+    return values.reshape(q.shape[0], -1)
 
 
 def dot_terms(w: np.ndarray, a: np.ndarray, values: np.ndarray) -> np.ndarray:

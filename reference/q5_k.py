@@ -71,8 +71,8 @@ def quantize(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
 
 
 def codes(blocks: np.ndarray) -> np.ndarray:
-    """The 5-bit codes 0..31 of every element, ``(..., 256)`` int32."""
-    return FOUR_BIT.unpack(blocks["qs"]).astype(np.int32) | (ONE_BIT.unpack(blocks["qh"]).astype(np.int32) << 4)
+    """The 5-bit codes 0..31 of every element, ``(..., 256)`` uint8."""
+    return FOUR_BIT.unpack(blocks["qs"]) | (ONE_BIT.unpack(blocks["qh"]) << np.uint8(4))
 
 
 def dequantize(q: np.ndarray) -> np.ndarray:
@@ -84,7 +84,9 @@ def _dequantize(q: np.ndarray) -> np.ndarray:
     b = FORMAT.blocks(q)
     dl, ml = scales_and_mins(b)
     values = codes(b).reshape(b.shape + (NSUB, SUB)).astype(F32)
-    return (dl[..., None] * values - ml[..., None]).reshape(q.shape[0], -1)
+    values *= dl[..., None]  # (d * sc) * q - (dmin * m), in place
+    values -= ml[..., None]
+    return values.reshape(q.shape[0], -1)
 
 
 def vec_dot(wq: np.ndarray, aq: np.ndarray) -> np.ndarray:
@@ -94,7 +96,7 @@ def vec_dot(wq: np.ndarray, aq: np.ndarray) -> np.ndarray:
 
 def _vec_dot(wq: np.ndarray, aq: np.ndarray) -> np.ndarray:
     w, a = FORMAT.blocks(wq), q8_k.FORMAT.blocks(aq[None, :])
-    return dot_terms(w, a, codes(w))
+    return dot_terms(w, a, codes(w).astype(np.int32))
 
 
 def validate(q: np.ndarray) -> list[Invalid]:

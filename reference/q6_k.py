@@ -92,9 +92,9 @@ def quantize(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
 
 
 def codes(blocks: np.ndarray) -> np.ndarray:
-    """The signed codes ``q - 32`` (-32..31) of every element, ``(..., 256)`` int32."""
-    q = Q6_LOW.unpack(blocks["ql"]).astype(np.int32) | (Q6_HIGH.unpack(blocks["qh"]).astype(np.int32) << 4)
-    return q - 32
+    """The signed codes ``q - 32`` (-32..31) of every element, ``(..., 256)`` int8."""
+    q = Q6_LOW.unpack(blocks["ql"]) | (Q6_HIGH.unpack(blocks["qh"]) << np.uint8(4))
+    return q.view(np.int8) - np.int8(32)
 
 
 def dequantize(q: np.ndarray) -> np.ndarray:
@@ -106,7 +106,8 @@ def _dequantize(q: np.ndarray) -> np.ndarray:
     b = FORMAT.blocks(q)
     dl = f16_bits_to_f32(b["d"])[..., None] * b["scales"].astype(F32)
     values = codes(b).reshape(b.shape + (NSUB, SUB)).astype(F32)
-    return (dl[..., None] * values).reshape(q.shape[0], -1)
+    values *= dl[..., None]
+    return values.reshape(q.shape[0], -1)
 
 
 def vec_dot(wq: np.ndarray, aq: np.ndarray) -> np.ndarray:
@@ -116,7 +117,7 @@ def vec_dot(wq: np.ndarray, aq: np.ndarray) -> np.ndarray:
 
 def _vec_dot(wq: np.ndarray, aq: np.ndarray) -> np.ndarray:
     w, a = FORMAT.blocks(wq), q8_k.FORMAT.blocks(aq[None, :])
-    sub = np.einsum("rbjl,rbjl->rbj", codes(w).reshape(w.shape + (NSUB, SUB)),
+    sub = np.einsum("rbjl,rbjl->rbj", codes(w).astype(np.int32).reshape(w.shape + (NSUB, SUB)),
                     a["qs"].astype(np.int32).reshape(a.shape + (NSUB, SUB)))
     isum = (sub * w["scales"].astype(np.int32)).sum(axis=-1)
     return dot_contributions(w["d"], a["d"], isum)
