@@ -112,3 +112,18 @@ def test_float_conversion_on_every_pattern(fmt, isa):
     x = np.concatenate([random_bits.view(np.float32), halves, mids.view(np.float32)])
     x = x[: x.size // 32 * 32]
     np.testing.assert_array_equal(_run(isa, qs.quantize, fmt, x), _run("reference", qs.quantize, fmt, x))
+
+
+@pytest.mark.parametrize("fmt,isa", [p for p in kernel_params("dequantize")
+                                     if p.values[0] in ("q4_0", "q5_1", "q8_0", "f16", "bf16") and p.values[1] != "scalar"])
+def test_huge_outputs_take_the_streaming_path_bitexact(fmt, isa):
+    """Outputs of 64 MiB and more are written with non-temporal stores: same bits."""
+    spec = registry.spec(fmt)
+    n = (64 << 20) // 4 + 32 * 5  # past the threshold, and a tail
+    x = np.random.default_rng(3).standard_normal(n // spec.block_size * spec.block_size).astype(np.float32)
+    q = qs.quantize(fmt, x)
+    with qs.use_isa(isa):
+        fast = qs.dequantize(fmt, q)
+    with qs.use_isa("scalar"):
+        slow = qs.dequantize(fmt, q)
+    assert_same_bits(fast, slow, f"{fmt} on {isa}, streaming stores")
