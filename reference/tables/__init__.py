@@ -1,0 +1,1 @@
+"""Value tables and grids of the formats, each with its provenance (upstream file and commit)."""
