@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._numerics import F32, inverse_or_zero, signed_absmax, trunc_to_int, wrap_int8
+
 HALF = 16
 
 
@@ -36,3 +38,17 @@ def pack_high_bits(q: np.ndarray) -> np.ndarray:
 def unpack_high_bits(qh: np.ndarray) -> np.ndarray:
     """Bit 4 of each of the 32 elements, as 0 or 16 (int32)."""
     return (((qh.astype(np.uint32)[..., None] >> _BIT) & 1) << 4).astype(np.int32)
+
+
+def signed_max_codes(xb: np.ndarray, half: int) -> tuple[np.ndarray, np.ndarray]:
+    """The reference quantizer of Q4_0 (``half`` = 8) and Q5_0 (16), per block::
+
+        d   = max / -half           (max: the signed element of largest magnitude)
+        q_j = min(2*half - 1, (int8_t)(x_j*id + half + 0.5))
+
+    so that ``max`` itself maps to code 0. Returns the float32 ``d`` and the codes.
+    """
+    _, vmax = signed_absmax(xb)
+    d = vmax / F32(-half)
+    scaled = xb * inverse_or_zero(d)[..., None]  # rounded before the add: no FMA
+    return d, np.minimum(2 * half - 1, wrap_int8(trunc_to_int(scaled + F32(half + 0.5))))

@@ -87,6 +87,14 @@ def bf16_bits_to_f32(b: np.ndarray) -> np.ndarray:
     return (np.asarray(b, dtype=np.uint16).astype(np.uint32) << np.uint32(16)).view(F32)
 
 
+def inverse_or_zero(d: np.ndarray) -> np.ndarray:
+    """``id = d ? 1.0f/d : 0.0f``: the inverse scale of the reference
+    quantizers (from the float32 ``d``, not the stored fp16 one)."""
+    d = np.asarray(d, dtype=F32)
+    with np.errstate(divide="ignore"):
+        return np.where(d != 0, F32(1) / d, F32(0)).astype(F32)
+
+
 # ----------------------------------------------------------------- rounding
 
 def round_half_away(x: np.ndarray) -> np.ndarray:

@@ -37,7 +37,7 @@ import numpy as np
 from . import q8_1
 from ._format import BlockFormat, Field, Invalid, nonfinite_f16
 from ._legacy import pack_nibbles, unpack_nibbles
-from ._numerics import F32, canonical_dot, f16_bits_to_f32, f32_to_f16_bits, first_max, first_min, trunc_to_int, wrap_int8
+from ._numerics import F32, canonical_dot, f16_bits_to_f32, f32_to_f16_bits, first_max, first_min, inverse_or_zero, trunc_to_int, wrap_int8
 from ._rowstats import imatrix_weights
 from ._search import make_qkx3_quants
 
@@ -62,9 +62,7 @@ def min_max_quants(xb: np.ndarray, levels: int) -> tuple[np.ndarray, np.ndarray,
     vmin = first_min(xb)  # the C loop keeps the first of equal values: the sign of a zero min
     vmax = first_max(xb)
     d = (vmax - vmin) / F32(levels)
-    with np.errstate(divide="ignore"):
-        inv = np.where(d != 0, F32(1) / d, F32(0)).astype(F32)
-    scaled = (xb - vmin[..., None]) * inv[..., None]
+    scaled = (xb - vmin[..., None]) * inverse_or_zero(d)[..., None]
     return d, vmin, wrap_int8(trunc_to_int(scaled + F32(0.5)))
 
 

@@ -30,8 +30,8 @@ import numpy as np
 
 from . import q8_0
 from ._format import BlockFormat, Field, Invalid, nonfinite_f16
-from ._legacy import pack_high_bits, pack_nibbles, unpack_high_bits, unpack_nibbles
-from ._numerics import F32, canonical_dot, f16_bits_to_f32, f32_to_f16_bits, signed_absmax, trunc_to_int, wrap_int8
+from ._legacy import pack_high_bits, pack_nibbles, signed_max_codes, unpack_high_bits, unpack_nibbles
+from ._numerics import F32, canonical_dot, f16_bits_to_f32, f32_to_f16_bits
 from ._rowstats import imatrix_weights
 from ._search import make_qx_quants
 
@@ -54,12 +54,7 @@ def quantize(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
     nrows, n = x.shape
     xb = x.reshape(nrows, n // QK, QK)
     if imatrix is None:
-        _, vmax = signed_absmax(xb)
-        d = vmax / F32(-16)
-        with np.errstate(divide="ignore"):
-            inv = np.where(d != 0, F32(1) / d, F32(0)).astype(F32)
-        scaled = xb * inv[..., None]
-        quants = np.minimum(31, wrap_int8(trunc_to_int(scaled + F32(16.5))))
+        d, quants = signed_max_codes(xb, 16)
     else:
         d, quants = make_qx_quants(xb, 16, imatrix_weights(x, imatrix, QK))
     blocks = FORMAT.empty_blocks(nrows, n // QK)

@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._format import BlockFormat, Field, Invalid, nonfinite_f16
-from ._numerics import F32, canonical_dot, f16_bits_to_f32, f32_to_f16_bits, round_half_away, trunc_to_int, wrap_int8
+from ._numerics import F32, canonical_dot, f16_bits_to_f32, f32_to_f16_bits, inverse_or_zero, round_half_away, trunc_to_int, wrap_int8
 
 QK = 32
 
@@ -50,9 +50,7 @@ def scale_and_quants(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     the non-finite products then store 0 (see ``trunc_to_int``)."""
     amax = np.max(np.abs(x), axis=-1)
     d = amax / F32(127)
-    with np.errstate(divide="ignore"):
-        inv = np.where(d != 0, F32(1) / d, F32(0)).astype(F32)
-    quants = wrap_int8(trunc_to_int(round_half_away(x * inv[..., None])))
+    quants = wrap_int8(trunc_to_int(round_half_away(x * inverse_or_zero(d)[..., None])))
     return d.astype(F32), quants
 
 
