@@ -124,6 +124,44 @@ Q6_LOW = BitPlane(QK_K, 4, chunks=2)
 #: Q6_K ``qh`` (high 2 bits): element 128h + 32s + l at bits 2s of byte 32h + l.
 Q6_HIGH = BitPlane(QK_K, 2, chunks=2)
 
+
+
+@dataclass(frozen=True)
+class CodeLayout:
+    """Where a K-quant keeps the code of each of a super-block's 256 elements:
+    ``planes`` lists ``(field, BitPlane, bit)``: the plane in block field
+    ``field`` holds bits ``bit .. bit + width - 1`` of every code. The value
+    multiplied by the sub-block scale is ``code - offset``.
+    """
+
+    planes: tuple[tuple[str, BitPlane, int], ...]
+    offset: int = 0
+
+    @property
+    def bits(self) -> int:
+        return sum(plane.width for _, plane, _ in self.planes)
+
+    def pack(self, blocks: np.ndarray, codes: np.ndarray) -> None:
+        """Store codes ``(..., 256)`` (0 .. 2**bits - 1) into the block fields."""
+        codes = np.asarray(codes).astype(np.uint8)
+        for field, plane, bit in self.planes:
+            blocks[field] = plane.pack(codes >> np.uint8(bit))
+
+    def unpack(self, blocks: np.ndarray) -> np.ndarray:
+        """The codes of every element, ``(..., 256)`` uint8 (without the offset)."""
+        codes = None
+        for field, plane, bit in self.planes:
+            part = plane.unpack(blocks[field])
+            part = part << np.uint8(bit) if bit else part
+            codes = part if codes is None else codes | part
+        return codes
+
+    def values(self, blocks: np.ndarray) -> np.ndarray:
+        """``code - offset`` of every element: int8 when there is an offset, else uint8."""
+        codes = self.unpack(blocks)
+        return codes.view(np.int8) - np.int8(self.offset) if self.offset else codes
+
+
 #: Q3_K ``scales[0..7]``: low 4 bits of sub-block scale j at bits 4*(j//8) of byte j % 8.
 Q3_SCALE_LOW = BitPlane(16, 4, chunks=1)
 #: Q3_K ``scales[8..11]``: high 2 bits of sub-block scale j at bits 2*(j//4) of byte 8 + j % 4.

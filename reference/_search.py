@@ -77,15 +77,16 @@ def _c_sum(rows: np.ndarray, start_at_first: bool = False) -> np.ndarray:
     return s
 
 
-def _select(dst: np.ndarray, src: np.ndarray, take: np.ndarray, scratch: np.ndarray | None = None) -> None:
-    """``dst[..., take] = src[..., take]`` for 4-byte arrays, ``take`` over
-    the last axis: a bitwise blend, which NumPy runs many times faster than
-    a masked copy (``scratch``: a temporary shaped like ``dst``)."""
-    sel = np.negative(take.astype(np.uint32))
-    d, s = dst.view(np.uint32), src.view(np.uint32)
-    t = np.bitwise_xor(d, s) if scratch is None else np.bitwise_xor(d, s, out=scratch.view(np.uint32))
-    np.bitwise_and(t, sel, out=t)
-    np.bitwise_xor(d, t, out=d)
+def _select(take: np.ndarray, *pairs: tuple[np.ndarray, np.ndarray]) -> None:
+    """``dst[take] = src[take]`` for each ``(dst, src)`` pair of float32
+    arrays shaped like ``take``: a bitwise blend, which NumPy runs several
+    times faster than a masked copy or ``np.where``."""
+    sel = np.negative(take.astype(np.uint32))  # all ones where taken
+    for dst, src in pairs:
+        d = dst.view(np.uint32)
+        t = np.bitwise_xor(d, src.view(np.uint32))
+        t &= sel
+        d ^= t
 
 
 def _signed_absmax_rows(xt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -263,6 +264,14 @@ def make_qkx2_quants(x: np.ndarray, nmax: int, weights: np.ndarray, rmin: float,
         """MAX(0, MIN(nmax, nearest_int(iscale*(x - mn)))), as float32."""
         np.subtract(xt, mn, out=work)
         np.multiply(work, iscale, out=work)
+        # Shortcut, same bits: where every |iscale*(x - mn)| <= 2**22 (bounded
+        # through the block's extremes; rounding is monotone), nearest_int is
+        # (v + 1.5*2**23) - 1.5*2**23 in float32, and clamping commutes with it.
+        bound = np.abs(iscale) * np.maximum(vmax - mn, mn - vmin)
+        if np.all(bound <= F32(4194303)):
+            np.add(work, _MAGIC, out=work)
+            np.subtract(work, _MAGIC, out=work)
+            return np.clip(work, F32(0), F32(nmax))
         ints = _nearest_int(work)
         np.clip(ints, 0, nmax, out=ints)
         return ints.astype(F32)
@@ -306,11 +315,8 @@ def make_qkx2_quants(x: np.ndarray, nmax: int, weights: np.ndarray, rmin: float,
             cur = error(this_scale, this_min, cf)
             better = (det > 0) & (cur < best) & ~flat
             if better.any():
-                _select(code_iscale, iscale, better)
-                _select(code_min, minimum, better)
-                _select(best, cur, better)
-                _select(scale, this_scale, better)
-                _select(minimum, this_min, better)
+                _select(better, (code_iscale, iscale), (code_min, minimum), (best, cur), (scale, this_scale),
+                        (minimum, this_min))
         lvals = codes(code_iscale, code_min).astype(np.uint8)
     scale = np.where(flat, F32(0), scale).astype(F32)
     lvals[:, flat] = 0

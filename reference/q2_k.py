@@ -55,7 +55,7 @@ import numpy as np
 
 from . import q8_k
 from ._format import BlockFormat, Field, Invalid, nonfinite_f16
-from ._kquants import IEEE, QK_K, TWO_BIT, dot_contributions, quantize_rows, requantize, running_max
+from ._kquants import IEEE, QK_K, TWO_BIT, CodeLayout, dot_contributions, quantize_rows, requantize, running_max
 from ._numerics import F32, f16_bits_to_f32, f32_to_f16_bits, nearest_int, sequential_sum
 from ._search import make_qkx2_quants, make_qp_quants
 
@@ -73,6 +73,8 @@ FORMAT = BlockFormat(
 )
 
 NSUB, SUB = 16, 16
+#: The 2-bit codes: all in ``qs``.
+CODES = CodeLayout((("qs", TWO_BIT, 0),))
 
 
 def _reference_scales(xb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -114,7 +116,7 @@ def _superblocks(xs: np.ndarray, qw: np.ndarray | None) -> np.ndarray:
     dl = f16_bits_to_f32(blocks["d"])[:, None] * (byte & 0xF).astype(F32)
     ml = f16_bits_to_f32(blocks["dmin"])[:, None] * (byte >> 4).astype(F32)
     codes = requantize(xb, dl, ml, 0, 3, codes)
-    blocks["qs"] = TWO_BIT.pack(codes.reshape(-1, QK_K))
+    CODES.pack(blocks, codes.reshape(-1, QK_K))
     return blocks
 
 
@@ -132,7 +134,7 @@ def _dequantize(q: np.ndarray) -> np.ndarray:
     sc = b["scales"]
     dl = f16_bits_to_f32(b["d"])[..., None] * (sc & 0xF).astype(F32)
     ml = f16_bits_to_f32(b["dmin"])[..., None] * (sc >> 4).astype(F32)
-    values = TWO_BIT.unpack(b["qs"]).reshape(sc.shape + (SUB,)).astype(F32)
+    values = CODES.values(b).reshape(sc.shape + (SUB,)).astype(F32)
     values *= dl[..., None]  # (d * sc) * q - (dmin * m), in place
     values -= ml[..., None]
     return values.reshape(q.shape[0], -1)
@@ -145,7 +147,7 @@ def vec_dot(wq: np.ndarray, aq: np.ndarray) -> np.ndarray:
 
 def _vec_dot(wq: np.ndarray, aq: np.ndarray) -> np.ndarray:
     w, a = FORMAT.blocks(wq), q8_k.FORMAT.blocks(aq[None, :])
-    codes = TWO_BIT.unpack(w["qs"]).astype(np.int32).reshape(w.shape + (NSUB, SUB))
+    codes = CODES.values(w).astype(np.int32).reshape(w.shape + (NSUB, SUB))
     sub = np.einsum("rbjl,rbjl->rbj", codes, a["qs"].astype(np.int32).reshape(a.shape + (NSUB, SUB)))
     isum = (sub * (w["scales"] & 0xF)).sum(axis=-1)
     msum = (a["bsums"].astype(np.int32) * (w["scales"] >> 4)).sum(axis=-1)

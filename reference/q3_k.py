@@ -56,8 +56,8 @@ import numpy as np
 
 from . import q8_k
 from ._format import BlockFormat, Field, Invalid, nonfinite_f16
-from ._kquants import (IEEE, ONE_BIT, QK_K, TWO_BIT, dot_contributions, pack_scales_q3k, quantize_rows,
-                       requantize, running_absmax, unpack_scales_q3k)
+from ._kquants import (IEEE, ONE_BIT, QK_K, TWO_BIT, CodeLayout, dot_contributions, pack_scales_q3k,
+                       quantize_rows, requantize, running_absmax, unpack_scales_q3k)
 from ._numerics import F32, f16_bits_to_f32, f32_to_f16_bits, nearest_int, sequential_sum, wrap_int8
 from ._search import make_q3_quants, make_qx_quants
 
@@ -75,6 +75,8 @@ FORMAT = BlockFormat(
 )
 
 NSUB, SUB = 16, 16
+#: The 3-bit codes: bits 0-1 in ``qs``, bit 2 in ``hmask``; value = code - 4.
+CODES = CodeLayout((("qs", TWO_BIT, 0), ("hmask", ONE_BIT, 2)), offset=4)
 
 
 def _superblocks(xs: np.ndarray, qw: np.ndarray | None) -> np.ndarray:
@@ -99,8 +101,7 @@ def _superblocks(xs: np.ndarray, qw: np.ndarray | None) -> np.ndarray:
     dl = f16_bits_to_f32(blocks["d"])[:, None] * sub_scale.astype(F32)
     codes = requantize(xb, dl, None, -4, 3, codes.astype(np.int32) - 4) + 4
     codes = codes.reshape(-1, QK_K)
-    blocks["hmask"] = ONE_BIT.pack(codes >> 2)
-    blocks["qs"] = TWO_BIT.pack(codes & 3)
+    CODES.pack(blocks, codes)
     return blocks
 
 
@@ -110,8 +111,7 @@ def quantize(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
 
 def codes(blocks: np.ndarray) -> np.ndarray:
     """The signed codes ``q - 4`` (-4..3) of every element, ``(..., 256)`` int8."""
-    q = TWO_BIT.unpack(blocks["qs"]) | (ONE_BIT.unpack(blocks["hmask"]) << np.uint8(2))
-    return q.view(np.int8) - np.int8(4)
+    return CODES.values(blocks)
 
 
 def dequantize(q: np.ndarray) -> np.ndarray:

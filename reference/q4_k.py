@@ -63,8 +63,8 @@ import numpy as np
 
 from . import q8_k
 from ._format import BlockFormat, Field, Invalid, nonfinite_f16
-from ._kquants import (IEEE, FOUR_BIT, QK_K, dot_contributions, pack_scale_min_k4, quantize_rows, requantize,
-                       running_max, unpack_scale_min_k4)
+from ._kquants import (IEEE, FOUR_BIT, QK_K, CodeLayout, dot_contributions, pack_scale_min_k4, quantize_rows,
+                       requantize, running_max, unpack_scale_min_k4)
 from ._numerics import F32, f16_bits_to_f32, f32_to_f16_bits, nearest_int, sequential_sum
 from ._search import make_qkx2_quants, make_qp_quants
 
@@ -82,6 +82,8 @@ FORMAT = BlockFormat(
 )
 
 NSUB, SUB = 8, 32
+#: The 4-bit codes: all in ``qs``.
+CODES = CodeLayout((("qs", FOUR_BIT, 0),))
 
 
 def sub_block_scales(xs: np.ndarray, qw: np.ndarray | None, nmax: int, ref_search: tuple[float, float, int],
@@ -127,7 +129,7 @@ def _superblocks(xs: np.ndarray, qw: np.ndarray | None) -> np.ndarray:
     blocks["d"] = f32_to_f16_bits(d)
     blocks["dmin"] = f32_to_f16_bits(dmin)
     blocks["scales"] = packed
-    blocks["qs"] = FOUR_BIT.pack(requantized_codes(blocks, xs, codes, 15))
+    CODES.pack(blocks, requantized_codes(blocks, xs, codes, 15))
     return blocks
 
 
@@ -150,7 +152,7 @@ def dequantize(q: np.ndarray) -> np.ndarray:
 def _dequantize(q: np.ndarray) -> np.ndarray:
     b = FORMAT.blocks(q)
     dl, ml = scales_and_mins(b)
-    values = FOUR_BIT.unpack(b["qs"]).reshape(b.shape + (NSUB, SUB)).astype(F32)
+    values = CODES.values(b).reshape(b.shape + (NSUB, SUB)).astype(F32)
     values *= dl[..., None]  # (d * sc) * q - (dmin * m), in place
     values -= ml[..., None]
     return values.reshape(q.shape[0], -1)
@@ -173,7 +175,7 @@ def vec_dot(wq: np.ndarray, aq: np.ndarray) -> np.ndarray:
 
 def _vec_dot(wq: np.ndarray, aq: np.ndarray) -> np.ndarray:
     w, a = FORMAT.blocks(wq), q8_k.FORMAT.blocks(aq[None, :])
-    return dot_terms(w, a, FOUR_BIT.unpack(w["qs"]).astype(np.int32))
+    return dot_terms(w, a, CODES.values(w).astype(np.int32))
 
 
 def validate(q: np.ndarray) -> list[Invalid]:

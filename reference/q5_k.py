@@ -35,7 +35,7 @@ import numpy as np
 
 from . import q8_k
 from ._format import BlockFormat, Field, Invalid, nonfinite_f16
-from ._kquants import IEEE, FOUR_BIT, ONE_BIT, QK_K, quantize_rows
+from ._kquants import IEEE, FOUR_BIT, ONE_BIT, QK_K, CodeLayout, quantize_rows
 from ._numerics import F32, f32_to_f16_bits
 from .q4_k import NSUB, SUB, dot_terms, requantized_codes, scales_and_mins, sub_block_scales
 
@@ -54,6 +54,10 @@ FORMAT = BlockFormat(
 )
 
 
+#: The 5-bit codes: bits 0-3 in ``qs``, bit 4 in ``qh``.
+CODES = CodeLayout((("qs", FOUR_BIT, 0), ("qh", ONE_BIT, 4)))
+
+
 def _superblocks(xs: np.ndarray, qw: np.ndarray | None) -> np.ndarray:
     packed, d, dmin, codes = sub_block_scales(xs, qw, 31, (-0.5, 0.1, 15), clamp_imatrix_codes=True)
     blocks = np.zeros(xs.shape[0], dtype=FORMAT.dtype)
@@ -61,8 +65,7 @@ def _superblocks(xs: np.ndarray, qw: np.ndarray | None) -> np.ndarray:
     blocks["dmin"] = f32_to_f16_bits(dmin)
     blocks["scales"] = packed
     codes = requantized_codes(blocks, xs, codes, 31)
-    blocks["qh"] = ONE_BIT.pack(codes >> 4)
-    blocks["qs"] = FOUR_BIT.pack(codes & 15)
+    CODES.pack(blocks, codes)
     return blocks
 
 
@@ -72,7 +75,7 @@ def quantize(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
 
 def codes(blocks: np.ndarray) -> np.ndarray:
     """The 5-bit codes 0..31 of every element, ``(..., 256)`` uint8."""
-    return FOUR_BIT.unpack(blocks["qs"]) | (ONE_BIT.unpack(blocks["qh"]) << np.uint8(4))
+    return CODES.values(blocks)
 
 
 def dequantize(q: np.ndarray) -> np.ndarray:

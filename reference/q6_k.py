@@ -50,7 +50,8 @@ import numpy as np
 
 from . import q8_k
 from ._format import BlockFormat, Field, Invalid, nonfinite_f16
-from ._kquants import IEEE, Q6_HIGH, Q6_LOW, QK_K, dot_contributions, quantize_rows, requantize, running_absmax
+from ._kquants import (IEEE, Q6_HIGH, Q6_LOW, QK_K, CodeLayout, dot_contributions, quantize_rows, requantize,
+                       running_absmax)
 from ._numerics import F32, f16_bits_to_f32, f32_to_f16_bits, nearest_int, wrap_int8
 from ._search import GROUP_MAX_EPS, make_qx_quants
 
@@ -67,6 +68,8 @@ FORMAT = BlockFormat(
 )
 
 NSUB, SUB = 16, 16
+#: The 6-bit codes: bits 0-3 in ``ql``, bits 4-5 in ``qh``; value = code - 32.
+CODES = CodeLayout((("ql", Q6_LOW, 0), ("qh", Q6_HIGH, 4)), offset=32)
 
 
 def _superblocks(xs: np.ndarray, qw: np.ndarray | None) -> np.ndarray:
@@ -82,8 +85,7 @@ def _superblocks(xs: np.ndarray, qw: np.ndarray | None) -> np.ndarray:
     dl = f16_bits_to_f32(blocks["d"])[:, None] * blocks["scales"].astype(F32)
     codes = requantize(xb, dl, None, -32, 31, codes.astype(np.int32) - 32) + 32
     codes = np.where(zero[:, None, None], 0, codes).reshape(-1, QK_K)  # zero blocks: all bytes 0
-    blocks["ql"] = Q6_LOW.pack(codes & 15)
-    blocks["qh"] = Q6_HIGH.pack(codes >> 4)
+    CODES.pack(blocks, codes)
     return blocks
 
 
@@ -93,8 +95,7 @@ def quantize(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
 
 def codes(blocks: np.ndarray) -> np.ndarray:
     """The signed codes ``q - 32`` (-32..31) of every element, ``(..., 256)`` int8."""
-    q = Q6_LOW.unpack(blocks["ql"]) | (Q6_HIGH.unpack(blocks["qh"]) << np.uint8(4))
-    return q.view(np.int8) - np.int8(32)
+    return CODES.values(blocks)
 
 
 def dequantize(q: np.ndarray) -> np.ndarray:

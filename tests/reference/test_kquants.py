@@ -314,6 +314,23 @@ def test_layout_is_ggml_common_h(fmt):
     assert spec.vec_dot_format == (None if fmt == "q8_k" else "q8_k")
 
 
+@pytest.mark.parametrize("fmt,bits,offset", [("q2_k", 2, 0), ("q3_k", 3, 4), ("q4_k", 4, 0), ("q5_k", 5, 0),
+                                               ("q6_k", 6, 32)])
+def test_code_layout_covers_the_code_fields(fmt, bits, offset):
+    mod = MODULES[fmt]
+    layout, fields = mod.CODES, {f.name: f for f in mod.FORMAT.fields}
+    assert (layout.bits, layout.offset) == (bits, offset)
+    assert sorted(bit for _, _, bit in layout.planes) == sorted(
+        sum(p.width for _, p, _ in layout.planes[:i]) for i in range(len(layout.planes)))
+    for field, plane, _ in layout.planes:
+        assert fields[field].ctype == "u8" and fields[field].count == plane.nbytes
+    codes = np.random.default_rng(bits).integers(0, 1 << bits, (3, 256)).astype(np.uint8)
+    blocks = np.zeros(3, dtype=mod.FORMAT.dtype)
+    layout.pack(blocks, codes)
+    np.testing.assert_array_equal(layout.unpack(blocks), codes)
+    np.testing.assert_array_equal(layout.values(blocks).astype(int), codes.astype(int) - offset)
+
+
 @pytest.mark.parametrize("plane", [_kquants.TWO_BIT, _kquants.FOUR_BIT, _kquants.ONE_BIT, _kquants.Q6_LOW,
                                    _kquants.Q6_HIGH, _kquants.Q3_SCALE_LOW, _kquants.Q3_SCALE_HIGH])
 def test_bit_planes_put_each_element_where_the_tables_say(plane):
