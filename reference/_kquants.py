@@ -13,8 +13,8 @@
   ``get_scale_min_k4``) and of 16 scales in 12 bytes (Q3_K).
 * ``requantize``: after the sub-block scales are quantized, every K-quant
   rounds the elements again against the *decoded* scales.
-* ``dot_contributions``: the per-super-block term of every K-quant's dot
-  product with Q8_K.
+* ``dot_with_q8_k``: the per-super-block term of every K-quant's dot
+  product with Q8_K, and their canonical sum.
 * ``quantize_rows``: the rows are cut into super-blocks, which are
   independent in every K-quant (the imatrix is per column, the imatrix
   statistics per super-block), and quantized in batches.
@@ -43,9 +43,10 @@ QK_K = 256
 IEEE = {"over": "ignore", "invalid": "ignore", "divide": "ignore", "under": "ignore"}
 
 #: Super-blocks quantized per batch. Super-blocks are independent, so the
-#: batch size never changes a bit; batches of this size keep the search's
-#: working arrays in a core's L2 cache, which makes the NumPy spec several
-#: times faster than one pass over a whole tensor.
+#: batch size never changes a bit (a test checks it); batches of this size
+#: keep the searches' working arrays near the CPU caches while amortizing
+#: NumPy's per-call overhead, several times faster than one pass over a
+#: whole tensor.
 BATCH_SUPERBLOCKS = 1024
 
 
@@ -280,9 +281,10 @@ def quantize_rows(fmt: BlockFormat, x: np.ndarray, imatrix: np.ndarray | None,
 
 # ----------------------------------------------------------- dot product
 
-def dot_contributions(d_w: np.ndarray, d_a: np.ndarray, isum: np.ndarray,
+def dot_with_q8_k(d_w: np.ndarray, d_a: np.ndarray, isum: np.ndarray,
                       dmin_w: np.ndarray | None = None, msum: np.ndarray | None = None) -> np.ndarray:
-    """One super-block's float32 term of a K-quant dot product with Q8_K::
+    """A K-quant dot product with Q8_K from its exact integer sums. Each
+    super-block's float32 term is::
 
         d    = fp16(w.d)    * a.d          (float32 product)
         dmin = fp16(w.dmin) * a.d
@@ -290,8 +292,9 @@ def dot_contributions(d_w: np.ndarray, d_a: np.ndarray, isum: np.ndarray,
 
     ``isum`` (the sub-block scales times the integer dot products of the
     codes with the Q8_K quants) and ``msum`` (the sub-block mins times the
-    Q8_K ``bsums``) are exact integers (|isum| < 2**31); each is rounded to
-    float32 once.
+    Q8_K ``bsums``) are exact integers (|isum| < 2**31), each rounded to
+    float32 once; the terms of a row are added in the canonical 16-lane
+    order (``canonical_dot``).
     """
     d = f16_bits_to_f32(d_w) * d_a
     term = d * isum.astype(np.int32).astype(F32)

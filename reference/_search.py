@@ -337,8 +337,8 @@ def make_q3_quants(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
     (``nearest_int(x_i * sl2/slx)``, only when ``slx > 0``), and keep the new
     code if it strictly increases ``sumlx^2/suml2``. A sweep that changes
     nothing ends the search (the next one would repeat it exactly, so the
-    blocks run their sweeps together until none changes). A block with ``amax < 1e-15`` gets scale 0
-    and codes 0.
+    blocks run their sweeps together until none changes). A block with
+    ``amax < 1e-15`` gets scale 0 and codes 0.
     """
     shape = np.shape(x)
     n = shape[-1]

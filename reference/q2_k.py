@@ -55,7 +55,7 @@ import numpy as np
 
 from . import q8_k
 from ._format import BlockFormat, Field, Invalid, nonfinite_f16
-from ._kquants import IEEE, QK_K, TWO_BIT, CodeLayout, dot_contributions, quantize_rows, requantize, running_max
+from ._kquants import IEEE, QK_K, TWO_BIT, CodeLayout, dot_with_q8_k, quantize_rows, requantize, running_max
 from ._numerics import F32, f16_bits_to_f32, f32_to_f16_bits, nearest_int, sequential_sum
 from ._search import make_qkx2_quants, make_qp_quants
 
@@ -151,7 +151,7 @@ def _vec_dot(wq: np.ndarray, aq: np.ndarray) -> np.ndarray:
     sub = np.einsum("rbjl,rbjl->rbj", codes, a["qs"].astype(np.int32).reshape(a.shape + (NSUB, SUB)))
     isum = (sub * (w["scales"] & 0xF)).sum(axis=-1)
     msum = (a["bsums"].astype(np.int32) * (w["scales"] >> 4)).sum(axis=-1)
-    return dot_contributions(w["d"], a["d"], isum, w["dmin"], msum)
+    return dot_with_q8_k(w["d"], a["d"], isum, w["dmin"], msum)
 
 
 def validate(q: np.ndarray) -> list[Invalid]:

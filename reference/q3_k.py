@@ -56,7 +56,7 @@ import numpy as np
 
 from . import q8_k
 from ._format import BlockFormat, Field, Invalid, nonfinite_f16
-from ._kquants import (IEEE, ONE_BIT, QK_K, TWO_BIT, CodeLayout, dot_contributions, pack_scales_q3k,
+from ._kquants import (IEEE, ONE_BIT, QK_K, TWO_BIT, CodeLayout, dot_with_q8_k, pack_scales_q3k,
                        quantize_rows, requantize, running_absmax, unpack_scales_q3k)
 from ._numerics import F32, f16_bits_to_f32, f32_to_f16_bits, nearest_int, sequential_sum, wrap_int8
 from ._search import make_q3_quants, make_qx_quants
@@ -137,7 +137,7 @@ def _vec_dot(wq: np.ndarray, aq: np.ndarray) -> np.ndarray:
     sub = np.einsum("rbjl,rbjl->rbj", codes(w).astype(np.int32).reshape(w.shape + (NSUB, SUB)),
                     a["qs"].astype(np.int32).reshape(a.shape + (NSUB, SUB)))
     isum = (sub * (unpack_scales_q3k(w["scales"]) - 32)).sum(axis=-1)
-    return dot_contributions(w["d"], a["d"], isum)
+    return dot_with_q8_k(w["d"], a["d"], isum)
 
 
 def validate(q: np.ndarray) -> list[Invalid]:

@@ -63,7 +63,7 @@ import numpy as np
 
 from . import q8_k
 from ._format import BlockFormat, Field, Invalid, nonfinite_f16
-from ._kquants import (IEEE, FOUR_BIT, QK_K, CodeLayout, dot_contributions, pack_scale_min_k4, quantize_rows,
+from ._kquants import (IEEE, FOUR_BIT, QK_K, CodeLayout, dot_with_q8_k, pack_scale_min_k4, quantize_rows,
                        requantize, running_max, unpack_scale_min_k4)
 from ._numerics import F32, f16_bits_to_f32, f32_to_f16_bits, nearest_int, sequential_sum
 from ._search import make_qkx2_quants, make_qp_quants
@@ -165,7 +165,7 @@ def dot_terms(w: np.ndarray, a: np.ndarray, values: np.ndarray) -> np.ndarray:
                     a["qs"].astype(np.int32).reshape(a.shape + (NSUB, SUB)))
     isum = (sub * sc).sum(axis=-1)
     msum = (a["bsums"].astype(np.int32) * np.repeat(m, 2, axis=-1)).sum(axis=-1)
-    return dot_contributions(w["d"], a["d"], isum, w["dmin"], msum)
+    return dot_with_q8_k(w["d"], a["d"], isum, w["dmin"], msum)
 
 
 def vec_dot(wq: np.ndarray, aq: np.ndarray) -> np.ndarray:

@@ -50,7 +50,7 @@ import numpy as np
 
 from . import q8_k
 from ._format import BlockFormat, Field, Invalid, nonfinite_f16
-from ._kquants import (IEEE, Q6_HIGH, Q6_LOW, QK_K, CodeLayout, dot_contributions, quantize_rows, requantize,
+from ._kquants import (IEEE, Q6_HIGH, Q6_LOW, QK_K, CodeLayout, dot_with_q8_k, quantize_rows, requantize,
                        running_absmax)
 from ._numerics import F32, f16_bits_to_f32, f32_to_f16_bits, nearest_int, wrap_int8
 from ._search import GROUP_MAX_EPS, make_qx_quants
@@ -121,7 +121,7 @@ def _vec_dot(wq: np.ndarray, aq: np.ndarray) -> np.ndarray:
     sub = np.einsum("rbjl,rbjl->rbj", codes(w).astype(np.int32).reshape(w.shape + (NSUB, SUB)),
                     a["qs"].astype(np.int32).reshape(a.shape + (NSUB, SUB)))
     isum = (sub * w["scales"].astype(np.int32)).sum(axis=-1)
-    return dot_contributions(w["d"], a["d"], isum)
+    return dot_with_q8_k(w["d"], a["d"], isum)
 
 
 def validate(q: np.ndarray) -> list[Invalid]:
