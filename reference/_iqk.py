@@ -1,0 +1,288 @@
+"""What ik_llama.cpp's IQK formats share: row layout, importance weights,
+nearest-value search on the non-linear grids, and the scale sweep.
+
+* Rows. A format with ``row_meta_size > 0`` stores per-row metadata (a
+  float32 or fp16 row scale) before the blocks of every row:
+  ``row = [meta][block 0][block 1] ...``, ``ggml_row_size = row_meta_size +
+  n/block_size*type_size``. :func:`split_rows` / :func:`join_rows` cut and
+  glue the two parts.
+* Importance weights. ``QHelper::row_weights`` copies the imatrix per row
+  and replaces a block's weights by ``1e-9`` when the block carries no
+  information (:func:`helper_weights`); the formats then weigh element j
+  with ``qw[j]*sqrtf(sigma2 + x[j]^2)`` (with an imatrix) or ``x[j]^2`` /
+  ``0.25*sigma2 + x[j]^2`` (without).
+* Nearest grid value (:class:`Grid`): the quantizers' ``best_index_iq*nl``,
+  a table lookup on ``trunc(x) - grid[0]`` followed, near a midpoint, by a
+  float32 distance comparison in which a tie goes to the upper value.
+
+Upstream: ik_llama.cpp ``ggml/src/iqk/iqk_quantize.cpp`` (``QHelper``,
+``best_index_iq2nl``, ``best_index_iq3nl``, ``best_index_iq4nl``,
+``best_index_iq5nl``, ``best_index_iq6nl``) @ 8337e4cd.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._format import BlockFormat, Invalid
+from ._numerics import F32, f16_bits_to_f32, sequential_sum, trunc_to_int
+from .tables import ik_llama as tables
+
+#: Elements per super-block.
+QK_K = 256
+
+#: IEEE results without warnings: a search divides by zero sums and
+#: overflows on huge inputs exactly as the C does.
+IEEE = {"over": "ignore", "invalid": "ignore", "divide": "ignore", "under": "ignore"}
+
+_EPS = F32(1e-9)
+_EPS2 = _EPS * _EPS  # kEps*kEps, a float32 constant
+
+
+# --------------------------------------------------------------------------- rows
+
+def split_rows(fmt: BlockFormat, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 rows -> (the row metadata bytes ``(nrows, meta)``, the blocks)."""
+    q = np.ascontiguousarray(q, dtype=np.uint8)
+    return q[:, :fmt.row_meta_size], fmt.blocks(q)
+
+
+def join_rows(fmt: BlockFormat, meta: np.ndarray, blocks: np.ndarray) -> np.ndarray:
+    """Row metadata bytes and structured blocks -> uint8 rows."""
+    body = fmt.to_bytes(blocks)
+    return np.ascontiguousarray(np.concatenate([np.asarray(meta, dtype=np.uint8).reshape(body.shape[0], -1), body],
+                                               axis=1))
+
+
+def f32_meta(d: np.ndarray) -> np.ndarray:
+    """Row scales (float32, one per row) as the 4 metadata bytes of each row."""
+    return np.ascontiguousarray(np.asarray(d, dtype=F32).reshape(-1, 1)).view(np.uint8)
+
+
+def meta_f32(meta: np.ndarray) -> np.ndarray:
+    """The float32 row scale of each row from its 4 metadata bytes."""
+    return np.ascontiguousarray(meta).view(F32)[:, 0]
+
+
+def f16_meta(bits: np.ndarray) -> np.ndarray:
+    """fp16 row scales (bits, one per row) as the 2 metadata bytes of each row."""
+    return np.ascontiguousarray(np.asarray(bits, dtype=np.uint16).reshape(-1, 1)).view(np.uint8)
+
+
+def meta_f16(meta: np.ndarray) -> np.ndarray:
+    """The fp16 row scale of each row (as float32) from its 2 metadata bytes."""
+    return f16_bits_to_f32(np.ascontiguousarray(meta).view(np.uint16)[:, 0])
+
+
+def nonfinite_row_scales(meta: np.ndarray, ctype: str) -> list[Invalid]:
+    """Rows whose f32 or f16 row scale is inf or NaN (block index -1: the row
+    metadata, before block 0)."""
+    if ctype == "f32":
+        bits = np.ascontiguousarray(meta).view(np.uint32)[:, 0]
+        exp, frac = np.uint32(0x7F800000), np.uint32(0x7FFFFF)
+    else:
+        bits = np.ascontiguousarray(meta).view(np.uint16)[:, 0]
+        exp, frac = np.uint16(0x7C00), np.uint16(0x3FF)
+    bad = np.flatnonzero((bits & exp) == exp)
+    return [Invalid(int(r), -1, "row scale", int(bits[r]), "NaN" if bits[r] & frac else "inf") for r in bad]
+
+
+# --------------------------------------------------------------------------- weights
+
+def helper_weights(x: np.ndarray, imatrix: np.ndarray | None, block: int) -> np.ndarray | None:
+    """``QHelper::row_weights``: the imatrix, per row, with the weights of a
+    block of ``block`` columns replaced by ``1e-9`` unless all three of
+    ``sum w^2``, ``sum x^2`` and ``sum w*|x|`` (sequential float sums over
+    the block) exceed ``block * 1e-18``. ``(nrows, n)`` or None."""
+    if imatrix is None:
+        return None
+    nrows, n = x.shape
+    w = np.broadcast_to(np.asarray(imatrix, dtype=F32), (nrows, n)).reshape(nrows, n // block, block)
+    xb = x.reshape(nrows, n // block, block)
+    with np.errstate(**IEEE):
+        sumw2 = sequential_sum(w * w)
+        sumx2 = sequential_sum(xb * xb)
+        sumwx = sequential_sum(w * np.abs(xb))
+    limit = F32(block) * _EPS2
+    informative = (sumw2 > limit) & (sumx2 > limit) & (sumwx > limit)
+    return np.where(informative[..., None], w, _EPS).astype(F32).reshape(nrows, n)
+
+
+def superblock_sigma2(x: np.ndarray, factor: float) -> np.ndarray:
+    """``sigma2 = sum_j x[j]^2`` over each 256-element super-block (a
+    sequential float sum), then ``sigma2 *= factor/256`` (``factor/256`` is
+    a float32 constant). ``x``: ``(..., 256)`` -> ``(...)``."""
+    with np.errstate(**IEEE):
+        return sequential_sum(x * x) * (F32(factor) / F32(QK_K))
+
+
+def imatrix_element_weights(qw: np.ndarray, x: np.ndarray, sigma2: np.ndarray) -> np.ndarray:
+    """``qw[j] * sqrtf(sigma2 + x[j]*x[j])`` (``sigma2`` broadcast over x's last axis)."""
+    with np.errstate(**IEEE):
+        return qw * np.sqrt(sigma2[..., None] + x * x)
+
+
+# --------------------------------------------------------------------------- nearest value
+
+@dataclass(frozen=True)
+class Grid:
+    """A non-linear value grid of two halves (base, shifted) of ``size``
+    values each, and the quantizers' nearest-index rule for it.
+
+    ``nearest(x, shift)`` is ``best_index_*`` on half ``shift``::
+
+        ix = trunc(x) - half[0]          (index_from_difference: trunc(x - half[0]))
+        ix < 0       -> 0
+        ix >= limit  -> size - 1
+        t = index[ix]
+        t < size     -> t
+        else i = t - size: (x - half[i] < half[i+1] - x) ? i : i + 1
+
+    The distances are float32 subtractions of the grid values (exact
+    integers) from x; a tie, or a comparison made equal by rounding, goes to
+    the upper value. The same table serves both halves: the shifted half is
+    the base half plus a constant, so only ``half[0]`` changes.
+    """
+
+    name: str
+    values: np.ndarray
+    size: int
+    index: np.ndarray | None
+    limit: int = 0
+    index_from_difference: bool = False
+
+    def half(self, shift) -> np.ndarray:
+        return self.values[self.size * np.asarray(shift):][: self.size]
+
+    def nearest(self, x: np.ndarray, shift=0) -> np.ndarray:
+        """Index into the half (0 .. size-1) of the value nearest to each x
+        (int64). ``shift``: 0, 1 or an integer array broadcast against x."""
+        x = np.asarray(x, dtype=F32)
+        base = np.asarray(shift, dtype=np.int64) * self.size
+        vals = self.values.astype(np.int64)
+        first = vals[base]
+        with np.errstate(**IEEE):
+            if self.index is None:  # best_index_iq2nl: direct comparisons
+                v1 = vals[base + 1].astype(F32)
+                v2 = vals[base + 2].astype(F32)
+                lo = np.where(x < v1, 0, np.where(x > v2, 2, 1))
+            else:
+                if self.index_from_difference:
+                    ix = trunc_to_int(x - first.astype(F32)).astype(np.int64)
+                else:
+                    ix = trunc_to_int(x).astype(np.int64) - first
+                inside = (ix >= 0) & (ix < self.limit)
+                t = self.index.astype(np.int64)[np.clip(ix, 0, self.limit - 1)]
+                direct = inside & (t < self.size)
+                lo = np.clip(t - self.size, 0, self.size - 2)
+            lower = x - vals[base + lo].astype(F32)
+            upper = vals[base + lo + 1].astype(F32) - x
+            pick = np.where(lower < upper, lo, lo + 1)
+        if self.index is None:
+            return pick
+        return np.where(direct, t, np.where(inside, pick, np.where(ix < 0, 0, self.size - 1)))
+
+
+IQ2NL = Grid("iq2nl", tables.IQ2NL_VALUES, 4, None)
+IQ3NL = Grid("iq3nl", tables.IQ3NL_VALUES, 8, tables.IQ3NL_INDEX, limit=111)
+IQ4K = Grid("iq4k", tables.IQ4K_VALUES, 16, tables.IQ4NL_INDEX, limit=241)
+IQ5NL = Grid("iq5nl", tables.IQ5NL_VALUES, 32, tables.IQ5NL_INDEX, limit=247)
+IQ6NL = Grid("iq6nl", tables.IQ6NL_VALUES, 64, tables.IQ6NL_INDEX, limit=249, index_from_difference=True)
+
+
+def c_sum(terms: np.ndarray) -> np.ndarray:
+    """``float s = 0; for (...) s += terms[i];`` over the last axis."""
+    with np.errstate(**IEEE):
+        return sequential_sum(terms)
+
+
+def dot_terms(d_row: np.ndarray, d_act: np.ndarray, isum: np.ndarray) -> np.ndarray:
+    """Each super-block's float32 term of a dot product with Q8_K, reduced
+    in the canonical order::
+
+        term = (d_row * a.d) * (float)isum
+
+    ``d_row``: the weight rows' scales ``(nrows,)`` (or per super-block
+    ``(nrows, nsb)``), ``d_act``: the Q8_K scales ``(nsb,)``, ``isum``: the
+    exact integer sum of sub-block scale times integer dot product
+    ``(nrows, nsb)`` (|isum| < 2**31), rounded to float32 once."""
+    from ._numerics import canonical_dot
+
+    d_row = np.asarray(d_row, dtype=F32)
+    if d_row.ndim == 1:
+        d_row = d_row[:, None]
+    with np.errstate(**IEEE):
+        term = (d_row * np.asarray(d_act, dtype=F32)[None, :]) * isum.astype(np.int64).astype(np.int32).astype(F32)
+    return canonical_dot(term)
+
+
+# --------------------------------------------------------------------------- the scale sweep
+
+def _weighted_sums(grid: Grid, al: np.ndarray, shift: int, x: np.ndarray, w: np.ndarray):
+    """Quantize ``al`` to the nearest values of one half of ``grid``; return
+    ``sum w*q*x`` and ``sum w*q*q`` over the block (element order)."""
+    q = grid.values[grid.size * shift + grid.nearest(al, shift)].astype(F32)
+    wq = w * q
+    return c_sum(wq * x), c_sum(wq * q)
+
+
+def _take_if_better(d, best, sumqx, sumq2, flag=None, value=None):
+    """``if (sumq2 > 0 && sumqx*sumqx > best*sumq2) { d = sumqx/sumq2; best = d*sumqx; }``"""
+    better = (sumq2 > 0) & (sumqx * sumqx > best * sumq2)
+    d = np.where(better, sumqx / sumq2, d).astype(F32)
+    best = np.where(better, d * sumqx, best).astype(F32)
+    if flag is not None:
+        flag = np.where(better, value, flag)
+    return d, best, flag
+
+
+def shift_sweep(x: np.ndarray, w: np.ndarray, vmax: np.ndarray, grid: Grid, ntry: int,
+                step: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """The block-scale search of IQ4_K, IQ4_KS, IQ5_K, IQ5_KS (and, with
+    other constants, IQ3_K, IQ6_K, IQ3_KS): for blocks ``x`` ``(..., n)``
+    with weights ``w`` and signed largest element ``vmax``, the float scale
+    ``d`` and whether the shifted half of the grid won.
+
+    ::
+
+        d = -max/grid[0]; id = 1/d
+        candidate  q = nearest(+id*x), base half: d = sumqx/sumq2, best = d*sumqx
+        candidate  q = nearest(-id*x), base half: taken if strictly better
+        for itry in -ntry..ntry, then for the base, then the shifted half:
+            id = (itry*step + half[0]) / max
+            candidates +id*x, then -id*x: taken if strictly better
+            (sumq2 > 0 and sumqx^2 > best*sumq2; then d = sumqx/sumq2, best = d*sumqx)
+
+    Sums run over the block in element order, ``sumqx += w*q*x``,
+    ``sumq2 += w*q*q``. A negative ``d`` is a negative block scale (the
+    ``-id*x`` candidates). Blocks with ``vmax == 0`` give garbage that the
+    caller masks (the C skips them).
+    """
+    base0, shifted0 = F32(grid.values[0]), F32(grid.values[grid.size])
+    with np.errstate(**IEEE):
+        d = -vmax / base0
+        inv = F32(1) / d
+        al = inv[..., None] * x
+        sumqx, sumq2 = _weighted_sums(grid, al, 0, x, w)
+        d = (sumqx / sumq2).astype(F32)
+        best = (d * sumqx).astype(F32)
+        sumqx, sumq2 = _weighted_sums(grid, -al, 0, x, w)
+        d, best, _ = _take_if_better(d, best, sumqx, sumq2)
+        shifted = np.zeros(d.shape, dtype=bool)
+        for itry in range(-ntry, ntry + 1):
+            for shift, first in ((0, base0), (1, shifted0)):
+                inv = (F32(itry) * F32(step) + first) / vmax
+                al = inv[..., None] * x
+                for sign_al in (al, -al):
+                    sumqx, sumq2 = _weighted_sums(grid, sign_al, shift, x, w)
+                    d, best, shifted = _take_if_better(d, best, sumqx, sumq2, shifted, bool(shift))
+    return d, shifted
+
+
+def signed_max(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``amax``/``max`` of ``if (ax > amax) { amax = ax; max = x[j]; }`` over the last axis."""
+    from ._numerics import signed_absmax
+
+    return signed_absmax(x)
