@@ -117,6 +117,13 @@ static inline float qs_make_qkx3_quants(int n, int nmax, const float *x, const f
     return scale;
 }
 
+#if defined(__AVX2__)
+/* AVX2 and wider: the same searches with one lane per candidate scale. */
+#include "qs_search_avx2.h"
+#define qs_make_qx_quants qs_make_qx_quants_avx2
+#define qs_make_qkx3_quants qs_make_qkx3_quants_avx2
+#endif
+
 /* sigma2 = (sum of x*x over the row) / n_per_row, one sequential float sum. */
 static inline float qs_row_sigma2(const float *x, int64_t n_per_row) {
     float sum_x2 = 0;
