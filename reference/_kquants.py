@@ -19,6 +19,12 @@
   independent in every K-quant (the imatrix is per column, the imatrix
   statistics per super-block), and quantized in batches.
 
+Arithmetic: float32 in C order without fused multiply-adds, as x86-64
+``libggml-base`` computes it (formats-ggml.md section 0.1). Builds of ggml
+that contract ``a*b + c`` into FMAs (AArch64, or x86 with ``-mfma``) give
+other bytes for a few blocks in every K-quant, with and without an imatrix
+(measured: 1 to 73 of 4096 super-blocks); those bytes are not the spec's.
+
 Upstream: ggml ``src/ggml-quants.c`` (``get_scale_min_k4``, the
 ``quantize_row_q*_K_ref`` / ``_impl`` packers) and ``src/ggml-cpu/quants.c``
 (``ggml_vec_dot_q*_K_q8_K_generic``) @ d99724f2.
