@@ -286,3 +286,81 @@ def signed_max(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     from ._numerics import signed_absmax
 
     return signed_absmax(x)
+
+
+def make_qx_quants_ik(x: np.ndarray, nmax: int, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ik_llama.cpp's ``make_qx_quants`` (``ggml/src/ggml-quants.c``, weights
+    given): symmetric codes ``l`` in ``[-nmax, nmax-1]`` and a scale, for
+    blocks ``x`` ``(..., n)``. Returns ``(scale, l + nmax)``.
+
+    It differs from mainline's in three ways: the trial ``is = 0`` is not
+    skipped, every ``is`` also tries the positive inverse scale
+    ``(nmax - 1 + 0.1*is)/max``, and a coordinate descent follows::
+
+        max = signed largest element; amax < 1e-15: scale 0, codes 0
+        l = clamp(nearest_int(-nmax/max * x)); scale = sumlx/suml2 (0 if suml2 == 0)
+        best = scale*sumlx
+        for is in -9..9, iscale in (-(nmax + 0.1*is)/max, (nmax-1 + 0.1*is)/max):
+            codes at iscale; taken if suml2 > 0 and sumlx^2 > best*suml2
+        repeat up to n*(2*nmax-1) times:
+            g_j = scale*w_j*(x_j - scale*l_j) for the codes that may still move
+            in g's direction; j = the first of largest |g_j|
+            move l_j by sign(g_j) (sumlx += -/+ w_j*x_j, suml2 += -/+ w_j*(2l_j +- 1));
+            keep it if the new sumlx^2 > best*new suml2 (and new suml2 > 0), else stop
+
+    with ``sumlx = sum w*x*l``, ``suml2 = sum w*l*l`` in element order.
+    """
+    x = np.asarray(x, dtype=F32)
+    n = x.shape[-1]
+    with np.errstate(**IEEE):
+        amax, vmax = signed_max(x)
+        zero = amax < F32(1e-15)
+        vmax = np.where(zero, F32(1), vmax)
+        wx = w * x
+
+        def trial(iscale):
+            from ._numerics import nearest_int
+            l = np.clip(nearest_int(iscale[..., None] * x), -nmax, nmax - 1)
+            lf = l.astype(F32)
+            return l, c_sum(wx * lf), c_sum(w * lf * lf)
+
+        L, sumlx, suml2 = trial(F32(-nmax) / vmax)
+        scale = np.where(suml2 != 0, sumlx / suml2, F32(0)).astype(F32)
+        best = (scale * sumlx).astype(F32)
+        for step in range(-9, 10):
+            for iscale in (-(F32(nmax) + F32(0.1) * F32(step)) / vmax, (F32(nmax - 1) + F32(0.1) * F32(step)) / vmax):
+                cand, slx, sl2 = trial(iscale)
+                better = (sl2 > 0) & (slx * slx > best * sl2)
+                L = np.where(better[..., None], cand, L)
+                scale = np.where(better, slx / sl2, scale).astype(F32)
+                best = np.where(better, scale * slx, best).astype(F32)
+                sumlx = np.where(better, slx, sumlx).astype(F32)
+                suml2 = np.where(better, sl2, suml2).astype(F32)
+        active = ~zero
+        for _ in range(n * (2 * nmax - 1)):
+            if not active.any():
+                break
+            lf = L.astype(F32)
+            g = (scale[..., None] * w) * (x - scale[..., None] * lf)
+            movable = ((g > 0) & (L < nmax - 1)) | ((g < 0) & (L > -nmax))
+            ag = np.where(movable, np.abs(g), F32(0))
+            j = np.argmax(ag, axis=-1)  # first of the largest; none movable (all 0) -> stop
+            gmax = np.take_along_axis(g, j[..., None], axis=-1)[..., 0]
+            found = np.take_along_axis(ag, j[..., None], axis=-1)[..., 0] > 0
+            wj = np.take_along_axis(w, j[..., None], axis=-1)[..., 0]
+            xj = np.take_along_axis(x, j[..., None], axis=-1)[..., 0]
+            lj = np.take_along_axis(L, j[..., None], axis=-1)[..., 0]
+            up = gmax > 0
+            new_sumlx = np.where(up, sumlx + wj * xj, sumlx - wj * xj).astype(F32)
+            new_suml2 = np.where(up, suml2 + wj * (2 * lj + 1).astype(F32), suml2 - wj * (2 * lj - 1).astype(F32))
+            new_suml2 = new_suml2.astype(F32)
+            keep = active & found & (new_suml2 > 0) & (new_sumlx * new_sumlx > best * new_suml2)
+            sumlx = np.where(keep, new_sumlx, sumlx).astype(F32)
+            suml2 = np.where(keep, new_suml2, suml2).astype(F32)
+            scale = np.where(keep, sumlx / suml2, scale).astype(F32)
+            best = np.where(keep, scale * sumlx, best).astype(F32)
+            moved = np.where(up, lj + 1, lj - 1)
+            np.put_along_axis(L, j[..., None], np.where(keep, moved, lj)[..., None], axis=-1)
+            active = keep
+    scale = np.where(zero, F32(0), scale).astype(F32)
+    return scale, np.where(zero[..., None], 0, L + nmax)
