@@ -239,7 +239,7 @@ def _take_if_better(d, best, sumqx, sumq2, flag=None, value=None):
 
 
 def shift_sweep(x: np.ndarray, w: np.ndarray, vmax: np.ndarray, grid: Grid, ntry: int,
-                step: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+                step: float = 1.0, refit: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The block-scale search of IQ4_K, IQ4_KS, IQ5_K, IQ5_KS (and, with
     other constants, IQ3_K, IQ6_K, IQ3_KS): for blocks ``x`` ``(..., n)``
     with weights ``w`` and signed largest element ``vmax``, the float scale
@@ -257,8 +257,10 @@ def shift_sweep(x: np.ndarray, w: np.ndarray, vmax: np.ndarray, grid: Grid, ntry
 
     Sums run over the block in element order, ``sumqx += w*q*x``,
     ``sumq2 += w*q*q``. A negative ``d`` is a negative block scale (the
-    ``-id*x`` candidates). Blocks with ``vmax == 0`` give garbage that the
-    caller masks (the C skips them).
+    ``-id*x`` candidates). With ``refit`` (IQ5_K, IQ6_K), a nonzero ``d`` is
+    then refitted once: ``q = nearest(x/d)`` on the chosen half,
+    ``d = sumqx/sumq2`` if ``sumq2 > 0``. Blocks with ``vmax == 0`` give
+    garbage that the caller masks (the C skips them).
     """
     base0, shifted0 = F32(grid.values[0]), F32(grid.values[grid.size])
     with np.errstate(**IEEE):
@@ -278,6 +280,13 @@ def shift_sweep(x: np.ndarray, w: np.ndarray, vmax: np.ndarray, grid: Grid, ntry
                 for sign_al in (al, -al):
                     sumqx, sumq2 = _weighted_sums(grid, sign_al, shift, x, w)
                     d, best, shifted = _take_if_better(d, best, sumqx, sumq2, shifted, bool(shift))
+        if refit:
+            inv = F32(1) / d
+            q = grid.values[grid.size * shifted[..., None] + grid.nearest(inv[..., None] * x, shifted[..., None])]
+            q = q.astype(F32)
+            wq = w * q
+            sumqx, sumq2 = c_sum(wq * x), c_sum(wq * q)
+            d = np.where((d != 0) & (sumq2 > 0), sumqx / sumq2, d).astype(F32)
     return d, shifted
 
 
@@ -364,3 +373,92 @@ def make_qx_quants_ik(x: np.ndarray, nmax: int, w: np.ndarray) -> tuple[np.ndarr
             active = keep
     scale = np.where(zero, F32(0), scale).astype(F32)
     return scale, np.where(zero[..., None], 0, L + nmax)
+
+
+# --------------------------------------------------------------------------- 256-blocks of 16 (IQ4_K, IQ5_K, IQ6_K)
+
+def sigma2_scaled(xs: np.ndarray) -> np.ndarray:
+    """``sigma2 = 2*sumx2/QK_K`` (IQ5_K, IQ6_K: ``(2*sum)/256``, which
+    differs from ``sum*(2/256)`` only where ``2*sum`` overflows)."""
+    with np.errstate(**IEEE):
+        return (F32(2) * sequential_sum(xs * xs)) / F32(QK_K)
+
+
+def superblock_weights(x: np.ndarray, imatrix: np.ndarray | None, block: int, sigma2: np.ndarray,
+                       quarter_sigma: bool) -> np.ndarray:
+    """Element weights ``(nrows, nsb, 256/block, block)``: with an imatrix
+    ``qw*sqrtf(sigma2 + x^2)`` (``qw`` after ``QHelper::row_weights`` over
+    blocks of ``block``); without, ``x^2`` or, with ``quarter_sigma``,
+    ``0.25*sigma2 + x^2``. ``sigma2``: per super-block ``(nrows, nsb)``."""
+    nrows, n = x.shape
+    xb = x.reshape(nrows, n // QK_K, QK_K // block, block)
+    qw = helper_weights(x, imatrix, block)
+    s2 = sigma2[..., None, None]
+    with np.errstate(**IEEE):
+        if qw is not None:
+            return imatrix_element_weights(qw.reshape(xb.shape), xb, s2[..., 0])
+        if quarter_sigma:
+            return F32(0.25) * s2 + xb * xb
+        return xb * xb
+
+
+@dataclass
+class SuperBlocks:
+    """The result of :func:`quantize_superblocks`: per super-block the float
+    scale ``d`` (to be stored as fp16), per sub-block the integer scale
+    ``code`` and ``shifted`` bit, per element the grid index ``idx``."""
+
+    d: np.ndarray
+    code: np.ndarray
+    shifted: np.ndarray
+    idx: np.ndarray
+    skipped: np.ndarray
+
+
+def quantize_superblocks(xb: np.ndarray, w: np.ndarray, grid: Grid, ntry: int, *, refit: bool, divisor: int,
+                         code_range: tuple[int, int], skip_empty: bool, step: float = 1.0) -> SuperBlocks:
+    """The super-block quantizer of IQ4_K (``quantize_row_iq4_k_impl_bs16``),
+    IQ5_K and IQ6_K (``quantize_row_iq5_k_impl``, ``quantize_row_iq6_k_impl``)
+    over ``xb``/``w`` ``(nrows, nsb, 16, 16)``::
+
+        per sub-block: scale_b, shift_b = shift_sweep(...)   (0, no shift if amax < 1e-16)
+        max_scale = the signed scale of largest magnitude
+        [skip_empty: max_scale == 0 -> d = 0, nothing else written]
+        d = -max_scale/divisor;  id = d ? 1/d : 0
+        code_b = clamp(nearest_int(id*scale_b), code_range)
+        dl = d*code_b;  q_j = nearest((1/dl)*x_j) on the sub-block's half
+            [skip_empty formats leave sub-blocks with dl == 0 at index 0]
+        d = sum w*q*x / sum w*q*q over the super-block (q = value*code), if > 0
+    """
+    amax, vmax = signed_max(xb)
+    empty = amax < F32(1e-16)
+    scales, shifted = shift_sweep(xb, w, np.where(empty, F32(1), vmax), grid, ntry, step=step, refit=refit)
+    scales = np.where(empty, F32(0), scales).astype(F32)
+    shifted = shifted & ~empty
+    lo, hi = code_range
+    with np.errstate(**IEEE):
+        _, max_scale = signed_max(scales)
+        d = -max_scale / F32(divisor)
+        inv = np.where(d != 0, F32(1) / d, F32(0)).astype(F32)
+        code = np.clip(nearest_int_(inv[..., None] * scales), lo, hi)
+        dl = d[..., None] * code.astype(F32)
+        idl = np.where(dl != 0, F32(1) / dl, F32(0)).astype(F32)
+        idx = grid.nearest(idl[..., None] * xb, shifted[..., None])
+        used = np.ones(dl.shape, dtype=bool) if not skip_empty else dl != 0
+        idx = np.where(used[..., None], idx, 0)
+        q = (grid.values.astype(np.int64)[grid.size * shifted[..., None] + idx] * code[..., None]).astype(F32)
+        wq = w * q
+        tqx = np.where(used[..., None], wq * xb, F32(0))
+        tq2 = np.where(used[..., None], wq * q, F32(0))
+        nrows, nsb = d.shape
+        sumqx = c_sum(tqx.reshape(nrows, nsb, -1))
+        sumq2 = c_sum(tq2.reshape(nrows, nsb, -1))
+        d = np.where(sumq2 > 0, sumqx / sumq2, d).astype(F32)
+    skipped = (max_scale == 0) if skip_empty else np.zeros(d.shape, dtype=bool)
+    return SuperBlocks(d, code, shifted, idx, skipped)
+
+
+def nearest_int_(x: np.ndarray) -> np.ndarray:
+    from ._numerics import nearest_int
+
+    return nearest_int(x)
