@@ -29,6 +29,12 @@ super-block:
    ``dl != 0``, ``q = clamp(nearest_int(x / dl), -4, 3) + 4``; where ``dl ==
    0`` the codes of step 1 stay.
 
+Huge inputs: where ``x*x`` overflows float32 (|x| >= about 1.8e19) the
+``x^2``-weighted search gives the sub-block a NaN scale, which loses every
+comparison and packs as ``s_j = 32`` (value 0): the sub-block decodes to
+zeros, and a super-block of such sub-blocks stores ``d = 0``. ggml does
+the same.
+
 With an importance matrix ``qw`` (``quantize_row_q3_K_impl``), per
 super-block: ``sigma2 = 2*sum(x^2)/256``, weights ``w = qw * sqrt(sigma2 +
 x^2)``, ``sw_j`` = the sum of sub-block j's weights; step 1 with

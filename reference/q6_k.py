@@ -26,6 +26,12 @@ super-block:
    0``, ``q = clamp(nearest_int(x / dl), -32, 31) + 32``; where ``dl == 0``
    the codes of step 1 stay.
 
+Huge inputs: where ``x*x`` overflows float32 (|x| >= about 1.8e19) the
+search's sums become inf/NaN and the sub-block's scale NaN, which loses
+every comparison and rounds to the code 0: that sub-block decodes to zeros,
+and a super-block of such sub-blocks is all zero bytes. ggml does the same;
+``validate`` sees nothing wrong.
+
 With an importance matrix ``qw`` (``quantize_row_q6_K_impl``): step 1 uses
 the raw imatrix column weights ``qw`` (no ``sigma2`` mixing, unlike the
 other K-quants); steps 2 and 3 are unchanged.
