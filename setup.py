@@ -17,7 +17,9 @@ from setuptools.command.build_ext import build_ext
 ROOT = Path(__file__).resolve().parent
 MANIFEST = json.loads((ROOT / "generated" / "MANIFEST.json").read_text())
 BASE_CFLAGS = ["-O3", "-ffp-contract=off"]
-X86 = platform.machine().lower() in ("x86_64", "amd64")
+# the MANIFEST's arch names; an extension of another arch is not built here
+ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}.get(
+    platform.machine().lower(), platform.machine().lower())
 KERNEL_EXTENSIONS = {e["name"]: e for e in MANIFEST["extensions"]}
 
 
@@ -38,7 +40,7 @@ class BuildPerIsa(build_ext):
 def kernel_extensions():
     out = []
     for e in MANIFEST["extensions"]:
-        if e["arch"] == "x86_64" and not X86:
+        if e["arch"] not in ("any", ARCH):
             continue
         ext = Extension(e["name"], [e["pyx"]], include_dirs=e["include_dirs"], extra_compile_args=BASE_CFLAGS,
                         depends=[str(p) for p in (ROOT / "codegen" / "simd").glob("*.h")])
