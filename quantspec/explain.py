@@ -167,6 +167,30 @@ LAYOUTS: dict[str, Layout] = {
         + (Seg("qh", 0, 2, "q", "128*(k // 32) + 32*i + k % 32", at=4, repeat=4, stride=2),),
         "d * scales[j // 16] * (q[j] - 32)"),
     "q8_k": Layout(value="d * qs[j]"),
+    # mainline formats without grids (ggml-common.h, dequantize_row_* @ d99724f2)
+    "iq4_nl": Layout((Symbol("q", 4, "index of element j into KVALUES_IQ4NL"),), _nibbles("qs", "k", "k + 16"),
+                     "d * KVALUES_IQ4NL[q[j]]"),
+    "iq4_xs": Layout(
+        (Symbol("q", 4, "index of element j into KVALUES_IQ4NL"),
+         Symbol("ls", 6, "scale of the 32 elements 32b .. 32b+31, offset 32")),
+        _nibbles("qs", "32*(k // 16) + k % 16", "32*(k // 16) + 16 + k % 16")
+        + (Seg("scales_l", 0, 4, "ls", "2*k"), Seg("scales_l", 4, 4, "ls", "2*k + 1"),
+           Seg("scales_h", 0, 2, "ls", "i", at=4, unit=16, repeat=8, stride=2)),
+        "d * (ls[j // 32] - 32) * KVALUES_IQ4NL[q[j]]"),
+    "tq1_0": Layout(
+        (Symbol("b", 8, "byte k of qs then qh: up to 5 trits in base 3, scaled by 256/243"),),
+        (Seg("qs", 0, 8, "b", "k"), Seg("qh", 0, 8, "b", "48 + k")),
+        "(b[TRIT_BYTE[j]] * TRIT_POW3[j] % 256 * 3 // 256 - 1) * d"),
+    "tq2_0": Layout((Symbol("q", 2, "code of element j"),), (_K_QUANTS_2BIT,), "(q[j] - 1) * d"),
+    "mxfp4": Layout((Symbol("q", 4, "E2M1 code of element j"),), _nibbles("qs", "k", "k + 16"),
+                    "KVALUES_MXFP4[q[j]] * E8M0_HALF[e]"),
+    "nvfp4": Layout((Symbol("q", 4, "E2M1 code of element j"),),
+                    _nibbles("qs", "16*(k // 8) + k % 8", "16*(k // 8) + 8 + k % 8"),
+                    "KVALUES_MXFP4[q[j]] * UE4M3_HALF[d[j // 16]]"),
+    "q1_0": Layout((Symbol("q", 1, "sign bit of element j: 1 for +d, 0 for -d"),),
+                   (Seg("qs", 0, 1, "q", "8*k + i", repeat=8, stride=1),), "(2*q[j] - 1) * d"),
+    "q2_0": Layout((Symbol("q", 2, "code of element j"),),
+                   (Seg("qs", 0, 2, "q", "4*k + i", repeat=4, stride=2),), "(q[j] - 1) * d"),
 }
 
 _CTYPE_BYTES = {"u8": 1, "i8": 1, "u16": 2, "i16": 2, "u32": 4, "f16": 2, "bf16": 2, "f32": 4}

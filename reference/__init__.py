@@ -9,6 +9,6 @@ from ._format import BlockFormat, Field, Invalid
 
 #: Every format module, by name. Adding a format: one module + one entry here.
 MODULES = ("f32", "f16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q8_1", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q8_k",
-           "bf16")
+           "iq4_nl", "iq4_xs", "bf16", "tq1_0", "tq2_0", "mxfp4", "nvfp4", "q1_0", "q2_0")
 
 __all__ = ["BlockFormat", "Field", "Invalid", "MODULES"]
