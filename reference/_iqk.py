@@ -239,7 +239,7 @@ def _take_if_better(d, best, sumqx, sumq2, flag=None, value=None):
 
 
 def shift_sweep(x: np.ndarray, w: np.ndarray, vmax: np.ndarray, grid: Grid, ntry: int,
-                step: float = 1.0, refit: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                step: float = 1.0, refit: bool = False, guard_first: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The block-scale search of IQ4_K, IQ4_KS, IQ5_K, IQ5_KS (and, with
     other constants, IQ3_K, IQ6_K, IQ3_KS): for blocks ``x`` ``(..., n)``
     with weights ``w`` and signed largest element ``vmax``, the float scale
@@ -259,7 +259,9 @@ def shift_sweep(x: np.ndarray, w: np.ndarray, vmax: np.ndarray, grid: Grid, ntry
     ``sumq2 += w*q*q``. A negative ``d`` is a negative block scale (the
     ``-id*x`` candidates). With ``refit`` (IQ5_K, IQ6_K), a nonzero ``d`` is
     then refitted once: ``q = nearest(x/d)`` on the chosen half,
-    ``d = sumqx/sumq2`` if ``sumq2 > 0``. Blocks with ``vmax == 0`` give
+    ``d = sumqx/sumq2`` if ``sumq2 > 0``. With ``guard_first`` (IQ3_K) the
+    first candidate is taken only if its ``sumq2 > 0`` (else ``best = 0``
+    and ``d = -max/grid[0]`` stand). Blocks with ``vmax == 0`` give
     garbage that the caller masks (the C skips them).
     """
     base0, shifted0 = F32(grid.values[0]), F32(grid.values[grid.size])
@@ -268,8 +270,13 @@ def shift_sweep(x: np.ndarray, w: np.ndarray, vmax: np.ndarray, grid: Grid, ntry
         inv = F32(1) / d
         al = inv[..., None] * x
         sumqx, sumq2 = _weighted_sums(grid, al, 0, x, w)
-        d = (sumqx / sumq2).astype(F32)
-        best = (d * sumqx).astype(F32)
+        if guard_first:
+            first = sumq2 > 0
+            d = np.where(first, sumqx / sumq2, d).astype(F32)
+            best = np.where(first, d * sumqx, F32(0)).astype(F32)
+        else:
+            d = (sumqx / sumq2).astype(F32)
+            best = (d * sumqx).astype(F32)
         sumqx, sumq2 = _weighted_sums(grid, -al, 0, x, w)
         d, best, _ = _take_if_better(d, best, sumqx, sumq2)
         shifted = np.zeros(d.shape, dtype=bool)
@@ -462,3 +469,113 @@ def nearest_int_(x: np.ndarray) -> np.ndarray:
     from ._numerics import nearest_int
 
     return nearest_int(x)
+
+
+# --------------------------------------------------------------------------- IQ2_K / IQ2_KS searches
+
+def make_qx_quants_iqk(x: np.ndarray, nmax: int, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``make_qx_quants`` of ``iqk_quantize.cpp`` (for the scales of IQ2_K and
+    IQ2_KS): mainline's search (``-nmax/max``, then ``-(nmax + 0.1*is)/max``
+    for is = +-1..+-9, a trial replacing the best only if strictly better),
+    but a set is all zero only if every element is exactly 0. Returns
+    ``(scale, L)`` with ``L = l + nmax`` in ``[0, 2*nmax)``. Sums in element
+    order: ``sumlx += w*x*l``, ``suml2 += w*l*l``."""
+    from ._numerics import nearest_int
+
+    x = np.asarray(x, dtype=F32)
+    with np.errstate(**IEEE):
+        amax, vmax = signed_max(x)
+        zero = amax == 0
+        vmax = np.where(zero, F32(1), vmax)
+        wx = w * x
+
+        def trial(iscale):
+            l = np.clip(nearest_int(iscale[..., None] * x), -nmax, nmax - 1)
+            lf = l.astype(F32)
+            return l, c_sum(wx * lf), c_sum(w * lf * lf)
+
+        L, sumlx, suml2 = trial(F32(-nmax) / vmax)
+        scale = np.where(suml2 != 0, sumlx / suml2, F32(0)).astype(F32)
+        best = (scale * sumlx).astype(F32)
+        for step in range(-9, 10):
+            if step == 0:
+                continue
+            cand, slx, sl2 = trial(-(F32(nmax) + F32(0.1) * F32(step)) / vmax)
+            better = (sl2 > 0) & (slx * slx > best * sl2)
+            L = np.where(better[..., None], cand, L)
+            scale = np.where(better, slx / sl2, scale).astype(F32)
+            best = np.where(better, scale * slx, best).astype(F32)
+    return np.where(zero, F32(0), scale).astype(F32), np.where(zero[..., None], 0, L + nmax)
+
+
+def partitions(n: int, max_i1: int | None = None, min_i3: int = 0) -> np.ndarray:
+    """The breakpoints ``(i1, i2, i3)`` of the 4-bin partition searches in
+    loop order: ``i1 < max_i1``, ``i1 <= i2 < n``, ``max(i2, min_i3) <= i3 < n``."""
+    max_i1 = n if max_i1 is None else max_i1
+    return np.array([(i1, i2, i3) for i1 in range(max_i1) for i2 in range(i1, n) for i3 in range(max(i2, min_i3), n)],
+                    dtype=np.int64)
+
+
+def partition_search(x: np.ndarray, w: np.ndarray, grid: Grid, breakpoints: np.ndarray,
+                     batch: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """The exhaustive 2-bit search of IQ2_K and IQ2_KS (``x``, ``w``:
+    ``(..., n)``): the elements sorted ascending (ties by index, as
+    ``std::sort`` of ``(x, j)`` pairs) are cut into 4 runs at ``i1 <= i2 <=
+    i3``, mapped to the 4 grid values in ascending or descending order, on
+    either half. With prefix sums ``sumw[k]``, ``sumx[k]`` (``+= w``,
+    ``+= w*x`` over the sorted elements) each candidate costs::
+
+        sumqx = (sumx[i1]-sumx[0])*v0 + (sumx[i2]-sumx[i1])*v1
+              + (sumx[i3]-sumx[i2])*v2 + (sumx[n]-sumx[i3])*v3
+        sumq2 = (sumw[i1]-sumw[0])*v0*v0 + ... + (sumw[n]-sumw[i3])*v3*v3
+
+    and is taken if ``sumq2 > 0 && sumqx^2 > best*sumq2`` (then ``d =
+    sumqx/sumq2``, ``best = d*sumqx``); per breakpoint the candidates run
+    base ascending, shifted ascending, base descending, shifted descending.
+    Returns the scale ``d`` (0 if nothing was taken) and the shift."""
+    shape = x.shape[:-1]
+    n = x.shape[-1]
+    x2 = np.asarray(x, dtype=F32).reshape(-1, n)
+    w2 = np.asarray(w, dtype=F32).reshape(-1, n)
+    d_out = np.zeros(x2.shape[0], dtype=F32)
+    shift_out = np.zeros(x2.shape[0], dtype=bool)
+    base = grid.values[:4].astype(F32)
+    shifted = grid.values[4:8].astype(F32)
+    orders = ((base, False), (shifted, True), (base[::-1], False), (shifted[::-1], True))
+    i1, i2, i3 = breakpoints.T
+    with np.errstate(**IEEE):
+        for start in range(0, x2.shape[0], batch):
+            xs, ws = x2[start:start + batch], w2[start:start + batch]
+            order = np.argsort(xs, axis=-1, kind="stable")
+            sx_ = np.take_along_axis(xs, order, axis=-1)
+            sw_ = np.take_along_axis(ws, order, axis=-1)
+            zeros = np.zeros((xs.shape[0], 1), dtype=F32)
+            sumw = np.concatenate([zeros, np.add.accumulate(sw_, axis=-1, dtype=F32)], axis=-1)
+            sumx = np.concatenate([zeros, np.add.accumulate(sw_ * sx_, axis=-1, dtype=F32)], axis=-1)
+            runs_x = (sumx[:, i1] - sumx[:, :1], sumx[:, i2] - sumx[:, i1], sumx[:, i3] - sumx[:, i2],
+                      sumx[:, n:n + 1] - sumx[:, i3])
+            runs_w = (sumw[:, i1] - sumw[:, :1], sumw[:, i2] - sumw[:, i1], sumw[:, i3] - sumw[:, i2],
+                      sumw[:, n:n + 1] - sumw[:, i3])
+            cands_qx, cands_q2 = [], []
+            for vals, _ in orders:
+                cands_qx.append(((runs_x[0] * vals[0] + runs_x[1] * vals[1]) + runs_x[2] * vals[2])
+                                + runs_x[3] * vals[3])
+                cands_q2.append(((runs_w[0] * vals[0] * vals[0] + runs_w[1] * vals[1] * vals[1])
+                                 + runs_w[2] * vals[2] * vals[2]) + runs_w[3] * vals[3] * vals[3])
+            qx = np.stack(cands_qx, axis=-1).reshape(xs.shape[0], -1)  # breakpoint-major, then the 4 orders
+            q2 = np.stack(cands_q2, axis=-1).reshape(xs.shape[0], -1)
+            is_shift = np.tile([o[1] for o in orders], len(breakpoints))
+            qxT, q2T = np.ascontiguousarray(qx.T), np.ascontiguousarray(q2.T)
+            best = np.zeros(xs.shape[0], dtype=F32)
+            d = np.zeros(xs.shape[0], dtype=F32)
+            sh = np.zeros(xs.shape[0], dtype=bool)
+            for c in range(qxT.shape[0]):
+                sqx, sq2 = qxT[c], q2T[c]
+                better = (sq2 > 0) & (sqx * sqx > best * sq2)
+                if better.any():
+                    d = np.where(better, sqx / sq2, d).astype(F32)
+                    best = np.where(better, d * sqx, best).astype(F32)
+                    sh = np.where(better, is_shift[c], sh)
+            d_out[start:start + batch] = d
+            shift_out[start:start + batch] = sh
+    return d_out.reshape(shape), shift_out.reshape(shape)
