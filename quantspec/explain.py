@@ -85,14 +85,19 @@ class Layout:
     ``value`` is element ``j``'s float as an expression over ``j``, the
     symbols, the fields (fp16/bf16/f32 fields as their float32 values) and
     tables of the spec module, evaluated as C evaluates it: integer
-    arithmetic exact, an integer meeting a float converted to float32,
-    float literals float32, one float32 rounding per operation in Python's
-    (= C's) left-to-right order.
+    arithmetic exact (``+ - * // %`` and the bit operators ``& | ^ << >>``),
+    an integer meeting a float converted to float32, float literals float32,
+    one float32 rounding per operation in Python's (= C's) left-to-right order.
+
+    ``row_meta`` names the per-row metadata that precedes the blocks of a
+    row (formats with ``row_meta_size > 0``), as ``(name, ctype)`` pairs in
+    byte order, e.g. ``(("d", "f32"),)``: the formula reads them like fields.
     """
 
     symbols: tuple[Symbol, ...] = ()
     segments: tuple[Seg, ...] = ()
     value: str | None = None
+    row_meta: tuple[tuple[str, str], ...] = ()
 
 
 def _nibbles(field_name: str, low: str, high: str, symbol: str = "q") -> tuple[Seg, Seg]:
@@ -244,6 +249,10 @@ def resolve_layout(fmt, layout: Layout | None = None) -> BitMap:
 @lru_cache(maxsize=None)
 def _resolve(fmt, layout: Layout) -> BitMap:
     fields = _field_table(fmt)
+    meta_bytes = sum(_CTYPE_BYTES[ctype] for _, ctype in layout.row_meta)
+    if layout.row_meta and meta_bytes != fmt.row_meta_size:
+        raise LayoutError(f"{fmt.name}: the row metadata {layout.row_meta} is {meta_bytes} bytes, "
+                          f"the format has {fmt.row_meta_size}")
     symbols = {s.name: s for s in layout.symbols}
     claimed: dict[tuple[str, int], str] = {}
     found: dict[str, dict[int, list[Source]]] = {name: {} for name in symbols}
@@ -386,9 +395,14 @@ def _as_f32(v: _Val) -> np.ndarray:
 
 
 _INT_OPS = {ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply, ast.FloorDiv: np.floor_divide,
-            ast.Mod: np.mod}
+            ast.Mod: np.mod, ast.BitAnd: np.bitwise_and, ast.BitOr: np.bitwise_or, ast.BitXor: np.bitwise_xor,
+            ast.LShift: np.left_shift, ast.RShift: np.right_shift}
 _FLOAT_OPS = {ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply, ast.Div: np.divide}
-_OP_TEXT = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv: "//", ast.Mod: "%"}
+_OP_TEXT = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv: "//", ast.Mod: "%",
+            ast.BitAnd: "&", ast.BitOr: "|", ast.BitXor: "^", ast.LShift: "<<", ast.RShift: ">>"}
+#: Python's (and, for these operators, the formula's) binding strength
+_OP_PREC = {ast.BitOr: 1, ast.BitXor: 2, ast.BitAnd: 3, ast.LShift: 4, ast.RShift: 4, ast.Add: 5, ast.Sub: 5,
+            ast.Mult: 6, ast.Div: 6, ast.FloorDiv: 6, ast.Mod: 6}
 
 
 class Formula:
@@ -443,9 +457,9 @@ class Formula:
                 v = self._eval(node, names, np.int64(j))
                 return format_value(v.data, v.is_float)
             if isinstance(node, ast.UnaryOp):
-                return "-" + show(node.operand, 3)
+                return "-" + show(node.operand, 7)
             if isinstance(node, ast.BinOp):
-                prec = 1 if isinstance(node.op, (ast.Add, ast.Sub)) else 2
+                prec = _OP_PREC[type(node.op)]
                 text = f"{show(node.left, prec)} {_OP_TEXT[type(node.op)]} {show(node.right, prec + 1)}"
                 return f"({text})" if prec < parent_prec else text
             raise LayoutError(f"unsupported construct in {self.expr!r}")
@@ -536,6 +550,7 @@ class Decoded:
     steps: tuple[Step, ...]
     values: np.ndarray         # float32, from the spec's dequantize
     formula_values: np.ndarray | None  # float32, from the bit map and formula (None without a formula)
+    row_meta: tuple[FieldValue, ...] = ()  # the row metadata before the block, as LAYOUTS names it
 
     def formula_agrees(self) -> bool:
         if self.formula_values is None:
@@ -565,6 +580,24 @@ def _field_values(fmt, block: bytes) -> list[FieldValue]:
         out.append(FieldValue(name, f.ctype, f.count, offset, bytes(raw), tuple(vals.tolist()) if bits is None
                               else tuple(np.float32(v) for v in vals),
                               () if bits is None else tuple(int(b) for b in bits)))
+    return out
+
+
+def _row_meta_values(layout: Layout, meta: bytes) -> list[FieldValue]:
+    """The row metadata named by ``layout.row_meta``, read from its bytes."""
+    out, at = [], 0
+    for name, ctype in layout.row_meta:
+        size = _CTYPE_BYTES[ctype]
+        raw = bytes(meta[at:at + size])
+        bits = int.from_bytes(raw, "little")
+        if ctype == "f32":
+            value = np.frombuffer(raw, dtype="<f4")[0]
+        elif ctype == "f16":
+            value = np.frombuffer(raw, dtype="<f2")[0].astype(np.float32)
+        else:
+            raise LayoutError(f"row metadata {name!r}: unsupported type {ctype}")
+        out.append(FieldValue(name, ctype, 1, at, raw, (np.float32(value),), (bits,)))
+        at += size
     return out
 
 
@@ -634,13 +667,14 @@ def decode(module: ModuleType, data: bytes, trace: list[int] | None = None) -> D
     block = data[fmt.row_meta_size:]
     bitmap = resolve_layout(fmt)
     fields = _field_values(fmt, block)
+    row_meta = _row_meta_values(bitmap.layout, data[:fmt.row_meta_size])
     symbols = _symbol_values(block, fmt, bitmap)
     with np.errstate(all="ignore"):
         values = np.asarray(module.dequantize(np.frombuffer(data, dtype=np.uint8)[None, :]), dtype=np.float32)[0]
     formula_values, steps = None, []
     if bitmap.layout.value is not None:
         formula = Formula(bitmap.layout.value)
-        names = formula_names(module, fields, symbols)
+        names = formula_names(module, row_meta + fields, symbols)
         formula_values = np.broadcast_to(formula.evaluate(names, np.arange(fmt.block_size)), (fmt.block_size,))
         scalar_symbols = [name for name, count in bitmap.counts.items() if count == 1]
         field_map, offsets = _field_table(fmt), fmt.offsets()
@@ -661,7 +695,7 @@ def decode(module: ModuleType, data: bytes, trace: list[int] | None = None) -> D
                     lines.append(line)
             steps.append(Step(j, tuple(lines), formula.substituted(names, j), format_float(formula_values[j])))
     return Decoded(data, tuple(fields), {k: tuple(int(x) for x in v) for k, v in symbols.items()},
-                   tuple(steps), values, formula_values)
+                   tuple(steps), values, formula_values, tuple(row_meta))
 
 
 def _describe_element(f, offset: int, index: int, block: bytes) -> str:
@@ -872,6 +906,9 @@ def _wrap_values(values: list[str], name: str, per_line: int = 8) -> list[str]:
 def _decoded_text(fmt, decoded: Decoded) -> list[str]:
     out = [f"  bytes ({len(decoded.data)}):"]
     out += [f"    {line}" for line in hex_lines(decoded.data)]
+    if decoded.row_meta:
+        out += ["", "  row metadata (before the blocks of the row):"]
+        out += ["    " + field_text(fv) for fv in decoded.row_meta]
     out += ["", "  fields:"]
     for fv in decoded.fields:
         out.append("    " + field_text(fv))
