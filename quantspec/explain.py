@@ -132,6 +132,17 @@ _K_SYMBOLS = (Symbol("sc", 6, "scale of the 32 elements 32s .. 32s+31"),
               Symbol("m", 6, "min of the 32 elements 32s .. 32s+31"))
 _K_QUANTS_2BIT = Seg("qs", 0, 2, "q", "128*(k // 32) + 32*i + k % 32", repeat=4, stride=2)
 
+# ik_llama.cpp's non-linear formats: a grid index per element, a shift bit per sub-block of 16 (in ``extra``)
+def _IQ_INDEX(bits: int) -> Symbol:  # noqa: N802 - reads like the constants around it
+    return Symbol("q", bits, "grid index of element j (into its sub-block's half of the grid)")
+
+
+_IQ_SHIFT = Symbol("sh", 1, "shift bit of sub-block s: 1 selects the shifted half of the grid")
+_IQ_EXTRA = Seg("extra", 0, 1, "sh", "i", unit=16, repeat=16, stride=1)
+_IQK_SC = Symbol("sc", 6, "scale code of sub-block s (scale = sc - 32)")
+_IQK_SCALES = (Seg("scales_l", 0, 4, "sc", "2*k"), Seg("scales_l", 4, 4, "sc", "2*k + 1"),
+               Seg("scales_h", 0, 2, "sc", "4*k + i", at=4, repeat=4, stride=2))
+
 #: Bit map and dequantize formula of each format, by name. A format without
 #: an entry gets pages and explanations of its plain fields only.
 LAYOUTS: dict[str, Layout] = {
@@ -196,6 +207,64 @@ LAYOUTS: dict[str, Layout] = {
                    (Seg("qs", 0, 1, "q", "8*k + i", repeat=8, stride=1),), "(2*q[j] - 1) * d"),
     "q2_0": Layout((Symbol("q", 2, "code of element j"),),
                    (Seg("qs", 0, 2, "q", "4*k + i", repeat=4, stride=2),), "(q[j] - 1) * d"),
+    # ik_llama.cpp formats (ggml-common.h, dequantize_row_* in iqk_quantize.cpp @ 8337e4cd)
+    "q6_0": Layout(
+        (Symbol("q", 6, "quant of element j, offset 32"),),
+        _nibbles("qs", "k", "k + 16") + (Seg("qh", 0, 2, "q", "k + 8*i", at=4, repeat=2, stride=4),
+                                         Seg("qh", 2, 2, "q", "k + 8*i + 16", at=4, repeat=2, stride=4)),
+        "(q[j] - 32) * d"),
+    "iq1_bn": Layout(
+        (Symbol("b", 8, "byte k of ql then extra: up to 5 trits in base 3, scaled by 256/243"),),
+        (Seg("ql", 0, 8, "b", "k"), Seg("extra", 0, 8, "b", "12")),
+        "d * (((b[TRIT_BYTE[j]] * TRIT_MULT[j] % 256 + (b[TRIT_BYTE[j]] * TRIT_MULT[j] % 256 >> 1)) >> 7) - 1)",
+        row_meta=(("d", "f16"),)),
+    "iq2_bn": Layout((Symbol("q", 2, "code of element j (value q - 1)"),),
+                     (Seg("qs", 0, 2, "q", "k + 16*i", repeat=4, stride=2),), "d * (q[j] - 1)",
+                     row_meta=(("d", "f32"),)),
+    "iq2_k": Layout(
+        (_IQ_INDEX(2), _IQ_SHIFT, Symbol("sc", 4, "scale code of sub-block s (scale = sc - 8)")),
+        (_K_QUANTS_2BIT, _IQ_EXTRA, Seg("scales", 0, 4, "sc", "2*k"), Seg("scales", 4, 4, "sc", "2*k + 1")),
+        "d * (sc[j // 16] - 8) * IQ2NL_VALUES[4 * sh[j // 16] + q[j]]"),
+    "iq3_k": Layout(
+        (_IQ_INDEX(3), _IQ_SHIFT, Symbol("m", 4, "scale magnitude code of sub-block s (|scale| = 2m + 1)"),
+         Symbol("sg", 1, "sign of sub-block s's scale (1: negative)")),
+        (_K_QUANTS_2BIT, Seg("qh", 0, 1, "q", "32*i + k", at=2, repeat=8, stride=1), _IQ_EXTRA,
+         Seg("scales_h", 0, 1, "sg", "i", unit=16, repeat=16, stride=1),
+         Seg("scales_l", 0, 4, "m", "2*k"), Seg("scales_l", 4, 4, "m", "2*k + 1")),
+        "d * ((2 * m[j // 16] + 1) * (1 - 2 * sg[j // 16])) * IQ3NL_VALUES[8 * sh[j // 16] + q[j]]"),
+    "iq4_k": Layout(
+        (_IQ_INDEX(4), _IQ_SHIFT, _IQK_SC),
+        _nibbles("qs", "32*(k // 16) + k % 16", "32*(k // 16) + 16 + k % 16") + (_IQ_EXTRA,) + _IQK_SCALES,
+        "d * (sc[j // 16] - 32) * IQ4K_VALUES[16 * sh[j // 16] + q[j]]"),
+    "iq5_k": Layout(
+        (_IQ_INDEX(5), _IQ_SHIFT, _IQK_SC),
+        _nibbles("qs", "64*(k // 32) + k % 32", "64*(k // 32) + 32 + k % 32")
+        + (Seg("qh", 0, 1, "q", "32*i + k", at=4, repeat=8, stride=1), _IQ_EXTRA) + _IQK_SCALES,
+        "d * (sc[j // 16] - 32) * IQ5NL_VALUES[32 * sh[j // 16] + q[j]]"),
+    "iq6_k": Layout(
+        (_IQ_INDEX(6), _IQ_SHIFT),
+        _nibbles("qs", "64*(k // 32) + k % 32", "64*(k // 32) + 32 + k % 32")
+        + (Seg("qh", 0, 2, "q", "128*(k // 32) + 32*i + k % 32", at=4, repeat=4, stride=2), _IQ_EXTRA),
+        "d * scales[j // 16] * IQ6NL_VALUES[64 * sh[j // 16] + q[j]]"),
+    "iq4_ks": Layout(
+        (_IQ_INDEX(4),), _nibbles("qs", "32*(k // 16) + k % 16", "32*(k // 16) + 16 + k % 16"),
+        "d * ((scales[j // 32] & 254) - 127) * IQ4K_VALUES[16 * (scales[j // 32] & 1) + q[j]]",
+        row_meta=(("d", "f32"),)),
+    "iq5_ks": Layout(
+        (_IQ_INDEX(5),),
+        _nibbles("qs", "64*(k // 32) + k % 32", "64*(k // 32) + 32 + k % 32")
+        + (Seg("qh", 0, 1, "q", "32*i + k", at=4, repeat=8, stride=1),),
+        "d * ((scales[j // 32] & 254) - 127) * IQ5NL_VALUES[32 * (scales[j // 32] & 1) + q[j]]",
+        row_meta=(("d", "f32"),)),
+    "iq4_kss": Layout(
+        (Symbol("c", 15, "15-bit code of word k: nibbles c ^ (c << 1) of elements 2w, 2w+16, 2w+1, 2w+17 of "
+                         "sub-block k // 8 (w = k % 8)"),
+         Symbol("s", 1, "bit k % 8 of sub-block k // 8's scale byte (bit 0: shift; bits 1-7: l)")),
+        (Seg("qs", 1, 15, "c", "k", unit=16), Seg("qs", 0, 1, "s", "k", unit=16)),
+        "d * ((" + " | ".join(f"s[8 * (j // 32) + {t}] << {t}" for t in range(1, 8)) + ") - 127)"
+        " * IQ4K_VALUES[16 * s[8 * (j // 32)] + ((c[8 * (j // 32) + j % 16 // 2] ^ (c[8 * (j // 32) + j % 16 // 2]"
+        " << 1)) >> 4 * (2 * (j % 2) + j % 32 // 16) & 15)]",
+        row_meta=(("d", "f32"),)),
 }
 
 _CTYPE_BYTES = {"u8": 1, "i8": 1, "u16": 2, "i16": 2, "u32": 4, "f16": 2, "bf16": 2, "f32": 4}

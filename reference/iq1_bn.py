@@ -72,6 +72,11 @@ FORMAT = BlockFormat(
 K_MULT = np.array([81, 27, 9, 3, 1], dtype=np.int64)
 _POW3 = np.array([1, 3, 9, 27, 81], dtype=np.int64)
 
+_E = np.arange(QK)
+#: For element j of a block: the byte (``ql[0..11]``, 12 = ``extra``) holding its trit and the multiplier that reads it.
+TRIT_BYTE = np.where(_E % 16 < 15, 3 * (_E // 16) + (_E % 16) // 5, 12)
+TRIT_MULT = np.where(_E % 16 < 15, K_MULT[(_E % 16) % 5], K_MULT[np.minimum(_E // 16, 4)])
+
 
 def pack_trits(t: np.ndarray) -> np.ndarray:
     """Trits ``(..., m)`` (m <= 5, each 0..2) -> ``ceil(256 * sum 3^i t_i / 243)``."""
