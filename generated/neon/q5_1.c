@@ -53,7 +53,7 @@ static inline void dequantize_block(const uint8_t *b, float *y, int stream) {
     const float m = load_scale(b + OFF_M);
     const float32x4_t vd = vdupq_n_f32(d);
     const float32x4_t vm = vdupq_n_f32(m);
-    int32x4_t v[8]; /* the 32 codes, four per vector */
+    int32x4_t v[8]; /* the 32 codes as stored, four per vector */
     uint8x16_t lo, hi;
     qs_neon_nibbles(b + OFF_QS, &lo, &hi);
     uint8x16_t hlo, hhi;

@@ -36,7 +36,7 @@ static inline void store_codes(uint8_t *b, const int32_t q[QK]) {
 static inline void dequantize_block(const uint8_t *b, float *y, int stream) {
     const float d = load_scale(b + OFF_D);
     const float32x4_t vd = vdupq_n_f32(d);
-    int32x4_t v[8]; /* the 32 codes, four per vector */
+    int32x4_t v[8]; /* the 32 codes as stored, four per vector */
     qs_neon_widen_s8(vld1q_s8((const int8_t *)(b + OFF_QS)), v);
     qs_neon_widen_s8(vld1q_s8((const int8_t *)(b + OFF_QS + 16)), v + 4);
     (void)stream;

@@ -49,7 +49,7 @@ static inline void store_codes(uint8_t *b, const int32_t q[QK]) {
 static inline void dequantize_block(const uint8_t *b, float *y, int stream) {
     const float d = load_scale(b + OFF_D);
     const float32x4_t vd = vdupq_n_f32(d);
-    int32x4_t v[8]; /* the 32 codes minus the offset, four per vector */
+    int32x4_t v[8]; /* the 32 codes as stored, four per vector */
     uint8x16_t lo, hi;
     qs_neon_nibbles(b + OFF_QS, &lo, &hi);
     uint8x16_t hlo, hhi;
