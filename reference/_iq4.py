@@ -65,7 +65,7 @@ def best_index_int8(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=F32)
     values = KVALUES_IQ4NL_F32
     upper = np.searchsorted(values, x, side="right")  # kvalues[upper-1] <= x < kvalues[upper]; NaN: 16
-    np.clip(upper, 1, 15, out=upper)  # x <= kvalues[0] and x >= kvalues[15] resolve below
+    upper = np.clip(upper, 1, 15)  # x <= kvalues[0] and x >= kvalues[15] resolve below
     lower_wins = (x - values[upper - 1]) < (values[upper] - x)
     return (upper - lower_wins).astype(np.uint8)
 

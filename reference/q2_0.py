@@ -87,13 +87,11 @@ def codes(qs: np.ndarray) -> np.ndarray:
     return ((qs[..., None] >> _SHIFTS) & 3).reshape(qs.shape[:-1] + (QK,))
 
 
-#: (float)(code - 1) for every code.
-_CODE_VALUE = np.arange(-1, 3).astype(F32)
-
-
 def dequantize(q: np.ndarray) -> np.ndarray:
     b = FORMAT.blocks(q)
-    out = np.take(_CODE_VALUE, codes(b["qs"]))
+    values = codes(b["qs"]).view(np.int8)
+    values -= np.int8(1)
+    out = values.astype(F32)  # ((int)code - 1) converted to float
     with np.errstate(**IEEE):
         out *= f16_bits_to_f32(b["d"])[..., None]  # ((int)code - 1) * d
     return out.reshape(q.shape[0], -1)

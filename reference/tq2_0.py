@@ -74,13 +74,11 @@ def quantize(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
     return FORMAT.to_bytes(blocks)
 
 
-#: (float)(code - 1) for every code.
-_CODE_VALUE = np.arange(-1, 3).astype(F32)
-
-
 def dequantize(q: np.ndarray) -> np.ndarray:
     b = FORMAT.blocks(q)
-    out = np.take(_CODE_VALUE, codes(b["qs"]))
+    values = codes(b["qs"]).view(np.int8)
+    values -= np.int8(1)
+    out = values.astype(F32)  # (float)(code - 1)
     with np.errstate(**IEEE):
         out *= f16_bits_to_f32(b["d"])[..., None]
     return out.reshape(q.shape[0], -1)
