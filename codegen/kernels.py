@@ -41,6 +41,45 @@ FORMATS = (
     ("q8_1", "legacy.c.j2", ("quantize", "dequantize"), dict(kind="absmax", bits=8, offset=0, levels=127,
                                                              clamp=None, qmax=127, imatrix=None, nmax=0,
                                                              contrib=None)),
+    # K-quants (256-element super-blocks), facts read from reference/q*_k.py:
+    #   sub      elements per sub-block
+    #   planes   the code's bit planes: (field, reference/_kquants.py plane, lowest code bit it holds)
+    #   scales   the spec's decoder of the scale bytes (codegen.model probes it into bit fields)
+    #   code_offset / scale_bias   element = (d * (s_j - scale_bias)) * (q - code_offset) [- dmin * m_j]
+    #   ref, imatrix   the quantizer without / with an importance matrix: the sub-block search
+    #            (qkx2: make_qkx2_quants/make_qkx3_quants, q3: make_q3_quants, qx: make_qx_quants) with
+    #            its weights and parameters, and how the sub-block scales are quantized
+    ("q2_k", "kquant.c.j2", OPS, dict(
+        kquant=True, sub=16, planes=(("qs", "TWO_BIT", 0),), scales="nibbles", code_offset=0, scale_bias=0,
+        ref=dict(search="qkx2", nmax=3, weights="abs", rmin=-0.5, rdelta=0.1, nstep=15, mad=1,
+                 scale_quant="max", levels=15, clamp63=False),
+        imatrix=dict(search="qkx2", nmax=3, sigma2_factor=1, rmin=-0.9, rdelta=0.05, nstep=36, mad=0,
+                     scale_quant="qp", levels=15, clamp63=False))),
+    ("q3_k", "kquant.c.j2", OPS, dict(
+        kquant=True, sub=16, planes=(("qs", "TWO_BIT", 0), ("hmask", "ONE_BIT", 2)), scales="unpack_scales_q3k",
+        code_offset=4, scale_bias=32,
+        ref=dict(search="q3", nmax=4, scale_quant="signed_max", levels=32),
+        imatrix=dict(search="qx", nmax=4, sigma2_factor=2, scale_quant="qx", levels=32))),
+    ("q4_k", "kquant.c.j2", OPS, dict(
+        kquant=True, sub=32, planes=(("qs", "FOUR_BIT", 0),), scales="unpack_scale_min_k4", code_offset=0,
+        scale_bias=0,
+        ref=dict(search="qkx2", nmax=15, weights="rms_abs", rmin=-1.0, rdelta=0.1, nstep=20, mad=0,
+                 scale_quant="max", levels=63, clamp63=True),
+        imatrix=dict(search="qkx2", nmax=15, sigma2_factor=2, rmin=-0.9, rdelta=0.05, nstep=36, mad=0,
+                     scale_quant="qp", levels=63, clamp63=False))),
+    ("q5_k", "kquant.c.j2", OPS, dict(
+        kquant=True, sub=32, planes=(("qs", "FOUR_BIT", 0), ("qh", "ONE_BIT", 4)), scales="unpack_scale_min_k4",
+        code_offset=0, scale_bias=0,
+        ref=dict(search="qkx2", nmax=31, weights="rms_abs", rmin=-0.5, rdelta=0.1, nstep=15, mad=0,
+                 scale_quant="max", levels=63, clamp63=True),
+        imatrix=dict(search="qkx2", nmax=31, sigma2_factor=2, rmin=-0.9, rdelta=0.05, nstep=36, mad=0,
+                     scale_quant="qp", levels=63, clamp63=True))),
+    ("q6_k", "kquant.c.j2", OPS, dict(
+        kquant=True, sub=16, planes=(("ql", "Q6_LOW", 0), ("qh", "Q6_HIGH", 4)), scales="bytes", code_offset=32,
+        scale_bias=0, scales_signed=True,
+        ref=dict(search="qx", nmax=32, weights="square", scale_quant="signed_max_zero", levels=128),
+        imatrix=dict(search="qx", nmax=32, sigma2_factor=None, scale_quant="signed_max_zero", levels=128))),
+    ("q8_k", "kquant_q8.c.j2", ("quantize", "dequantize"), dict(kquant=True)),
 )
 
 

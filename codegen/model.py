@@ -8,6 +8,8 @@ import importlib
 import sys
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -44,11 +46,163 @@ def _fields(spec) -> list[dict]:
     return [dict(name=f.name, ctype=f.ctype, count=f.count, offset=offsets[f.name]) for f in spec.fields]
 
 
+# ------------------------------------------------------------------ K-quants
+
+def _kquants():
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    return importlib.import_module("reference._kquants")
+
+
+def _byte_runs(plane) -> list[dict]:
+    """Run r of a bit plane (elements 32r .. 32r+31) as its facts: 32
+    consecutive bytes from ``byte`` of the field, bits ``shift`` ...
+    (every K-quant plane has chunks of 32 or 64 bytes, so every run is one
+    contiguous byte range at one bit offset)."""
+    runs = []
+    for r in range(plane.count // 32):
+        e = np.arange(32 * r, 32 * r + 32)
+        byte, shift = int(plane.byte_of[e[0]]), int(plane.shift_of[e[0]])
+        if not ((plane.byte_of[e] == byte + np.arange(32)).all() and (plane.shift_of[e] == shift).all()):
+            raise ValueError(f"plane {plane}: elements {e[0]}..{e[-1]} are not one byte run")
+        runs.append(dict(run=r, byte=byte, shift=shift))
+    return runs
+
+
+def kquant_planes(fmt: str, planes) -> list[dict]:
+    """The code's bit planes ``(field, reference._kquants plane name, lowest
+    code bit held)`` with their byte runs and, for packing, the runs that
+    fill each 32-byte group of the field."""
+    spec = spec_format(fmt)
+    offsets = spec.offsets()
+    out = []
+    for field, name, lowbit in planes:
+        plane = getattr(_kquants(), name)
+        runs = _byte_runs(plane)
+        groups = [dict(byte=b, runs=[r for r in runs if r["byte"] == b]) for b in range(0, plane.nbytes, 32)]
+        out.append(dict(field=field, offset=offsets[field], plane=name, width=plane.width, mask=plane.mask,
+                        lowbit=lowbit, nbytes=plane.nbytes, runs=runs, groups=groups))
+    return out
+
+
+def _nibbles(b: np.ndarray) -> np.ndarray:
+    """Q2_K's scale bytes: low nibble = sub-block scale, high nibble = min
+    (reference/q2_k.py: ``sc & 0xF``, ``sc >> 4``)."""
+    return np.concatenate([b & 15, b >> 4], axis=-1)
+
+
+def _whole_bytes(b: np.ndarray) -> np.ndarray:
+    """Q6_K's scale bytes: one int8 scale per byte (reference/q6_k.py)."""
+    return b.copy()
+
+
+def _scale_min_k4(b: np.ndarray) -> np.ndarray:
+    sc, m = _kquants().unpack_scale_min_k4(b)
+    return np.concatenate([sc, m], axis=-1)
+
+
+SCALE_DECODERS = {
+    "unpack_scale_min_k4": _scale_min_k4,  # [sc_0..7, m_0..7]
+    "unpack_scales_q3k": lambda b: _kquants().unpack_scales_q3k(b),  # [s_0..15] (stored with offset 32)
+    "nibbles": _nibbles,  # [sc_0..15, m_0..15]
+    "bytes": _whole_bytes,  # [s_0..15] (int8)
+}
+
+
+def scale_fields(decoder: str, nbytes: int) -> list[list[dict]]:
+    """The bit fields of every decoded sub-block scale/min, found by running
+    the spec's decoder on every single-bit input: value v is the OR of its
+    fields, field = bits ``shift .. shift+width-1`` of byte ``byte`` placed
+    at bit ``dest`` of v. The decoders select bits and never combine them,
+    which the probe checks."""
+    probes = np.zeros((8 * nbytes, nbytes), dtype=np.uint8)
+    for bit in range(8 * nbytes):
+        probes[bit, bit // 8] = 1 << (bit % 8)
+    decode = SCALE_DECODERS[decoder]
+    if np.any(decode(np.zeros((1, nbytes), dtype=np.uint8)) != 0):
+        raise ValueError(f"{decoder}: zero bytes must decode to zero")
+    values = decode(probes).astype(np.int64) & 0xFF
+    source: dict[tuple[int, int], tuple[int, int]] = {}  # (value, bit) -> (byte, bit)
+    for bit, row in enumerate(values):
+        hits = [(v, k) for v in np.flatnonzero(row) for k in range(8) if (int(row[v]) >> k) & 1]
+        if len(hits) > 1:
+            raise ValueError(f"{decoder}: input bit {bit} lands in {hits}")
+        if hits:
+            source[(int(hits[0][0]), hits[0][1])] = (bit // 8, bit % 8)
+    fields = []
+    for v in range(values.shape[1]):
+        bits = sorted(k for (vv, k) in source if vv == v)
+        parts: list[dict] = []
+        for k in bits:
+            byte, b = source[(v, k)]
+            last = parts[-1] if parts else None
+            if last and last["byte"] == byte and last["dest"] + last["width"] == k and last["shift"] + last["width"] == b:
+                last["width"] += 1
+            else:
+                parts.append(dict(byte=byte, shift=b, width=1, dest=k))
+        for i, part in enumerate(parts):
+            part["mask"] = (1 << part["width"]) - 1
+            part["top"] = i == len(parts) - 1  # the C packers leave the top field of a value unmasked
+        fields.append(parts)
+    return fields
+
+
+def scale_words(fields: list[list[dict]]) -> list[list[dict]]:
+    """Four consecutive values at a time as one 32-bit word (SWAR): the
+    fields of values 4w .. 4w+3 must match but for consecutive bytes."""
+    words = []
+    for w in range(0, len(fields), 4):
+        group = fields[w:w + 4]
+        shape = [[(p["shift"], p["width"], p["dest"]) for p in parts] for parts in group]
+        if any(s != shape[0] for s in shape) or any(
+                group[k][i]["byte"] != group[0][i]["byte"] + k for k in range(4) for i in range(len(group[0]))):
+            raise ValueError(f"scale values {w}..{w + 3} do not share one field layout")
+        words.append([dict(byte=p["byte"], shift=p["shift"], dest=p["dest"],
+                           mask=int.from_bytes(bytes([p["mask"]] * 4), "little")) for p in group[0]])
+    return words
+
+
+def kquant_context(fmt: str, spec, extra: dict) -> dict:
+    """Template facts of a K-quant beyond its registry line."""
+    ctx = {}
+    names = {f.name for f in spec.fields}
+    ctx["has_min"] = "dmin" in names
+    ctx["planes"] = kquant_planes(fmt, extra["planes"]) if "planes" in extra else []
+    if "scales" in extra:
+        nbytes = next(f.count for f in spec.fields if f.name == "scales")
+        fields = scale_fields(extra["scales"], nbytes)
+        ctx["scale_fields"] = fields
+        ctx["scale_words"] = scale_words(fields)
+        ctx["nvalues"] = len(fields)
+        ctx["scales_nbytes"] = nbytes
+        ctx["scales_identity"] = all(len(p) == 1 and p[0]["byte"] == v and p[0]["width"] == 8
+                                     for v, p in enumerate(fields))
+    ctx["nsub"] = nsub = spec.block_size // extra["sub"] if "sub" in extra else 0
+    ctx["scales_signed"] = extra.get("scales_signed", False)
+    if ctx["planes"]:
+        # requantized codes are clamped to the codes the planes hold, less the offset
+        ctx["code_bits"] = bits = sum(p["width"] for p in ctx["planes"])
+        ctx["code_lo"] = -extra["code_offset"]
+        ctx["code_hi"] = (1 << bits) - 1 - extra["code_offset"]
+    if spec.vec_dot_format:
+        act = spec_format(spec.vec_dot_format)
+        aoffs = act.offsets()
+        ctx["kact"] = dict(name=act.name, type_size=act.type_size, off_d=aoffs["d"], off_qs=aoffs["qs"],
+                           off_bsums=aoffs["bsums"], bsum_elems=spec.block_size // next(
+                               f.count for f in act.fields if f.name == "bsums"))
+        # the decoded value that multiplies a.bsums[k] (the min of the sub-block holding its elements)
+        ctx["min_bytes"] = [nsub + ctx["kact"]["bsum_elems"] * k // extra["sub"] for k in range(16)]
+    return ctx
+
+
 def context(fmt: str, isa: str, ops: tuple[str, ...], extra: dict) -> dict:
     spec = spec_format(fmt)
     ctx = dict(fmt=fmt, isa=isa, ops=ops, block_size=spec.block_size, type_size=spec.type_size,
                fields=_fields(spec), act=None)
     ctx.update(extra)
+    if extra.get("kquant"):
+        ctx.update(kquant_context(fmt, spec, extra))
+        return ctx
     names = {f.name for f in spec.fields}
     ctx["has_min"] = "m" in names
     ctx["has_s"] = "s" in names

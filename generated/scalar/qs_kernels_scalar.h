@@ -17,6 +17,14 @@ int64_t qs_f32_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64
 void qs_f32_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
 int qs_f32_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
+int64_t qs_q2_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void qs_q2_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
+int qs_q2_k_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+int64_t qs_q3_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void qs_q3_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
+int qs_q3_k_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
 int64_t qs_q4_0_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
 void qs_q4_0_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
 int qs_q4_0_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
@@ -24,6 +32,10 @@ int qs_q4_0_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t 
 int64_t qs_q4_1_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
 void qs_q4_1_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
 int qs_q4_1_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+int64_t qs_q4_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void qs_q4_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
+int qs_q4_k_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
 int64_t qs_q5_0_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
 void qs_q5_0_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
@@ -33,11 +45,21 @@ int64_t qs_q5_1_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int6
 void qs_q5_1_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
 int qs_q5_1_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
+int64_t qs_q5_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void qs_q5_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
+int qs_q5_k_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+int64_t qs_q6_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void qs_q6_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
+int qs_q6_k_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
 int64_t qs_q8_0_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
 void qs_q8_0_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
 int qs_q8_0_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
 int64_t qs_q8_1_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
 void qs_q8_1_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
+int64_t qs_q8_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void qs_q8_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
 
 #endif
