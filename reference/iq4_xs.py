@@ -29,6 +29,10 @@ super-blocks and ``ntry = 7``; ``quantize_row_iq4_xs_ref`` is the same)::
     idl_b      = dl_b != 0 ? 1/dl_b : 0
     index_j    = best_index_int8(idl_b * x_j)
 
+The levels are not symmetric (-127 .. 113), so a block scale may have
+either sign; ``l_b`` is about -32 for scales of ``max_scale``'s sign and up
+to +32 for the other sign, where the clamp at 31 trims it (as in ggml).
+
 An all-zero super-block stores ``d = -0.0`` (``00 80``: ``-0.0/32``),
 ``ls = 32`` everywhere (``scales_h = aa aa``, ``scales_l = 00``) and index 8
 (level 1) everywhere.

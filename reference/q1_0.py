@@ -12,6 +12,8 @@ Quantize (``quantize_row_q1_0_ref``; ggml ignores an importance matrix)::
     d     = (sum_j |x_j|) / 128     (a sequential float sum, then one division)
     bit_j = x_j >= 0                 (-0.0 gives 1)
 
+An all-zero block stores ``d = 0`` and every bit 1 (``00 00 ff ... ff``).
+
 Dot product with Q8_0: one Q1_0 block meets four Q8_0 blocks
 (``ggml_vec_dot_q1_0_q8_0_generic``)::
 
