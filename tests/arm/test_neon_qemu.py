@@ -5,6 +5,10 @@ the driver tests/arm/driver.c into one static binary, and run under qemu-user
 on the edge-case corpus (quantspec.corpus) and random cases; quantize must
 give the spec's bytes, dequantize and vec_dot its float bit patterns.
 
+Two builds: "simd" holds every neon and neondot kernel and the scalar
+kernels of the same formats (the default run); "portable" holds the scalar
+kernels of the formats without NEON sections (``-m slow``).
+
 qemu's CPU per ISA: neon and scalar run on a Cortex-A53 (ARMv8.0, no SDOT),
 so they need nothing beyond the baseline; neondot runs on qemu's "max" CPU.
 Needs Debian's ``gcc-aarch64-linux-gnu`` and ``qemu-user``; skips, saying
@@ -55,8 +59,11 @@ def _manifest() -> dict:
     return json.loads((ROOT / "generated" / "MANIFEST.json").read_text())
 
 
-def _arm_kernels() -> list[dict]:
-    return [k for k in _manifest()["kernels"] if k["isa"] in QEMU_CPU]
+def _arm_kernels(build: str) -> list[dict]:
+    """The kernels of a build: "simd" or "portable" (see the module docstring)."""
+    kernels = [k for k in _manifest()["kernels"] if k["isa"] in QEMU_CPU]
+    simd_formats = {k["format"] for k in kernels if k["isa"] != "scalar"}
+    return [k for k in kernels if (k["format"] in simd_formats) == (build == "simd")]
 
 
 # ------------------------------------------------------------------- build
@@ -85,22 +92,21 @@ def _run_checked(cmd: list[str]) -> None:
         raise RuntimeError(f"{' '.join(cmd)}\n{result.stdout}{result.stderr}")
 
 
-@pytest.fixture(scope="session")
-def arm_build(tmp_path_factory) -> ArmBuild:
-    """The kernels compiled as the build would compile them on AArch64 (the
-    MANIFEST's sources, include dirs and flags per ISA), linked statically."""
-    out = tmp_path_factory.mktemp("aarch64")
+def _build(out: Path, kernels: list[dict]) -> ArmBuild:
+    """``kernels`` compiled as the build would compile them on AArch64 (the
+    MANIFEST's include dirs and flags per ISA), linked statically."""
     jobs, objects = [], {}
+    files = {k["file"] for k in kernels}
     for ext in _manifest()["extensions"]:
-        if ext["isa"] not in QEMU_CPU:
+        sources = [src for src in ext["sources"] if src in files]
+        if ext["isa"] not in QEMU_CPU or not sources:
             continue
         includes = [f"-I{ROOT / d}" for d in ext["include_dirs"]]
         (out / ext["isa"]).mkdir()
-        for src in ext["sources"]:
+        for src in sources:
             obj = out / ext["isa"] / (Path(src).stem + ".o")
             objects.setdefault(ext["isa"], []).append(obj)
             jobs.append([CC, *ext["cflags"], "-Wall", "-Werror", *includes, "-c", str(ROOT / src), "-o", str(obj)])
-    kernels = _arm_kernels()
     (out / "table.c").write_text(_kernel_table(kernels))
     includes = [f"-I{ROOT / 'generated' / isa}" for isa in objects] + [f"-I{HERE}"]
     for name in ("driver.c", "table.c"):
@@ -113,6 +119,23 @@ def arm_build(tmp_path_factory) -> ArmBuild:
     _run_checked([CC, "-static", "-o", str(driver), str(out / "driver.o"), str(out / "table.o"),
                   *(str(o) for objs in objects.values() for o in objs), "-lm"])
     return ArmBuild(driver, objects)
+
+
+@pytest.fixture(scope="session")
+def arm_builds(tmp_path_factory):
+    """build name -> ArmBuild, each compiled on first use."""
+    built: dict[str, ArmBuild] = {}
+
+    def get(name: str) -> ArmBuild:
+        if name not in built:
+            built[name] = _build(tmp_path_factory.mktemp(f"aarch64-{name}"), _arm_kernels(name))
+        return built[name]
+    return get
+
+
+@pytest.fixture
+def arm_build(arm_builds) -> ArmBuild:
+    return arm_builds("simd")
 
 
 # -------------------------------------------------------------------- jobs
@@ -302,15 +325,16 @@ def jobs_for(fmt: str, op: str) -> list[Job]:
 # ------------------------------------------------------------------- tests
 
 def _params():
-    return [pytest.param(k["format"], k["op"], k["isa"], id=f"{k['format']}-{k['op']}-{k['isa']}")
-            for k in _arm_kernels()]
+    return [pytest.param(build, k["format"], k["op"], k["isa"], id=f"{k['format']}-{k['op']}-{k['isa']}",
+                         marks=[pytest.mark.slow] if build == "portable" else [])
+            for build in ("simd", "portable") for k in _arm_kernels(build)]
 
 
-@pytest.mark.parametrize("fmt,op,isa", _params())
-def test_kernel_equals_spec_under_qemu(arm_build, fmt, op, isa):
+@pytest.mark.parametrize("build,fmt,op,isa", _params())
+def test_kernel_equals_spec_under_qemu(arm_builds, build, fmt, op, isa):
     jobs = jobs_for(fmt, op)
     spec = registry.spec(fmt)
-    for job, (result, raw) in zip(jobs, run_driver(arm_build, isa, fmt, op, jobs)):
+    for job, (result, raw) in zip(jobs, run_driver(arm_builds(build), isa, fmt, op, jobs)):
         where = f"{fmt} {op} on {isa} (qemu -cpu {QEMU_CPU[isa]}), {job.case}, {job.nrows}x{job.n}"
         assert result == job.expected_result, f"{where}: returned {result}, expected {job.expected_result}"
         if op == "quantize":
@@ -333,10 +357,11 @@ def _disassembly(obj: Path) -> str:
 
 @pytest.mark.skipif(OBJDUMP is None, reason="aarch64-linux-gnu-objdump (Debian: binutils-aarch64-linux-gnu) "
                                              "not found")
-def test_no_fused_multiply_add_in_any_kernel(arm_build):
+@pytest.mark.parametrize("build", ["simd", pytest.param("portable", marks=pytest.mark.slow)])
+def test_no_fused_multiply_add_in_any_kernel(arm_builds, build):
     """-ffp-contract=off holds: no a*b+c of any kernel became one FMA
     instruction (AArch64 compilers contract by default, which changes bits)."""
-    for isa, objects in arm_build.objects.items():
+    for isa, objects in arm_builds(build).objects.items():
         for obj in objects:
             fused = FUSED.findall(_disassembly(obj))
             assert not fused, f"{isa}/{obj.name}: fused multiply-adds {sorted(set(fused))}"
@@ -344,7 +369,8 @@ def test_no_fused_multiply_add_in_any_kernel(arm_build):
 
 @pytest.mark.skipif(OBJDUMP is None, reason="aarch64-linux-gnu-objdump not found")
 def test_neondot_uses_sdot_and_neon_does_not(arm_build):
-    legacy = {k["format"] for k in _arm_kernels() if k["op"] == "vec_dot" and k["template"].endswith("legacy.c.j2")}
+    legacy = {k["format"] for k in _arm_kernels("simd")
+              if k["op"] == "vec_dot" and k["template"].endswith("legacy.c.j2")}
     for isa in ("neon", "neondot"):
         for obj in arm_build.objects[isa]:
             sdot = re.search(r"\s[su]dot\s", _disassembly(obj)) is not None
