@@ -1,6 +1,127 @@
-"""IQ4_KSS (ik_llama.cpp type 146): exactly 4.0 bits per weight.
+"""IQ4_KSS (ik_llama.cpp type 146): 4-bit indices into the two-half ``iq4k``
+grid stored four to 15 bits, a 7-bit odd scale and a shift bit per 32
+elements spread one bit per 16-bit word, one float32 scale per row: exactly
+4.0 bits per weight, in blocks of 256 (8 sub-blocks of 32).
 
-DOCSTRING-PLACEHOLDER
+Row (``row_meta_size`` = 4)::
+
+    offset 0   d        float32   row scale
+    then n/256 blocks of 128 bytes, read as 64 little-endian uint16 words
+    (the C struct declares them uint32_t qs[32]):
+    word 8b+k  (sub-block b = 0..7, k = 0..7)
+        bit 0      bit k of the sub-block's scale/shift byte ls_b
+        bits 1-15  the 15-bit code c of four 4-bit grid indices
+
+The words of a sub-block, and what they hold::
+
+    ls_b   = sum_k (w[8b+k] & 1) << k
+    shift  = ls_b & 1                       (grid half: iq4k_values[16*shift + i])
+    scale  = (ls_b & 254) - 127             (odd, -127 .. 127, never 0)
+    c      = w >> 1                         (15 bits)
+    v      = c ^ (c << 1)                   (16 bits; ik_llama.cpp writes
+                                             a = w & 0xfffe; v = a ^ (a >> 1))
+    nibble 0, 1, 2, 3 of v = the indices of elements 2k, 2k+16, 2k+1, 2k+17
+                             of the sub-block (IQ4_NL's byte pairing: byte 2k of
+                             v's little-endian bytes holds elements 2k and 2k+16)
+
+    y[32b + e] = (d * scale) * iq4k_values[16*shift + index_e]
+
+Why 15 bits hold 16: every ``v = c ^ (c << 1)`` with a 15-bit ``c`` has an
+even number of set bits (each set bit b of ``c`` flips bits b and b+1 of
+``v``), and the map is linear and one-to-one, so the 2**15 codes reach each
+of the 2**15 even-popcount 16-bit words exactly once. So IQ4_KSS stores 4 indices of 4 bits under one
+constraint, *the 16 bits have even parity*, and spends the freed bit of each
+word on the sub-block's scale byte: 8 words x 1 bit = the 7 scale bits and
+the shift. 4 weights per 16 bits is 4.0 bits per weight, plus 32 bits per
+row. The encoder inverts the map with a prefix XOR, ``c_b = v_0 ^ ... ^ v_b``
+(``encode_word``; ik_llama.cpp finds the same code by brute force in
+``scramble_table()``).
+
+Quantize (``quantize_row_iq4_kss_impl``, ntry = 7; the weights are ``x^2``
+without an importance matrix, ``qw*sqrtf(sigma2 + x^2)`` with one, where
+``sigma2 = 2*sum(x^2)/256`` per super-block and ``qw`` the imatrix after
+``QHelper::row_weights`` over blocks of 32):
+
+1. Pass 1, per sub-block: a float scale from the sweep over the inverse
+   scales ``(itry + half[0])/max``, itry = -7..7, on the base then the
+   shifted half, for ``+x`` and ``-x`` (a negative scale). Each candidate
+   quantizes every element to the nearest grid value (``_iqk.Grid``), then
+   **prunes** each group of 4 indices to even parity (below), then scores
+   ``sumqx^2/sumq2`` (``sumqx = sum w*q*x``, ``sumq2 = sum w*q*q`` over the
+   32 elements in word order); a candidate must be strictly better
+   (``sumqx^2 > best*sumq2``), and the scale is ``sumqx/sumq2``. A sub-block
+   whose largest magnitude is below 1e-16 gets scale 0. The shift found here
+   is not kept.
+2. Row scale ``d = max|scale| / 127``. A row whose scales are all 0 stores
+   ``d = 0`` and zero words.
+3. Pass 2, per sub-block: ``l = clamp(nearest_int(0.5*(scale/d + 127)), 0,
+   127)``, integer scale ``L = 2l - 127`` (odd, so never 0); the elements are
+   quantized at ``1/(d*L)`` on *both* halves and pruned; the half with the
+   smaller weighted error ``sum w*(x - d*L*value)^2`` wins (the base half on
+   ties). This is the only place the shift is decided.
+4. ``d = 1.01 * sum w*q*x / sum w*q*q`` over the whole row (``q`` = grid
+   value times ``L``; sums in block, sub-block, word, nibble order), if the
+   denominator is positive.
+
+Pruning (``prune_iq4ks``): a group whose 4 indices have an odd number of set
+bits gets exactly one index changed by -2, -1, +1 or +2 (staying in 0..15)
+to one of the other popcount parity: the change with the smallest
+``w_j*((dl*value' - x_j)^2 - (dl*value - x_j)^2)``, the first on ties
+(index 0 of the group first, then the smaller candidate). ``dl`` is the
+candidate scale (``1/id`` in pass 1, ``d*L`` in pass 2). Quirks kept from
+ik_llama.cpp: the "before" error reads the *unshifted* grid even when the
+shifted half is being pruned, and pass 1 prunes the ``-x`` candidate against
+``+x``. (If no change scores below ``FLT_MAX``, ik_llama.cpp aborts on an
+assertion; the spec leaves the group unchanged. Finite inputs of ordinary
+size never get there.)
+
+Dot product with Q8_K: ``isum = sum_b scale_b * sum_e q8[32b+e] *
+value_e`` (exact integers), term ``(d * q8.d) * isum`` per super-block,
+reduced in the canonical 16-lane order. ik_llama.cpp has no scalar dot
+product for IQ4_KSS (its SIMD kernels, and its GEMM after repacking to
+Q8_K_R8, compute the same integers in other float orders); its Q8_K block
+carries an extra float (``sum``) that this dot product does not read, and
+quantspec's ``q8_k`` is mainline's 292-byte layout.
+
+Worked example: one sub-block decoded by hand. Word 0 of sub-block 0 holds
+the indices 9, 10, 3, 5 (2+2+2+2 = 8 bits set: even) of elements 0, 16, 1,
+17, and bit 0 of the scale byte; words 1..7 hold the other 7 scale bits and
+code 0 (indices 0, 0, 0, 0)::
+
+    >>> import numpy as np
+    >>> from quantspec.reference import iq4_kss
+    >>> v = 0x53A9                       # nibbles 9, 10, 3, 5 (lowest first)
+    >>> c = int(iq4_kss.encode_word(v)); bin(c)
+    '0b11000101100111'
+    >>> c ^ (c << 1) == v                # the decoder's v = c ^ (c << 1)
+    True
+    >>> ls = 0b10000001                  # shift 1; scale (129 & 254) - 127 = 1
+    >>> words = np.zeros(64, dtype=np.uint16)
+    >>> words[0] = (c << 1) | (ls & 1)
+    >>> words[1:8] = [(ls >> k) & 1 for k in range(1, 8)]
+    >>> words[:8].tolist()
+    [25295, 0, 0, 0, 0, 0, 0, 1]
+    >>> row = np.concatenate([np.frombuffer(np.float32(0.5).tobytes(), np.uint8), words.view(np.uint8)])
+    >>> row[:8].tobytes().hex(" ")       # d = 0.5, then word 0 = 0x62cf
+    '00 00 00 3f cf 62 00 00'
+    >>> y = iq4_kss.dequantize(row[None, :])[0]
+
+The shifted half of the grid is ``-123, -100, -79, -61, -45, -31, -18, -6,
+5, 17, 29, 42, 57, 73, 93, 117``, so elements 0, 16, 1, 17 are ``0.5 * 1 *
+(17, 29, -61, -31)``, and element 2 (index 0 of word 1) is ``0.5 * -123``.
+Sub-block 1 is all zero words: ``ls = 0``, scale -127 on the base half,
+every index 0 (value -127)::
+
+    >>> y[[0, 16, 1, 17]].tolist(), float(y[2])
+    ([8.5, 14.5, -30.5, -15.5], -61.5)
+    >>> float(y[32]) == 0.5 * -127 * -127
+    True
+
+Upstream: ik_llama.cpp ``ggml/src/iqk/iqk_quantize.cpp``
+``quantize_row_iq4_kss_impl``, ``prune_iq4ks``, ``scramble_table``,
+``dequantize_row_iq4_kss``; ``ggml/src/ggml-common.h`` ``block_iq4_kss``,
+``iq4k_values`` @ 8337e4cd (formats introduced in ik#89, quantizer tweaks in
+ik#642).
 """
 
 from __future__ import annotations
