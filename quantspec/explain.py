@@ -265,6 +265,32 @@ LAYOUTS: dict[str, Layout] = {
         " * IQ4K_VALUES[16 * s[8 * (j // 32)] + ((c[8 * (j // 32) + j % 16 // 2] ^ (c[8 * (j // 32) + j % 16 // 2]"
         " << 1)) >> 4 * (2 * (j % 2) + j % 32 // 16) & 15)]",
         row_meta=(("d", "f32"),)),
+    "iq2_ks": Layout(
+        (_IQ_INDEX(2), _IQ_SHIFT, Symbol("sc", 5, "scale code of sub-block s (scale = sc - 16)")),
+        (_K_QUANTS_2BIT, Seg("extra", 0, 1, "sh", "i", unit=16, repeat=8, stride=1),
+         Seg("extra", 8, 1, "sc", "i", at=4, unit=16, repeat=8, stride=1),
+         Seg("scales", 0, 4, "sc", "2*k"), Seg("scales", 4, 4, "sc", "2*k + 1")),
+        "d * (sc[j // 32] - 16) * IQ2NL_VALUES[4 * sh[j // 32] + q[j]]",
+        row_meta=(("d", "f16"),)),
+    "iq3_ks": Layout(
+        (_IQ_INDEX(3), _IQ_SHIFT, Symbol("sc", 5, "scale code of sub-block s (scale = sc - 16)")),
+        (_K_QUANTS_2BIT, Seg("qh", 0, 1, "q", "32*i + k", at=2, repeat=8, stride=1),
+         Seg("extra", 0, 1, "sc", "i", at=4, unit=16, repeat=8, stride=1),
+         Seg("extra", 8, 1, "sh", "i", unit=16, repeat=8, stride=1),
+         Seg("scales", 0, 4, "sc", "k"), Seg("scales", 4, 4, "sc", "k + 4")),
+        "d * (sc[j // 32] - 16) * IQ3NL_VALUES[8 * sh[j // 32] + q[j]]",
+        row_meta=(("d", "f16"),)),
+    "iq2_kl": Layout(
+        (Symbol("p", 5, "grid point of the pair of elements 2p, 2p+1 (into IQ2KL_VALUES)"),
+         Symbol("sc", 6, "scale code of sub-block s (scale = sc - 32)")),
+        (Seg("qs", 0, 4, "p", "32*(k // 16) + k % 16"), Seg("qs", 4, 4, "p", "32*(k // 16) + 16 + k % 16"),
+         Seg("qh", 0, 1, "p", "16*i + k", at=4, repeat=8, stride=1),
+         Seg("scales_l", 0, 4, "sc", "k"), Seg("scales_l", 4, 4, "sc", "k + 4"),
+         Seg("scales_h", 0, 2, "sc", "i", at=4, unit=16, repeat=8, stride=2)),
+        "d * (sc[j // 32] - 32) * GRID_VALUES[2 * p[j // 2] + j % 2]",
+        row_meta=(("d", "f16"),)),
+    "q1_0_g128": Layout((Symbol("q", 1, "sign bit of element j: 1 for +d, 0 for -d"),),
+                        (Seg("qs", 0, 1, "q", "8*k + i", repeat=8, stride=1),), "(2*q[j] - 1) * d"),
 }
 
 _CTYPE_BYTES = {"u8": 1, "i8": 1, "u16": 2, "i16": 2, "u32": 4, "f16": 2, "bf16": 2, "f32": 4}

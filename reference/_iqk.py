@@ -516,8 +516,7 @@ def partitions(n: int, max_i1: int | None = None, min_i3: int = 0) -> np.ndarray
                     dtype=np.int64)
 
 
-def partition_search(x: np.ndarray, w: np.ndarray, grid: Grid, breakpoints: np.ndarray,
-                     batch: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+def partition_search(x: np.ndarray, w: np.ndarray, grid: Grid, breakpoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The exhaustive 2-bit search of IQ2_K and IQ2_KS (``x``, ``w``:
     ``(..., n)``): the elements sorted ascending (ties by index, as
     ``std::sort`` of ``(x, j)`` pairs) are cut into 4 runs at ``i1 <= i2 <=
@@ -543,6 +542,7 @@ def partition_search(x: np.ndarray, w: np.ndarray, grid: Grid, breakpoints: np.n
     shifted = grid.values[4:8].astype(F32)
     orders = ((base, False), (shifted, True), (base[::-1], False), (shifted[::-1], True))
     i1, i2, i3 = breakpoints.T
+    batch = max(64, (1 << 22) // (4 * len(breakpoints)))  # candidate arrays of about 16 MiB
     with np.errstate(**IEEE):
         for start in range(0, x2.shape[0], batch):
             xs, ws = x2[start:start + batch], w2[start:start + batch]

@@ -130,7 +130,8 @@ def test_iq4_kss_worked_example_doctest():
     assert result.attempted >= 10 and result.failed == 0
 
 
-IK_FORMATS = ["q6_0", "iq1_bn", "iq2_bn", "iq2_k", "iq3_k", "iq4_k", "iq5_k", "iq6_k", "iq4_ks", "iq4_kss", "iq5_ks"]
+IK_FORMATS = ["q6_0", "iq1_bn", "iq2_bn", "iq2_k", "iq3_k", "iq4_k", "iq5_k", "iq6_k", "iq4_ks", "iq2_ks", "iq4_kss",
+              "iq5_ks", "iq3_ks", "iq2_kl", "q1_0_g128"]
 
 
 @pytest.mark.parametrize("fmt", IK_FORMATS)
@@ -195,11 +196,13 @@ def _element_scale(fmt: str, q: np.ndarray) -> np.ndarray:
     n = (q.shape[1] - spec.row_meta_size) // spec.type_size * spec.block_size
     if spec.row_meta_size == 4:
         return np.repeat(q[:, :4].copy().view(F), n, axis=1)
+    if spec.row_meta_size == 2:
+        return np.repeat(f16_bits_to_f32(q[:, :2].copy().view(np.uint16)), n, axis=1)
     d = f16_bits_to_f32(spec.blocks(q)["d"])
     return np.repeat(d, spec.block_size, axis=1)
 
 
-@pytest.mark.parametrize("fmt", [f for f in IK_FORMATS if qs.format_info(f).vec_dot_format])
+@pytest.mark.parametrize("fmt", [f for f in IK_FORMATS if qs.format_info(f).vec_dot_format and f != "q1_0_g128"])
 def test_vec_dot_is_the_stated_integer_sum(fmt):
     """term = (d_w * d_a) * (float)isum per block of the activation's size
     (exact integer isum, recovered from the dequantized weights), canonical order."""
@@ -229,3 +232,21 @@ def test_vec_dot_is_the_stated_integer_sum(fmt):
     assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
     exact = (qs.dequantize(fmt, q).astype(np.float64) * qs.dequantize(act, a)[None, :].astype(np.float64)).sum(axis=1)
     assert np.all(np.abs(got - exact) <= 1e-4 * np.abs(qs.dequantize(fmt, q)).sum(axis=1) * np.abs(x).max())
+
+
+def test_q1_0_g128_is_mainline_q1_0_with_ik_llama_s_dot_product():
+    from quantspec.reference._numerics import canonical_dot, f16_bits_to_f32
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 512)).astype(F)
+    q = qs.quantize(("ik_llama", 41), x)
+    assert np.array_equal(q, qs.quantize(("ggml", 41), x))
+    assert np.array_equal(qs.dequantize("q1_0_g128", q).view(np.uint32), qs.dequantize("q1_0", q).view(np.uint32))
+    a = qs.quantize("q8_0", rng.standard_normal(512).astype(F))
+    ab = qs.registry.spec("q8_0").blocks(a[None, :])[0]
+    signs = np.where(qs.dequantize("q1_0_g128", q) > 0, 1, -1).reshape(2, 4, 4, 32)
+    s = (signs * ab["qs"].astype(np.int64).reshape(1, 4, 4, 32)).sum(axis=-1)
+    dw = f16_bits_to_f32(qs.registry.spec("q1_0_g128").blocks(q)["d"])
+    t = (dw[..., None] * f16_bits_to_f32(ab["d"]).reshape(1, 4, 4)) * s.astype(F)
+    expected = canonical_dot(((t[..., 0] + t[..., 1]) + t[..., 2]) + t[..., 3])
+    assert np.array_equal(qs.vec_dot("q1_0_g128", q, a).view(np.uint32), expected.view(np.uint32))
