@@ -28,7 +28,9 @@ super-block (32 elements for IQ4_NL, 256 for IQ4_XS) in blocks of 32:
 else a binary search finds ``kvalues[mu-1] <= x < kvalues[mu]`` and the
 index is ``mu-1`` if ``x - kvalues[mu-1] < kvalues[mu] - x`` (float32
 differences), else ``mu``: an exact tie goes up. A NaN ``x`` fails every
-comparison and ends at 15.
+comparison and ends at 15. Rounding never moves the choice off the midpoint
+of two levels, so the index is the number of midpoints ``<= x``
+(``UPPER_LEVEL_FROM``, derived from the C's comparison at import).
 
 Upstream: ggml ``src/ggml-quants.c`` ``best_index_int8``,
 ``quantize_row_iq4_nl_impl``, ``quantize_iq4_nl``, ``quantize_iq4_xs`` @
@@ -60,14 +62,46 @@ BATCH_BLOCKS = 2048
 IEEE = {"over": "ignore", "invalid": "ignore", "divide": "ignore", "under": "ignore"}
 
 
-def best_index_int8(x: np.ndarray) -> np.ndarray:
-    """``best_index_int8(16, kvalues_iq4nl, x)`` of every element (uint8)."""
-    x = np.asarray(x, dtype=F32)
+def _upper_level_thresholds() -> np.ndarray:
+    """For k = 0..14, the smallest float32 x in (kvalues[k], kvalues[k+1]) for
+    which the C picks the upper level, ``!(x - kvalues[k] < kvalues[k+1] - x)``.
+    Both differences are rounded, but the first only grows with x and the
+    second only shrinks, so the choice flips once; found by stepping from the
+    midpoint (an exact tie, which goes up)."""
     values = KVALUES_IQ4NL_F32
-    upper = np.searchsorted(values, x, side="right")  # kvalues[upper-1] <= x < kvalues[upper]; NaN: 16
-    upper = np.clip(upper, 1, 15)  # x <= kvalues[0] and x >= kvalues[15] resolve below
-    lower_wins = (x - values[upper - 1]) < (values[upper] - x)
-    return (upper - lower_wins).astype(np.uint8)
+
+    def lower(x, k):
+        return (x - values[k]) < (values[k + 1] - x)
+
+    out = []
+    for k in range(15):
+        x = (values[k] + values[k + 1]) / F32(2)  # a half-integer: exact
+        assert not lower(x, k)
+        while not lower(np.nextafter(x, F32(-np.inf)), k):
+            x = np.nextafter(x, F32(-np.inf))
+        while lower(x, k):
+            x = np.nextafter(x, F32(np.inf))
+        out.append(x)
+    return np.array(out, dtype=F32)
+
+
+#: Where ``best_index_int8`` moves up a level: the C's float comparisons put
+#: every threshold exactly on the midpoint of two levels (``tests`` check the
+#: C search against this on the neighbours of every midpoint).
+UPPER_LEVEL_FROM = _upper_level_thresholds()
+
+
+def best_index_int8(x: np.ndarray) -> np.ndarray:
+    """``best_index_int8(16, kvalues_iq4nl, x)`` of every element (uint8).
+
+    The C's binary search and comparison come down to a count: the index is
+    15 minus the number of thresholds ``UPPER_LEVEL_FROM`` above ``x``. A
+    NaN is below none of them and gets 15, as in the C."""
+    x = np.asarray(x, dtype=F32)
+    index = np.full(x.shape, 15, dtype=np.uint8)
+    for threshold in UPPER_LEVEL_FROM:
+        index -= x < threshold
+    return index
 
 
 def imatrix_weights(xs: np.ndarray, qw: np.ndarray | None) -> np.ndarray:
