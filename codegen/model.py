@@ -162,6 +162,34 @@ def scale_words(fields: list[list[dict]]) -> list[list[dict]]:
     return words
 
 
+def scale_vector(words: list[list[dict]], nbytes: int) -> dict:
+    """The scale words of :func:`scale_words` computed in one vector (16
+    values: 128 bits, 32 values: 256 bits, both halves from the same 16
+    bytes): the 16 bytes ``raw`` ending at the field's end are loaded once
+    (never past the block: every scale field ends 16 or more bytes into its
+    block); for each field part, a byte shuffle puts each word's source
+    dword in place, then a per-dword right shift, mask and left shift. A
+    word without that part gets mask 0."""
+    raw_off = min(0, nbytes - 16)  # where raw starts, relative to the field
+    nparts = max(len(w) for w in words)
+    parts = []
+    for p in range(nparts):
+        idx, shifts, masks, dests = [], [], [], []
+        for k, word in enumerate(words):
+            part = word[p] if p < len(word) else None
+            base = (part["byte"] - raw_off) if part else None
+            idx += [base + i for i in range(4)] if part else [0x80] * 4
+            shifts.append(part["shift"] if part else 0)
+            masks.append(part["mask"] if part else 0)
+            dests.append(part["dest"] if part else 0)
+        # 256 bits: both halves hold raw and pshufb works per half, so indices are the same 0..15
+        parts.append(dict(idx=idx, shuffle=idx != [i % 16 for i in range(len(idx))],
+                          shifts=shifts, masks=[m - (1 << 32) if m >= 1 << 31 else m for m in masks],
+                          dests=dests, shift_any=any(shifts), mask_any=any(m != 0xFFFFFFFF for m in masks),
+                          dest_any=any(dests), uniform_shift=len(set(shifts)) == 1, uniform_dest=len(set(dests)) == 1))
+    return dict(raw_off=raw_off, bits=32 * len(words), parts=parts)
+
+
 def kquant_context(fmt: str, spec, extra: dict) -> dict:
     """Template facts of a K-quant beyond its registry line."""
     ctx = {}
@@ -173,6 +201,7 @@ def kquant_context(fmt: str, spec, extra: dict) -> dict:
         fields = scale_fields(extra["scales"], nbytes)
         ctx["scale_fields"] = fields
         ctx["scale_words"] = scale_words(fields)
+        ctx["scale_vec"] = scale_vector(ctx["scale_words"], nbytes)
         ctx["nvalues"] = len(fields)
         ctx["scales_nbytes"] = nbytes
         ctx["scales_identity"] = all(len(p) == 1 and p[0]["byte"] == v and p[0]["width"] == 8
@@ -192,7 +221,44 @@ def kquant_context(fmt: str, spec, extra: dict) -> dict:
                                f.count for f in act.fields if f.name == "bsums"))
         # the decoded value that multiplies a.bsums[k] (the min of the sub-block holding its elements)
         ctx["min_bytes"] = [nsub + ctx["kact"]["bsum_elems"] * k // extra["sub"] for k in range(16)]
+        ctx.update(dot_groups(ctx["code_bits"], extra["sub"]))
     return ctx
+
+
+def dot_groups(code_bits: int, sub: int) -> dict:
+    """How the AVX2 dot product combines the int16 pair sums of its 8 runs
+    of 32 codes before multiplying by the sub-block scales.
+
+    ``pmaddubsw`` of a run gives 16 int16 lanes, each the sum of two code *
+    activation products, at most ``2 * codemax * 128`` in magnitude. Adding
+    2**levels runs lane by lane (interleaved so that each int16 lane holds one
+    run) stays within int16 when ``2**levels`` times that bound is <= 32767;
+    then one ``pmaddwd`` by the scales serves 2**levels runs. Within each
+    128-bit half, int16 lane k of a group holds run ``first + k % 2**levels``:
+    the sub-block of that run (SUB=32) or of its half (SUB=16: the low half
+    of run r is sub-block 2r, the high half 2r+1). The scale vector it is
+    multiplied with comes from the int16 scales ``S``: for SUB=32 both halves
+    hold the scales of sub-blocks 0..7; for SUB=16 the low half holds the
+    even sub-blocks and the high half the odd ones, so that lane k of half h
+    of S is the scale of sub-block 2k + h. ``mask`` is the pshufb of S that
+    gives a group's scale vector (None: S itself).
+    """
+    pair = 2 * ((1 << code_bits) - 1) * 128
+    levels = 0
+    while levels < 3 and (2 << levels) * pair <= 32767:
+        levels += 1
+    width = 1 << levels
+    groups = []
+    for first in range(0, 8, width):
+        mask = []
+        for half in range(2):
+            for k in range(8):
+                run = first + k % width
+                index = run if sub == 32 else (2 * run + half) // 2  # int16 lane of S in this half
+                mask += [2 * index, 2 * index + 1]
+        identity = mask == [b % 16 for b in range(32)]
+        groups.append(dict(runs=list(range(first, first + width)), mask=None if identity else mask))
+    return dict(dot_levels=levels, dot_groups=groups)
 
 
 def context(fmt: str, isa: str, ops: tuple[str, ...], extra: dict) -> dict:

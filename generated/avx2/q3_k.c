@@ -190,125 +190,226 @@ static inline void pack_codes_avx2(const uint8_t q[QK], uint8_t *b) {
     }
 }
 
-/* The decoded scale values as bytes of a vector (v[0..15] in the low 128 bits). */
+/* The decoded scale values as bytes of a vector (v[0..15] in the low 128 bits):
+ * unpack_scale_words on all words at once, one shuffle/shift/mask/shift per field part. */
 static inline __m256i scale_values_avx2(const uint8_t *b) {
-    uint32_t w[NVALUES / 4];
-    unpack_scale_words(b, w);
-    return _mm256_castsi128_si256(_mm_setr_epi32((int)w[0], (int)w[1], (int)w[2], (int)w[3]));
+    const __m128i raw16 = _mm_loadu_si128((const __m128i *)(b + (-4))); /* the field's last 16 bytes */
+    const __m128i raw = raw16;
+    __m128i p0 = _mm_shuffle_epi8(raw, _mm_setr_epi8(4, 5, 6, 7, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
+    p0 = _mm_srlv_epi32(p0, _mm_setr_epi32(0, 0, 4, 4));
+    p0 = _mm_and_si128(p0, _mm_setr_epi32(252645135, 252645135, 252645135, 252645135));
+    __m128i p1 = _mm_shuffle_epi8(raw, _mm_setr_epi8(12, 13, 14, 15, 12, 13, 14, 15, 12, 13, 14, 15, 12, 13, 14, 15));
+    p1 = _mm_srlv_epi32(p1, _mm_setr_epi32(0, 2, 4, 6));
+    p1 = _mm_and_si128(p1, _mm_setr_epi32(50529027, 50529027, 50529027, 50529027));
+    p1 = _mm_slli_epi32(p1, 4);
+    return _mm256_castsi128_si256(_mm_or_si128(p0, p1));
 }
 
 /* ------------------------------------------------------------ dequantize */
 
-static inline void dequantize_superblock(const uint8_t *b, float *y, int stream) {
+static inline __attribute__((always_inline)) void dequantize_superblock(const uint8_t *b, float *y, int stream) {
     const float d = load_fp16(b + OFF_D);
-    uint8_t v[NVALUES];
-    unpack_scales(b + OFF_SCALES, v);
     float dl[NSUB];
-    for (int j = 0; j < NSUB; ++j) {
-        dl[j] = d * (float)SCALE_OF(v, j);
+    /* d * s_j, 8 sub-blocks per vector */
+    const __m256i vals = scale_values_avx2(b + OFF_SCALES);
+    for (int h = 0; h < NSUB / 8; ++h) {
+        const __m128i sv = _mm_srli_si128(_mm256_castsi256_si128(vals), 8 * h);
+        const __m256i s = _mm256_sub_epi32(_mm256_cvtepu8_epi32(sv), _mm256_set1_epi32(32));
+        _mm256_storeu_ps(dl + 8 * h, _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s)));
     }
+    /* broadcast the factors from memory (a load each; from a register a broadcast costs shuffles, the
+     * unpacks' ports) */
+    __asm__("" : "+m"(dl));
     {
         __m256i codes = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(b + OFF_QS + 0)), _mm256_set1_epi8(3));
-        codes = _mm256_or_si256(codes, _mm256_slli_epi16(_mm256_and_si256(_mm256_loadu_si256((const __m256i *)(b + OFF_HMASK + 0)), _mm256_set1_epi8(1)), 2));
+        codes = _mm256_or_si256(codes, _mm256_and_si256(_mm256_slli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_HMASK + 0)), 2), _mm256_set1_epi8(4)));
 
-        codes = _mm256_sub_epi8(codes, _mm256_set1_epi8(4));
+        /* zero-extend by unpacking (bytes -> words -> dwords): c[k] holds elements
+         * 4k..4k+3 (low half) and 16+4k..16+4k+3 (high half) of the run */
+        const __m256i z = _mm256_setzero_si256();
+        const __m256i w0 = _mm256_unpacklo_epi8(codes, z), w1 = _mm256_unpackhi_epi8(codes, z);
+        __m256i c[4] = {_mm256_unpacklo_epi16(w0, z), _mm256_unpackhi_epi16(w0, z), _mm256_unpacklo_epi16(w1, z),
+                        _mm256_unpackhi_epi16(w1, z)};
+        const __m256 vd = _mm256_setr_m128(_mm_set1_ps(dl[0]), _mm_set1_ps(dl[1]));
         for (int k = 0; k < 4; ++k) {
-            const int j = (0 + 8 * k) / SUB;
-            const __m128i part = (k & 2) ? _mm256_extracti128_si256(codes, 1) : _mm256_castsi256_si128(codes);
-            const __m256i c = _mm256_cvtepi8_epi32((k & 1) ? _mm_srli_si128(part, 8) : part);
-            __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(c), _mm256_set1_ps(dl[j]));
-            if (stream) _mm256_stream_ps(y + 0 + 8 * k, f); else _mm256_storeu_ps(y + 0 + 8 * k, f);
+            c[k] = _mm256_sub_epi32(c[k], _mm256_set1_epi32(4));
+            const __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(c[k]), vd);
+            float *o = y + 0 + 4 * k;
+            if (stream) {
+                _mm_stream_ps(o, _mm256_castps256_ps128(f));
+                _mm_stream_ps(o + 16, _mm256_extractf128_ps(f, 1));
+            } else {
+                _mm_storeu_ps(o, _mm256_castps256_ps128(f));
+                _mm_storeu_ps(o + 16, _mm256_extractf128_ps(f, 1));
+            }
         }
     }
     {
         __m256i codes = _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_QS + 0)), 2), _mm256_set1_epi8(3));
-        codes = _mm256_or_si256(codes, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_HMASK + 0)), 1), _mm256_set1_epi8(1)), 2));
+        codes = _mm256_or_si256(codes, _mm256_and_si256(_mm256_slli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_HMASK + 0)), 1), _mm256_set1_epi8(4)));
 
-        codes = _mm256_sub_epi8(codes, _mm256_set1_epi8(4));
+        /* zero-extend by unpacking (bytes -> words -> dwords): c[k] holds elements
+         * 4k..4k+3 (low half) and 16+4k..16+4k+3 (high half) of the run */
+        const __m256i z = _mm256_setzero_si256();
+        const __m256i w0 = _mm256_unpacklo_epi8(codes, z), w1 = _mm256_unpackhi_epi8(codes, z);
+        __m256i c[4] = {_mm256_unpacklo_epi16(w0, z), _mm256_unpackhi_epi16(w0, z), _mm256_unpacklo_epi16(w1, z),
+                        _mm256_unpackhi_epi16(w1, z)};
+        const __m256 vd = _mm256_setr_m128(_mm_set1_ps(dl[2]), _mm_set1_ps(dl[3]));
         for (int k = 0; k < 4; ++k) {
-            const int j = (32 + 8 * k) / SUB;
-            const __m128i part = (k & 2) ? _mm256_extracti128_si256(codes, 1) : _mm256_castsi256_si128(codes);
-            const __m256i c = _mm256_cvtepi8_epi32((k & 1) ? _mm_srli_si128(part, 8) : part);
-            __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(c), _mm256_set1_ps(dl[j]));
-            if (stream) _mm256_stream_ps(y + 32 + 8 * k, f); else _mm256_storeu_ps(y + 32 + 8 * k, f);
+            c[k] = _mm256_sub_epi32(c[k], _mm256_set1_epi32(4));
+            const __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(c[k]), vd);
+            float *o = y + 32 + 4 * k;
+            if (stream) {
+                _mm_stream_ps(o, _mm256_castps256_ps128(f));
+                _mm_stream_ps(o + 16, _mm256_extractf128_ps(f, 1));
+            } else {
+                _mm_storeu_ps(o, _mm256_castps256_ps128(f));
+                _mm_storeu_ps(o + 16, _mm256_extractf128_ps(f, 1));
+            }
         }
     }
     {
         __m256i codes = _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_QS + 0)), 4), _mm256_set1_epi8(3));
-        codes = _mm256_or_si256(codes, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_HMASK + 0)), 2), _mm256_set1_epi8(1)), 2));
+        codes = _mm256_or_si256(codes, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(b + OFF_HMASK + 0)), _mm256_set1_epi8(4)));
 
-        codes = _mm256_sub_epi8(codes, _mm256_set1_epi8(4));
+        /* zero-extend by unpacking (bytes -> words -> dwords): c[k] holds elements
+         * 4k..4k+3 (low half) and 16+4k..16+4k+3 (high half) of the run */
+        const __m256i z = _mm256_setzero_si256();
+        const __m256i w0 = _mm256_unpacklo_epi8(codes, z), w1 = _mm256_unpackhi_epi8(codes, z);
+        __m256i c[4] = {_mm256_unpacklo_epi16(w0, z), _mm256_unpackhi_epi16(w0, z), _mm256_unpacklo_epi16(w1, z),
+                        _mm256_unpackhi_epi16(w1, z)};
+        const __m256 vd = _mm256_setr_m128(_mm_set1_ps(dl[4]), _mm_set1_ps(dl[5]));
         for (int k = 0; k < 4; ++k) {
-            const int j = (64 + 8 * k) / SUB;
-            const __m128i part = (k & 2) ? _mm256_extracti128_si256(codes, 1) : _mm256_castsi256_si128(codes);
-            const __m256i c = _mm256_cvtepi8_epi32((k & 1) ? _mm_srli_si128(part, 8) : part);
-            __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(c), _mm256_set1_ps(dl[j]));
-            if (stream) _mm256_stream_ps(y + 64 + 8 * k, f); else _mm256_storeu_ps(y + 64 + 8 * k, f);
+            c[k] = _mm256_sub_epi32(c[k], _mm256_set1_epi32(4));
+            const __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(c[k]), vd);
+            float *o = y + 64 + 4 * k;
+            if (stream) {
+                _mm_stream_ps(o, _mm256_castps256_ps128(f));
+                _mm_stream_ps(o + 16, _mm256_extractf128_ps(f, 1));
+            } else {
+                _mm_storeu_ps(o, _mm256_castps256_ps128(f));
+                _mm_storeu_ps(o + 16, _mm256_extractf128_ps(f, 1));
+            }
         }
     }
     {
         __m256i codes = _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_QS + 0)), 6), _mm256_set1_epi8(3));
-        codes = _mm256_or_si256(codes, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_HMASK + 0)), 3), _mm256_set1_epi8(1)), 2));
+        codes = _mm256_or_si256(codes, _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_HMASK + 0)), 1), _mm256_set1_epi8(4)));
 
-        codes = _mm256_sub_epi8(codes, _mm256_set1_epi8(4));
+        /* zero-extend by unpacking (bytes -> words -> dwords): c[k] holds elements
+         * 4k..4k+3 (low half) and 16+4k..16+4k+3 (high half) of the run */
+        const __m256i z = _mm256_setzero_si256();
+        const __m256i w0 = _mm256_unpacklo_epi8(codes, z), w1 = _mm256_unpackhi_epi8(codes, z);
+        __m256i c[4] = {_mm256_unpacklo_epi16(w0, z), _mm256_unpackhi_epi16(w0, z), _mm256_unpacklo_epi16(w1, z),
+                        _mm256_unpackhi_epi16(w1, z)};
+        const __m256 vd = _mm256_setr_m128(_mm_set1_ps(dl[6]), _mm_set1_ps(dl[7]));
         for (int k = 0; k < 4; ++k) {
-            const int j = (96 + 8 * k) / SUB;
-            const __m128i part = (k & 2) ? _mm256_extracti128_si256(codes, 1) : _mm256_castsi256_si128(codes);
-            const __m256i c = _mm256_cvtepi8_epi32((k & 1) ? _mm_srli_si128(part, 8) : part);
-            __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(c), _mm256_set1_ps(dl[j]));
-            if (stream) _mm256_stream_ps(y + 96 + 8 * k, f); else _mm256_storeu_ps(y + 96 + 8 * k, f);
+            c[k] = _mm256_sub_epi32(c[k], _mm256_set1_epi32(4));
+            const __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(c[k]), vd);
+            float *o = y + 96 + 4 * k;
+            if (stream) {
+                _mm_stream_ps(o, _mm256_castps256_ps128(f));
+                _mm_stream_ps(o + 16, _mm256_extractf128_ps(f, 1));
+            } else {
+                _mm_storeu_ps(o, _mm256_castps256_ps128(f));
+                _mm_storeu_ps(o + 16, _mm256_extractf128_ps(f, 1));
+            }
         }
     }
     {
         __m256i codes = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(b + OFF_QS + 32)), _mm256_set1_epi8(3));
-        codes = _mm256_or_si256(codes, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_HMASK + 0)), 4), _mm256_set1_epi8(1)), 2));
+        codes = _mm256_or_si256(codes, _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_HMASK + 0)), 2), _mm256_set1_epi8(4)));
 
-        codes = _mm256_sub_epi8(codes, _mm256_set1_epi8(4));
+        /* zero-extend by unpacking (bytes -> words -> dwords): c[k] holds elements
+         * 4k..4k+3 (low half) and 16+4k..16+4k+3 (high half) of the run */
+        const __m256i z = _mm256_setzero_si256();
+        const __m256i w0 = _mm256_unpacklo_epi8(codes, z), w1 = _mm256_unpackhi_epi8(codes, z);
+        __m256i c[4] = {_mm256_unpacklo_epi16(w0, z), _mm256_unpackhi_epi16(w0, z), _mm256_unpacklo_epi16(w1, z),
+                        _mm256_unpackhi_epi16(w1, z)};
+        const __m256 vd = _mm256_setr_m128(_mm_set1_ps(dl[8]), _mm_set1_ps(dl[9]));
         for (int k = 0; k < 4; ++k) {
-            const int j = (128 + 8 * k) / SUB;
-            const __m128i part = (k & 2) ? _mm256_extracti128_si256(codes, 1) : _mm256_castsi256_si128(codes);
-            const __m256i c = _mm256_cvtepi8_epi32((k & 1) ? _mm_srli_si128(part, 8) : part);
-            __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(c), _mm256_set1_ps(dl[j]));
-            if (stream) _mm256_stream_ps(y + 128 + 8 * k, f); else _mm256_storeu_ps(y + 128 + 8 * k, f);
+            c[k] = _mm256_sub_epi32(c[k], _mm256_set1_epi32(4));
+            const __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(c[k]), vd);
+            float *o = y + 128 + 4 * k;
+            if (stream) {
+                _mm_stream_ps(o, _mm256_castps256_ps128(f));
+                _mm_stream_ps(o + 16, _mm256_extractf128_ps(f, 1));
+            } else {
+                _mm_storeu_ps(o, _mm256_castps256_ps128(f));
+                _mm_storeu_ps(o + 16, _mm256_extractf128_ps(f, 1));
+            }
         }
     }
     {
         __m256i codes = _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_QS + 32)), 2), _mm256_set1_epi8(3));
-        codes = _mm256_or_si256(codes, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_HMASK + 0)), 5), _mm256_set1_epi8(1)), 2));
+        codes = _mm256_or_si256(codes, _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_HMASK + 0)), 3), _mm256_set1_epi8(4)));
 
-        codes = _mm256_sub_epi8(codes, _mm256_set1_epi8(4));
+        /* zero-extend by unpacking (bytes -> words -> dwords): c[k] holds elements
+         * 4k..4k+3 (low half) and 16+4k..16+4k+3 (high half) of the run */
+        const __m256i z = _mm256_setzero_si256();
+        const __m256i w0 = _mm256_unpacklo_epi8(codes, z), w1 = _mm256_unpackhi_epi8(codes, z);
+        __m256i c[4] = {_mm256_unpacklo_epi16(w0, z), _mm256_unpackhi_epi16(w0, z), _mm256_unpacklo_epi16(w1, z),
+                        _mm256_unpackhi_epi16(w1, z)};
+        const __m256 vd = _mm256_setr_m128(_mm_set1_ps(dl[10]), _mm_set1_ps(dl[11]));
         for (int k = 0; k < 4; ++k) {
-            const int j = (160 + 8 * k) / SUB;
-            const __m128i part = (k & 2) ? _mm256_extracti128_si256(codes, 1) : _mm256_castsi256_si128(codes);
-            const __m256i c = _mm256_cvtepi8_epi32((k & 1) ? _mm_srli_si128(part, 8) : part);
-            __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(c), _mm256_set1_ps(dl[j]));
-            if (stream) _mm256_stream_ps(y + 160 + 8 * k, f); else _mm256_storeu_ps(y + 160 + 8 * k, f);
+            c[k] = _mm256_sub_epi32(c[k], _mm256_set1_epi32(4));
+            const __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(c[k]), vd);
+            float *o = y + 160 + 4 * k;
+            if (stream) {
+                _mm_stream_ps(o, _mm256_castps256_ps128(f));
+                _mm_stream_ps(o + 16, _mm256_extractf128_ps(f, 1));
+            } else {
+                _mm_storeu_ps(o, _mm256_castps256_ps128(f));
+                _mm_storeu_ps(o + 16, _mm256_extractf128_ps(f, 1));
+            }
         }
     }
     {
         __m256i codes = _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_QS + 32)), 4), _mm256_set1_epi8(3));
-        codes = _mm256_or_si256(codes, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_HMASK + 0)), 6), _mm256_set1_epi8(1)), 2));
+        codes = _mm256_or_si256(codes, _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_HMASK + 0)), 4), _mm256_set1_epi8(4)));
 
-        codes = _mm256_sub_epi8(codes, _mm256_set1_epi8(4));
+        /* zero-extend by unpacking (bytes -> words -> dwords): c[k] holds elements
+         * 4k..4k+3 (low half) and 16+4k..16+4k+3 (high half) of the run */
+        const __m256i z = _mm256_setzero_si256();
+        const __m256i w0 = _mm256_unpacklo_epi8(codes, z), w1 = _mm256_unpackhi_epi8(codes, z);
+        __m256i c[4] = {_mm256_unpacklo_epi16(w0, z), _mm256_unpackhi_epi16(w0, z), _mm256_unpacklo_epi16(w1, z),
+                        _mm256_unpackhi_epi16(w1, z)};
+        const __m256 vd = _mm256_setr_m128(_mm_set1_ps(dl[12]), _mm_set1_ps(dl[13]));
         for (int k = 0; k < 4; ++k) {
-            const int j = (192 + 8 * k) / SUB;
-            const __m128i part = (k & 2) ? _mm256_extracti128_si256(codes, 1) : _mm256_castsi256_si128(codes);
-            const __m256i c = _mm256_cvtepi8_epi32((k & 1) ? _mm_srli_si128(part, 8) : part);
-            __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(c), _mm256_set1_ps(dl[j]));
-            if (stream) _mm256_stream_ps(y + 192 + 8 * k, f); else _mm256_storeu_ps(y + 192 + 8 * k, f);
+            c[k] = _mm256_sub_epi32(c[k], _mm256_set1_epi32(4));
+            const __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(c[k]), vd);
+            float *o = y + 192 + 4 * k;
+            if (stream) {
+                _mm_stream_ps(o, _mm256_castps256_ps128(f));
+                _mm_stream_ps(o + 16, _mm256_extractf128_ps(f, 1));
+            } else {
+                _mm_storeu_ps(o, _mm256_castps256_ps128(f));
+                _mm_storeu_ps(o + 16, _mm256_extractf128_ps(f, 1));
+            }
         }
     }
     {
         __m256i codes = _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_QS + 32)), 6), _mm256_set1_epi8(3));
-        codes = _mm256_or_si256(codes, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_HMASK + 0)), 7), _mm256_set1_epi8(1)), 2));
+        codes = _mm256_or_si256(codes, _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_HMASK + 0)), 5), _mm256_set1_epi8(4)));
 
-        codes = _mm256_sub_epi8(codes, _mm256_set1_epi8(4));
+        /* zero-extend by unpacking (bytes -> words -> dwords): c[k] holds elements
+         * 4k..4k+3 (low half) and 16+4k..16+4k+3 (high half) of the run */
+        const __m256i z = _mm256_setzero_si256();
+        const __m256i w0 = _mm256_unpacklo_epi8(codes, z), w1 = _mm256_unpackhi_epi8(codes, z);
+        __m256i c[4] = {_mm256_unpacklo_epi16(w0, z), _mm256_unpackhi_epi16(w0, z), _mm256_unpacklo_epi16(w1, z),
+                        _mm256_unpackhi_epi16(w1, z)};
+        const __m256 vd = _mm256_setr_m128(_mm_set1_ps(dl[14]), _mm_set1_ps(dl[15]));
         for (int k = 0; k < 4; ++k) {
-            const int j = (224 + 8 * k) / SUB;
-            const __m128i part = (k & 2) ? _mm256_extracti128_si256(codes, 1) : _mm256_castsi256_si128(codes);
-            const __m256i c = _mm256_cvtepi8_epi32((k & 1) ? _mm_srli_si128(part, 8) : part);
-            __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(c), _mm256_set1_ps(dl[j]));
-            if (stream) _mm256_stream_ps(y + 224 + 8 * k, f); else _mm256_storeu_ps(y + 224 + 8 * k, f);
+            c[k] = _mm256_sub_epi32(c[k], _mm256_set1_epi32(4));
+            const __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(c[k]), vd);
+            float *o = y + 224 + 4 * k;
+            if (stream) {
+                _mm_stream_ps(o, _mm256_castps256_ps128(f));
+                _mm_stream_ps(o + 16, _mm256_extractf128_ps(f, 1));
+            } else {
+                _mm_storeu_ps(o, _mm256_castps256_ps128(f));
+                _mm_storeu_ps(o + 16, _mm256_extractf128_ps(f, 1));
+            }
         }
     }
 }
@@ -569,7 +670,7 @@ static int act_prepare(act_facts *f, const uint8_t *a, int64_t nb) {
         for (int k = 0; k < 16; ++k) {
             int s = 0;
             for (int i = 0; i < 16; ++i) s += (int8_t)ab[ACT_OFF_QS + 16 * k + i];
-            f->asum[16 * ib + k] = (int16_t)s;
+            f->asum[16 * ib + k / 2 + 8 * (k % 2)] = (int16_t)s; /* in the order of S: even, then odd sub-blocks */
         }
     }
     return 0;
@@ -605,87 +706,75 @@ static inline __attribute__((always_inline)) void superblock_partials(const uint
                                                                       const act_facts *f, int64_t ib,
                                                                       __m256i *isum) {
     const __m256i vals = scale_values_avx2(w + OFF_SCALES);
-    const __m256i s16 = _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm256_castsi256_si128(vals)), _mm256_set1_epi16(32));
-    /* s16: int16 lanes 0..15 = v[0..15]; both 128-bit halves of each: the scales of sub-blocks 0..7 / 8..15 */
-    const __m256i lo8 = _mm256_permute2x128_si256(s16, s16, 0x00);
-    const __m256i hi8 = _mm256_permute2x128_si256(s16, s16, 0x11);
+    /* S: int16 scales, the even sub-blocks in the low half, the odd ones in the high half */
+    const __m128i ordered = _mm_shuffle_epi8(_mm256_castsi256_si128(vals), _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15));
+    const __m256i S = _mm256_sub_epi16(_mm256_cvtepu8_epi16(ordered), _mm256_set1_epi16(32));
     const uint8_t *aq = a + ACT_OFF_QS;
-    __m256i acc = _mm256_setzero_si256();
+    /* unsigned codes <= 7 times signed bytes: |pair| <= 1792; 8 pairs per int16 lane stay within int16 */
+    __m256i p[8];
     {
         __m256i codes = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(w + OFF_QS + 0)), _mm256_set1_epi8(3));
-        codes = _mm256_or_si256(codes, _mm256_slli_epi16(_mm256_and_si256(_mm256_loadu_si256((const __m256i *)(w + OFF_HMASK + 0)), _mm256_set1_epi8(1)), 2));
+        codes = _mm256_or_si256(codes, _mm256_and_si256(_mm256_slli_epi16(_mm256_loadu_si256((const __m256i *)(w + OFF_HMASK + 0)), 2), _mm256_set1_epi8(4)));
 
-        /* unsigned codes <= 7 times signed bytes: |pair| <= 1792, no saturation */
-        const __m256i p16 = _mm256_maddubs_epi16(codes, _mm256_loadu_si256((const __m256i *)(aq + 0)));
-        const __m256i sc = _mm256_shuffle_epi8(lo8, _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3));
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p16, sc));
+        p[0] = _mm256_maddubs_epi16(codes, _mm256_loadu_si256((const __m256i *)(aq + 0)));
     }
     {
         __m256i codes = _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(w + OFF_QS + 0)), 2), _mm256_set1_epi8(3));
-        codes = _mm256_or_si256(codes, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(w + OFF_HMASK + 0)), 1), _mm256_set1_epi8(1)), 2));
+        codes = _mm256_or_si256(codes, _mm256_and_si256(_mm256_slli_epi16(_mm256_loadu_si256((const __m256i *)(w + OFF_HMASK + 0)), 1), _mm256_set1_epi8(4)));
 
-        /* unsigned codes <= 7 times signed bytes: |pair| <= 1792, no saturation */
-        const __m256i p16 = _mm256_maddubs_epi16(codes, _mm256_loadu_si256((const __m256i *)(aq + 32)));
-        const __m256i sc = _mm256_shuffle_epi8(lo8, _mm256_setr_epi8(4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7));
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p16, sc));
+        p[1] = _mm256_maddubs_epi16(codes, _mm256_loadu_si256((const __m256i *)(aq + 32)));
     }
     {
         __m256i codes = _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(w + OFF_QS + 0)), 4), _mm256_set1_epi8(3));
-        codes = _mm256_or_si256(codes, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(w + OFF_HMASK + 0)), 2), _mm256_set1_epi8(1)), 2));
+        codes = _mm256_or_si256(codes, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(w + OFF_HMASK + 0)), _mm256_set1_epi8(4)));
 
-        /* unsigned codes <= 7 times signed bytes: |pair| <= 1792, no saturation */
-        const __m256i p16 = _mm256_maddubs_epi16(codes, _mm256_loadu_si256((const __m256i *)(aq + 64)));
-        const __m256i sc = _mm256_shuffle_epi8(lo8, _mm256_setr_epi8(8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11));
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p16, sc));
+        p[2] = _mm256_maddubs_epi16(codes, _mm256_loadu_si256((const __m256i *)(aq + 64)));
     }
     {
         __m256i codes = _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(w + OFF_QS + 0)), 6), _mm256_set1_epi8(3));
-        codes = _mm256_or_si256(codes, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(w + OFF_HMASK + 0)), 3), _mm256_set1_epi8(1)), 2));
+        codes = _mm256_or_si256(codes, _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(w + OFF_HMASK + 0)), 1), _mm256_set1_epi8(4)));
 
-        /* unsigned codes <= 7 times signed bytes: |pair| <= 1792, no saturation */
-        const __m256i p16 = _mm256_maddubs_epi16(codes, _mm256_loadu_si256((const __m256i *)(aq + 96)));
-        const __m256i sc = _mm256_shuffle_epi8(lo8, _mm256_setr_epi8(12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15));
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p16, sc));
+        p[3] = _mm256_maddubs_epi16(codes, _mm256_loadu_si256((const __m256i *)(aq + 96)));
     }
     {
         __m256i codes = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(w + OFF_QS + 32)), _mm256_set1_epi8(3));
-        codes = _mm256_or_si256(codes, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(w + OFF_HMASK + 0)), 4), _mm256_set1_epi8(1)), 2));
+        codes = _mm256_or_si256(codes, _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(w + OFF_HMASK + 0)), 2), _mm256_set1_epi8(4)));
 
-        /* unsigned codes <= 7 times signed bytes: |pair| <= 1792, no saturation */
-        const __m256i p16 = _mm256_maddubs_epi16(codes, _mm256_loadu_si256((const __m256i *)(aq + 128)));
-        const __m256i sc = _mm256_shuffle_epi8(hi8, _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3));
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p16, sc));
+        p[4] = _mm256_maddubs_epi16(codes, _mm256_loadu_si256((const __m256i *)(aq + 128)));
     }
     {
         __m256i codes = _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(w + OFF_QS + 32)), 2), _mm256_set1_epi8(3));
-        codes = _mm256_or_si256(codes, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(w + OFF_HMASK + 0)), 5), _mm256_set1_epi8(1)), 2));
+        codes = _mm256_or_si256(codes, _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(w + OFF_HMASK + 0)), 3), _mm256_set1_epi8(4)));
 
-        /* unsigned codes <= 7 times signed bytes: |pair| <= 1792, no saturation */
-        const __m256i p16 = _mm256_maddubs_epi16(codes, _mm256_loadu_si256((const __m256i *)(aq + 160)));
-        const __m256i sc = _mm256_shuffle_epi8(hi8, _mm256_setr_epi8(4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7));
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p16, sc));
+        p[5] = _mm256_maddubs_epi16(codes, _mm256_loadu_si256((const __m256i *)(aq + 160)));
     }
     {
         __m256i codes = _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(w + OFF_QS + 32)), 4), _mm256_set1_epi8(3));
-        codes = _mm256_or_si256(codes, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(w + OFF_HMASK + 0)), 6), _mm256_set1_epi8(1)), 2));
+        codes = _mm256_or_si256(codes, _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(w + OFF_HMASK + 0)), 4), _mm256_set1_epi8(4)));
 
-        /* unsigned codes <= 7 times signed bytes: |pair| <= 1792, no saturation */
-        const __m256i p16 = _mm256_maddubs_epi16(codes, _mm256_loadu_si256((const __m256i *)(aq + 192)));
-        const __m256i sc = _mm256_shuffle_epi8(hi8, _mm256_setr_epi8(8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11));
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p16, sc));
+        p[6] = _mm256_maddubs_epi16(codes, _mm256_loadu_si256((const __m256i *)(aq + 192)));
     }
     {
         __m256i codes = _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(w + OFF_QS + 32)), 6), _mm256_set1_epi8(3));
-        codes = _mm256_or_si256(codes, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(w + OFF_HMASK + 0)), 7), _mm256_set1_epi8(1)), 2));
+        codes = _mm256_or_si256(codes, _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(w + OFF_HMASK + 0)), 5), _mm256_set1_epi8(4)));
 
-        /* unsigned codes <= 7 times signed bytes: |pair| <= 1792, no saturation */
-        const __m256i p16 = _mm256_maddubs_epi16(codes, _mm256_loadu_si256((const __m256i *)(aq + 224)));
-        const __m256i sc = _mm256_shuffle_epi8(hi8, _mm256_setr_epi8(12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15));
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p16, sc));
+        p[7] = _mm256_maddubs_epi16(codes, _mm256_loadu_si256((const __m256i *)(aq + 224)));
+    }
+    __m256i acc = _mm256_setzero_si256();
+    {
+        const __m256i u0 = _mm256_add_epi16(_mm256_unpacklo_epi16(p[0], p[1]), _mm256_unpackhi_epi16(p[0], p[1]));
+        const __m256i u2 = _mm256_add_epi16(_mm256_unpacklo_epi16(p[2], p[3]), _mm256_unpackhi_epi16(p[2], p[3]));
+        const __m256i u4 = _mm256_add_epi16(_mm256_unpacklo_epi16(p[4], p[5]), _mm256_unpackhi_epi16(p[4], p[5]));
+        const __m256i u6 = _mm256_add_epi16(_mm256_unpacklo_epi16(p[6], p[7]), _mm256_unpackhi_epi16(p[6], p[7]));
+        const __m256i v0 = _mm256_add_epi16(_mm256_unpacklo_epi32(u0, u2), _mm256_unpackhi_epi32(u0, u2));
+        const __m256i v4 = _mm256_add_epi16(_mm256_unpacklo_epi32(u4, u6), _mm256_unpackhi_epi32(u4, u6));
+        const __m256i t0 = _mm256_add_epi16(_mm256_unpacklo_epi64(v0, v4), _mm256_unpackhi_epi64(v0, v4));
+        /* int16 lane k of each half: run 0 + k % 8 */
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(t0, S));
     }
     /* the offset: sum_j s_j * 4 * (sum of sub-block j's activation quants) */
     const __m256i asum = _mm256_loadu_si256((const __m256i *)(f->asum + 16 * ib));
-    acc = _mm256_sub_epi32(acc, _mm256_slli_epi32(_mm256_madd_epi16(s16, asum), 2));
+    acc = _mm256_sub_epi32(acc, _mm256_slli_epi32(_mm256_madd_epi16(S, asum), 2));
     *isum = acc;
 }
 

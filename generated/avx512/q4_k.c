@@ -161,25 +161,39 @@ static inline void pack_codes_avx2(const uint8_t q[QK], uint8_t *b) {
     }
 }
 
-/* The decoded scale values as bytes of a vector (v[0..15] in the low 128 bits). */
+/* The decoded scale values as bytes of a vector (v[0..15] in the low 128 bits):
+ * unpack_scale_words on all words at once, one shuffle/shift/mask/shift per field part. */
 static inline __m256i scale_values_avx2(const uint8_t *b) {
-    uint32_t w[NVALUES / 4];
-    unpack_scale_words(b, w);
-    return _mm256_castsi128_si256(_mm_setr_epi32((int)w[0], (int)w[1], (int)w[2], (int)w[3]));
+    const __m128i raw16 = _mm_loadu_si128((const __m128i *)(b + (-4))); /* the field's last 16 bytes */
+    const __m128i raw = raw16;
+    __m128i p0 = _mm_shuffle_epi8(raw, _mm_setr_epi8(4, 5, 6, 7, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15));
+    p0 = _mm_srlv_epi32(p0, _mm_setr_epi32(0, 0, 0, 4));
+    p0 = _mm_and_si128(p0, _mm_setr_epi32(1061109567, 252645135, 1061109567, 252645135));
+    __m128i p1 = _mm_shuffle_epi8(raw, _mm_setr_epi8(128, 128, 128, 128, 4, 5, 6, 7, 128, 128, 128, 128, 8, 9, 10, 11));
+    p1 = _mm_srlv_epi32(p1, _mm_setr_epi32(0, 6, 0, 6));
+    p1 = _mm_and_si128(p1, _mm_setr_epi32(0, 50529027, 0, 50529027));
+    p1 = _mm_sllv_epi32(p1, _mm_setr_epi32(0, 4, 0, 4));
+    return _mm256_castsi128_si256(_mm_or_si128(p0, p1));
 }
 
 /* ------------------------------------------------------------ dequantize */
 
-static inline void dequantize_superblock(const uint8_t *b, float *y, int stream) {
+static inline __attribute__((always_inline)) void dequantize_superblock(const uint8_t *b, float *y, int stream) {
     const float d = load_fp16(b + OFF_D);
     const float dmin = load_fp16(b + OFF_DMIN);
-    uint8_t v[NVALUES];
-    unpack_scales(b + OFF_SCALES, v);
     float dl[NSUB], ml[NSUB];
-    for (int j = 0; j < NSUB; ++j) {
-        dl[j] = d * (float)SCALE_OF(v, j);
-        ml[j] = dmin * (float)MIN_OF(v, j);
+    /* d * s_j and dmin * m_j, 8 sub-blocks per vector */
+    const __m256i vals = scale_values_avx2(b + OFF_SCALES);
+    for (int h = 0; h < NSUB / 8; ++h) {
+        const __m128i sv = _mm_srli_si128(_mm256_castsi256_si128(vals), 8 * h);
+        const __m256i s = _mm256_cvtepu8_epi32(sv);
+        _mm256_storeu_ps(dl + 8 * h, _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s)));
+        const __m128i mv = _mm_srli_si128(_mm256_castsi256_si128(vals), 8);
+        _mm256_storeu_ps(ml + 8 * h, _mm256_mul_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(mv, 8 * h)))));
     }
+    /* broadcast the factors from memory (a load each; from a register a broadcast costs shuffles, the
+     * unpacks' ports) */
+    __asm__("" : "+m"(dl), "+m"(ml));
     {
         __m256i codes = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(b + OFF_QS + 0)), _mm256_set1_epi8(15));
 
@@ -583,74 +597,62 @@ static inline __attribute__((always_inline)) void superblock_partials(const uint
                                                                       const act_facts *f, int64_t ib,
                                                                       __m256i *isum, __m256i *msum) {
     const __m256i vals = scale_values_avx2(w + OFF_SCALES);
-    const __m256i s16 = _mm256_cvtepu8_epi16(_mm256_castsi256_si128(vals));
-    /* s16: int16 lanes 0..15 = v[0..15]; both 128-bit halves of each: the scales of sub-blocks 0..7 / 8..15 */
-    const __m256i lo8 = _mm256_permute2x128_si256(s16, s16, 0x00);
+    /* S: int16 scales of sub-blocks 0..7 in both halves */
+    const __m256i S = _mm256_permute2x128_si256(_mm256_cvtepu8_epi16(_mm256_castsi256_si128(vals)), _mm256_setzero_si256(), 0x00);
     const uint8_t *aq = a + ACT_OFF_QS;
-    __m256i acc = _mm256_setzero_si256();
+    /* unsigned codes <= 15 times signed bytes: |pair| <= 3840; 8 pairs per int16 lane stay within int16 */
+    __m256i p[8];
     {
         __m256i codes = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(w + OFF_QS + 0)), _mm256_set1_epi8(15));
 
-        /* unsigned codes <= 15 times signed bytes: |pair| <= 3840, no saturation */
-        const __m256i p16 = _mm256_maddubs_epi16(codes, _mm256_loadu_si256((const __m256i *)(aq + 0)));
-        const __m256i sc = _mm256_shuffle_epi8(lo8, _mm256_set1_epi16((short)0x0100));
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p16, sc));
+        p[0] = _mm256_maddubs_epi16(codes, _mm256_loadu_si256((const __m256i *)(aq + 0)));
     }
     {
         __m256i codes = _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(w + OFF_QS + 0)), 4), _mm256_set1_epi8(15));
 
-        /* unsigned codes <= 15 times signed bytes: |pair| <= 3840, no saturation */
-        const __m256i p16 = _mm256_maddubs_epi16(codes, _mm256_loadu_si256((const __m256i *)(aq + 32)));
-        const __m256i sc = _mm256_shuffle_epi8(lo8, _mm256_set1_epi16((short)0x0302));
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p16, sc));
+        p[1] = _mm256_maddubs_epi16(codes, _mm256_loadu_si256((const __m256i *)(aq + 32)));
     }
     {
         __m256i codes = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(w + OFF_QS + 32)), _mm256_set1_epi8(15));
 
-        /* unsigned codes <= 15 times signed bytes: |pair| <= 3840, no saturation */
-        const __m256i p16 = _mm256_maddubs_epi16(codes, _mm256_loadu_si256((const __m256i *)(aq + 64)));
-        const __m256i sc = _mm256_shuffle_epi8(lo8, _mm256_set1_epi16((short)0x0504));
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p16, sc));
+        p[2] = _mm256_maddubs_epi16(codes, _mm256_loadu_si256((const __m256i *)(aq + 64)));
     }
     {
         __m256i codes = _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(w + OFF_QS + 32)), 4), _mm256_set1_epi8(15));
 
-        /* unsigned codes <= 15 times signed bytes: |pair| <= 3840, no saturation */
-        const __m256i p16 = _mm256_maddubs_epi16(codes, _mm256_loadu_si256((const __m256i *)(aq + 96)));
-        const __m256i sc = _mm256_shuffle_epi8(lo8, _mm256_set1_epi16((short)0x0706));
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p16, sc));
+        p[3] = _mm256_maddubs_epi16(codes, _mm256_loadu_si256((const __m256i *)(aq + 96)));
     }
     {
         __m256i codes = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(w + OFF_QS + 64)), _mm256_set1_epi8(15));
 
-        /* unsigned codes <= 15 times signed bytes: |pair| <= 3840, no saturation */
-        const __m256i p16 = _mm256_maddubs_epi16(codes, _mm256_loadu_si256((const __m256i *)(aq + 128)));
-        const __m256i sc = _mm256_shuffle_epi8(lo8, _mm256_set1_epi16((short)0x0908));
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p16, sc));
+        p[4] = _mm256_maddubs_epi16(codes, _mm256_loadu_si256((const __m256i *)(aq + 128)));
     }
     {
         __m256i codes = _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(w + OFF_QS + 64)), 4), _mm256_set1_epi8(15));
 
-        /* unsigned codes <= 15 times signed bytes: |pair| <= 3840, no saturation */
-        const __m256i p16 = _mm256_maddubs_epi16(codes, _mm256_loadu_si256((const __m256i *)(aq + 160)));
-        const __m256i sc = _mm256_shuffle_epi8(lo8, _mm256_set1_epi16((short)0x0B0A));
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p16, sc));
+        p[5] = _mm256_maddubs_epi16(codes, _mm256_loadu_si256((const __m256i *)(aq + 160)));
     }
     {
         __m256i codes = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(w + OFF_QS + 96)), _mm256_set1_epi8(15));
 
-        /* unsigned codes <= 15 times signed bytes: |pair| <= 3840, no saturation */
-        const __m256i p16 = _mm256_maddubs_epi16(codes, _mm256_loadu_si256((const __m256i *)(aq + 192)));
-        const __m256i sc = _mm256_shuffle_epi8(lo8, _mm256_set1_epi16((short)0x0D0C));
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p16, sc));
+        p[6] = _mm256_maddubs_epi16(codes, _mm256_loadu_si256((const __m256i *)(aq + 192)));
     }
     {
         __m256i codes = _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(w + OFF_QS + 96)), 4), _mm256_set1_epi8(15));
 
-        /* unsigned codes <= 15 times signed bytes: |pair| <= 3840, no saturation */
-        const __m256i p16 = _mm256_maddubs_epi16(codes, _mm256_loadu_si256((const __m256i *)(aq + 224)));
-        const __m256i sc = _mm256_shuffle_epi8(lo8, _mm256_set1_epi16((short)0x0F0E));
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p16, sc));
+        p[7] = _mm256_maddubs_epi16(codes, _mm256_loadu_si256((const __m256i *)(aq + 224)));
+    }
+    __m256i acc = _mm256_setzero_si256();
+    {
+        const __m256i u0 = _mm256_add_epi16(_mm256_unpacklo_epi16(p[0], p[1]), _mm256_unpackhi_epi16(p[0], p[1]));
+        const __m256i u2 = _mm256_add_epi16(_mm256_unpacklo_epi16(p[2], p[3]), _mm256_unpackhi_epi16(p[2], p[3]));
+        const __m256i u4 = _mm256_add_epi16(_mm256_unpacklo_epi16(p[4], p[5]), _mm256_unpackhi_epi16(p[4], p[5]));
+        const __m256i u6 = _mm256_add_epi16(_mm256_unpacklo_epi16(p[6], p[7]), _mm256_unpackhi_epi16(p[6], p[7]));
+        const __m256i v0 = _mm256_add_epi16(_mm256_unpacklo_epi32(u0, u2), _mm256_unpackhi_epi32(u0, u2));
+        const __m256i v4 = _mm256_add_epi16(_mm256_unpacklo_epi32(u4, u6), _mm256_unpackhi_epi32(u4, u6));
+        const __m256i t0 = _mm256_add_epi16(_mm256_unpacklo_epi64(v0, v4), _mm256_unpackhi_epi64(v0, v4));
+        /* int16 lane k of each half: run 0 + k % 8 */
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(t0, S));
     }
     (void)f;
     (void)ib;

@@ -143,11 +143,11 @@ static inline void pack_codes(const uint8_t q[QK], uint8_t *b) {
 
 /* ------------------------------------------------------------ dequantize */
 
-static inline void dequantize_superblock(const uint8_t *b, float *y, int stream) {
+static inline __attribute__((always_inline)) void dequantize_superblock(const uint8_t *b, float *y, int stream) {
     const float d = load_fp16(b + OFF_D);
+    float dl[NSUB];
     uint8_t v[NVALUES];
     unpack_scales(b + OFF_SCALES, v);
-    float dl[NSUB];
     for (int j = 0; j < NSUB; ++j) {
         dl[j] = d * (float)SCALE_OF(v, j);
     }
