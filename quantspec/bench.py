@@ -156,6 +156,14 @@ def _melems(n: int, seconds: float) -> float:
     return n / max(seconds, 1e-12) / 1e6
 
 
+def default_formats() -> list[str]:
+    """The formats with a generated kernel here. The others run through the
+    NumPy spec only, some of whose searches take minutes on 4M elements:
+    name them with ``--formats`` to time them."""
+    info = qs.kernel_info()
+    return [f for f in qs.formats() if any(info[(f, op)] != dispatch.REFERENCE for op in dispatch.OPS)]
+
+
 def run(formats=None, ops=None, *, n: int = DEFAULT_N, repeats: int = 10, threads: int = 2,
         out_of_cache: bool = False, progress: Callable[[str], None] | None = None) -> list[Result]:
     """Time every (format, op) against ggml, then the other comparisons.
@@ -164,7 +172,7 @@ def run(formats=None, ops=None, *, n: int = DEFAULT_N, repeats: int = 10, thread
     ``threads``: the thread count of the scaling rows (skipped when 1),
     ``out_of_cache``: add the 1 GiB dequantize row against copy bandwidth.
     """
-    formats = [qs.format_info(f).name for f in (formats or qs.formats())]
+    formats = [qs.format_info(f).name for f in (formats or default_formats())]
     ops = list(ops or dispatch.OPS)
     for op in ops:
         if op not in dispatch.OPS:

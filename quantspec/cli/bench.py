@@ -17,7 +17,7 @@ def _csv(value: str) -> list[str]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--formats", type=_csv, default=None, metavar="F1,F2",
-                   help="formats to time (default: every format)")
+                   help="formats to time (default: every format with a kernel here)")
     p.add_argument("--ops", type=_csv, default=None, metavar="OP,...",
                    help="quantize,dequantize,vec_dot (default: all three)")
     p.add_argument("--quick", action="store_true",
