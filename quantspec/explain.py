@@ -289,6 +289,36 @@ LAYOUTS: dict[str, Layout] = {
          Seg("scales_h", 0, 2, "sc", "i", at=4, unit=16, repeat=8, stride=2)),
         "d * (sc[j // 32] - 32) * GRID_VALUES[2 * p[j // 2] + j % 2]",
         row_meta=(("d", "f16"),)),
+    # trellis formats: the formulas read the spec modules' codebooks (the generator's outputs for every seed)
+    "iq1_kt": Layout(
+        (Symbol("s", 13, "trellis seed of the 8 elements 8s .. 8s+7"),
+         Symbol("sc", 4, "scale code of sub-block b (into IQ4K_VALUES)")),
+        (Seg("sh", 0, 4, "sc", "k"), Seg("sh", 4, 1, "s", "4*k + i", at=12, repeat=4, stride=1),
+         Seg("ql", 0, 8, "s", "k"), Seg("qh", 0, 4, "s", "k", at=8), Seg("qh", 4, 4, "s", "k + 16", at=8)),
+        "d * IQ4K_VALUES[sc[j // 32]] * CODEBOOK[8 * s[j // 8] + j % 8]",
+        row_meta=(("d", "f32"),)),
+    "iq2_kt": Layout(
+        (Symbol("s", 16, "trellis seed of the 8 elements 8s .. 8s+7"),
+         Symbol("sc", 4, "scale code of sub-block b (into IQ4K_VALUES)")),
+        (Seg("scales", 0, 4, "sc", "k"), Seg("scales", 4, 4, "sc", "k + 4"), Seg("ql", 0, 16, "s", "k", unit=16)),
+        "d * IQ4K_VALUES[sc[j // 32]] * CODEBOOK[8 * s[j // 8] + j % 8]",
+        row_meta=(("d", "f32"),)),
+    "iq3_kt": Layout(
+        (Symbol("s", 16, "trellis seed of the 8 elements 8s .. 8s+7 (absolute values)"),
+         Symbol("sc", 4, "scale of sub-block b"), Symbol("sg", 1, "sign of element j (1: negative)")),
+        (Seg("scales", 0, 4, "sc", "k"), Seg("scales", 4, 4, "sc", "k + 4"), Seg("ql", 0, 16, "s", "k", unit=16),
+         Seg("qh", 0, 1, "sg", "32*i + k", repeat=8, stride=1)),
+        "d * sc[j // 32] * ABS_CODEBOOK[8 * s[j // 8] + j % 8] * (1 - 2 * sg[j])",
+        row_meta=(("d", "f32"),)),
+    "iq4_kt": Layout(
+        (Symbol("s", 15, "trellis seed of the 4 elements 4s .. 4s+3"),
+         Symbol("sc", 7, "scale code of sub-block b (scale = sc - 64)"),
+         Symbol("cb", 1, "codebook of sub-block b (1: generator offset 4096 + 32768)")),
+        (Seg("shb", 0, 1, "cb", "k", unit=32), Seg("shb", 1, 7, "sc", "k", unit=32),
+         Seg("shb", 8, 3, "s", "8*k + i", at=12, unit=32, repeat=8, stride=3),
+         Seg("ql", 0, 8, "s", "k"), Seg("qh", 0, 4, "s", "k", at=8), Seg("qh", 4, 4, "s", "k + 32", at=8)),
+        "d * (sc[j // 32] - 64) * CODEBOOKS[4 * (32768 * cb[j // 32] + s[j // 4]) + j % 4]",
+        row_meta=(("d", "f32"),)),
     "q1_0_g128": Layout((Symbol("q", 1, "sign bit of element j: 1 for +d, 0 for -d"),),
                         (Seg("qs", 0, 1, "q", "8*k + i", repeat=8, stride=1),), "(2*q[j] - 1) * d"),
 }

@@ -131,7 +131,8 @@ def test_iq4_kss_worked_example_doctest():
 
 
 IK_FORMATS = ["q6_0", "iq1_bn", "iq2_bn", "iq2_k", "iq3_k", "iq4_k", "iq5_k", "iq6_k", "iq4_ks", "iq2_ks", "iq4_kss",
-              "iq5_ks", "iq3_ks", "iq2_kl", "q1_0_g128"]
+              "iq5_ks", "iq2_kt", "iq3_kt", "iq4_kt", "iq3_ks", "iq2_kl", "iq1_kt", "q1_0_g128"]
+KT_FORMATS = ["iq1_kt", "iq2_kt", "iq3_kt", "iq4_kt"]
 
 
 @pytest.mark.parametrize("fmt", IK_FORMATS)
@@ -147,15 +148,16 @@ def test_rows_carry_their_metadata_and_zero_rows(fmt):
     assert qs.validate(fmt, q) == []
 
 
-@pytest.mark.parametrize("fmt", IK_FORMATS)
+@pytest.mark.parametrize("fmt", [f for f in IK_FORMATS if f not in KT_FORMATS] + [
+    pytest.param(f, marks=pytest.mark.slow) for f in KT_FORMATS])
 def test_quantize_is_row_independent(fmt):
     rng = np.random.default_rng(7)
     n = max(qs.format_info(fmt).block_size, 256)
-    x = rng.standard_normal((3, 2 * n)).astype(F)
-    im = rng.uniform(0.1, 2.0, 2 * n).astype(F)
+    x = rng.standard_normal((2, n)).astype(F)
+    im = rng.uniform(0.1, 2.0, n).astype(F)
     for imatrix in (None, im):
         q = qs.quantize(fmt, x, imatrix)
-        for r in range(3):
+        for r in range(2):
             assert np.array_equal(qs.quantize(fmt, x[r], imatrix), q[r])
 
 
@@ -202,7 +204,8 @@ def _element_scale(fmt: str, q: np.ndarray) -> np.ndarray:
     return np.repeat(d, spec.block_size, axis=1)
 
 
-@pytest.mark.parametrize("fmt", [f for f in IK_FORMATS if qs.format_info(f).vec_dot_format and f != "q1_0_g128"])
+@pytest.mark.parametrize("fmt", [f for f in IK_FORMATS if qs.format_info(f).vec_dot_format
+                                 and f != "q1_0_g128" and f not in KT_FORMATS])
 def test_vec_dot_is_the_stated_integer_sum(fmt):
     """term = (d_w * d_a) * (float)isum per block of the activation's size
     (exact integer isum, recovered from the dequantized weights), canonical order."""
@@ -250,3 +253,90 @@ def test_q1_0_g128_is_mainline_q1_0_with_ik_llama_s_dot_product():
     t = (dw[..., None] * f16_bits_to_f32(ab["d"]).reshape(1, 4, 4)) * s.astype(F)
     expected = canonical_dot(((t[..., 0] + t[..., 1]) + t[..., 2]) + t[..., 3])
     assert np.array_equal(qs.vec_dot("q1_0_g128", q, a).view(np.uint32), expected.view(np.uint32))
+
+
+def _set_values(seed: int, group: int, offset: int = 4096, absolute: bool = False) -> list[float]:
+    """``QuantizerIQKT::set_values`` (integer trellis) transcribed with Python ints."""
+    x = (seed + offset) & 0xFFFFFFFF
+    out = []
+    for _ in range(group):
+        x = (x * 0xCBAC1FED) & 0xFFFFFFFF
+        s = x & 0x3F3F3F3F
+        v = sum((s >> (8 * i)) & 0xFF for i in range(4)) - 126
+        out.append(float(abs(v) if absolute else v))
+    return out
+
+
+@pytest.mark.parametrize("bits, group, offset, absolute", [(13, 8, 4096, False), (16, 8, 4096, False),
+                                                           (16, 8, 4096, True), (15, 4, 4096, False),
+                                                           (15, 4, 4096 + 32768, False)])
+def test_trellis_generator_matches_the_integer_recurrence(bits, group, offset, absolute):
+    from quantspec.reference import _kt
+
+    table = _kt.codebook(bits, group, offset, absolute)
+    assert table.shape == (1 << bits, group) and table.dtype == F
+    for seed in [0, 1, 2, 4095, (1 << bits) // 3, (1 << bits) - 1]:
+        assert table[seed].tolist() == _set_values(seed, group, offset, absolute)
+    assert table.min() >= (0 if absolute else -126) and table.max() <= 126
+    if not absolute:  # the sum of 4 uniform 6-bit numbers, centred: about Gaussian, mean near 0
+        assert abs(float(table.mean())) < 1.0 and 30 < float(table.std()) < 40
+
+
+def _round_f32(value) -> np.float32:
+    """A Fraction correctly rounded to float32 (ties to even), by comparing neighbours."""
+    from fractions import Fraction
+
+    guess = F(float(value))
+    cands = [np.nextafter(guess, F(-np.inf)), guess, np.nextafter(guess, F(np.inf))]
+    dist = [abs(Fraction(float(c)) - value) for c in cands]
+    best = min(dist)
+    ties = [c for c, dd in zip(cands, dist) if dd == best]
+    return ties[0] if len(ties) == 1 else next(c for c in ties if not c.view(np.uint32) & 1)
+
+
+def test_fma_is_one_rounding():
+    from fractions import Fraction
+
+    from quantspec.reference._kt import fma
+
+    rng = np.random.default_rng(2)
+    a, b, c = (rng.standard_normal(300).astype(F) * F(s) for s in (1, 3, 1e-3))
+    got = fma(a, b, c)
+    for x, y, z, r in zip(a, b, c, got):
+        assert r == _round_f32(Fraction(float(x)) * Fraction(float(y)) + Fraction(float(z)))
+    # a*b lies exactly halfway between two floats; a tiny c decides, which rounding the float64 sum first loses
+    one = F(1 + 2.0**-12)
+    assert fma(one, one, F(2.0**-80)) == F(1 + 2.0**-11 + 2.0**-23)
+    assert fma(one, one, F(-2.0**-80)) == F(1 + 2.0**-11)
+
+
+def test_kt_dot_is_the_stated_sum():
+    """IQ2_KT: t_b = ((d*scale_b) * fp16(q8.d_b)) * sumi_b per 32 elements, added left to right per
+    super-block, canonical order; scales and values read back from the bytes and the floats."""
+    from quantspec.reference._numerics import canonical_dot, f16_bits_to_f32
+
+    rng = np.random.default_rng(4)
+    q = qs.quantize("iq2_kt", rng.standard_normal((2, 512)).astype(F))
+    a = qs.quantize("q8_0", rng.standard_normal(512).astype(F))
+    d = q[:, :4].copy().view(F)[:, 0]
+    sc = q[:, 4:].reshape(2, 2, 68)[:, :, :4].astype(int)
+    scale = T.IQ4K_VALUES[np.concatenate([sc & 15, sc >> 4], axis=-1)].astype(F)        # (2, 2, 8)
+    dl = d[:, None, None] * scale
+    values = np.rint(qs.dequantize("iq2_kt", q).reshape(2, 2, 8, 32) / dl[..., None]).astype(np.int64)
+    ab = qs.registry.spec("q8_0").blocks(a[None, :])[0]
+    sumi = (values * ab["qs"].astype(np.int64).reshape(1, 2, 8, 32)).sum(axis=-1)
+    t = (dl * f16_bits_to_f32(ab["d"]).reshape(1, 2, 8)) * sumi.astype(F)
+    term = t[..., 0]
+    for b in range(1, 8):
+        term = term + t[..., b]
+    assert np.array_equal(qs.vec_dot("iq2_kt", q, a).view(np.uint32), canonical_dot(term).view(np.uint32))
+
+
+@pytest.mark.parametrize("fmt", KT_FORMATS)
+def test_kt_dot_is_close_to_the_float_dot(fmt):
+    rng = np.random.default_rng(6)
+    q = qs.quantize(fmt, rng.standard_normal((2, 256)).astype(F))
+    a = qs.quantize("q8_0", rng.standard_normal(256).astype(F))
+    exact = (qs.dequantize(fmt, q).astype(np.float64) * qs.dequantize("q8_0", a).astype(np.float64)).sum(axis=1)
+    got = qs.vec_dot(fmt, q, a)
+    assert np.all(np.abs(got - exact) <= 1e-5 * np.abs(qs.dequantize(fmt, q)).sum(axis=1) * 4)
