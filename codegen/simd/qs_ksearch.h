@@ -18,6 +18,7 @@
 #include "qs_search.h"
 
 #define QS_ALWAYS_INLINE static inline __attribute__((always_inline))
+#define QS_MAX_GROUPS 4 /* vectors of 8 lanes a lane search takes at once */
 
 /* ---------------------------------------------------------------- scalar */
 
@@ -203,7 +204,7 @@ QS_ALWAYS_INLINE float qs_make_qp_quants(int n, int nmax, const float *x, uint8_
 }
 
 #ifdef __AVX2__
-#include <immintrin.h>
+#include "qs_avx2.h"
 
 /* ------------------------------------------------- AVX2, lane = sub-block */
 
@@ -269,7 +270,8 @@ QS_ALWAYS_INLINE void qs_avx2_make_qkx2_quants(int G, int n, int nmax, const __m
                                                qs_avx2_qkx_result *res) {
     const __m256 zero = _mm256_setzero_ps(), sign = _mm256_set1_ps(-0.0f);
     const __m256 fnmax = _mm256_set1_ps((float)nmax);
-    __m256 vmax[2], min[2], flat[2], sum_w[2], sum_x[2], best[2], scale[2], code_iscale[2], code_min[2];
+    __m256 vmax[QS_MAX_GROUPS], min[QS_MAX_GROUPS], flat[QS_MAX_GROUPS], sum_w[QS_MAX_GROUPS], sum_x[QS_MAX_GROUPS];
+    __m256 best[QS_MAX_GROUPS], scale[QS_MAX_GROUPS], code_iscale[QS_MAX_GROUPS], code_min[QS_MAX_GROUPS];
     for (int g = 0; g < G; ++g) {
         __m256 lo = xt[g], hi = xt[g];
         sum_w[g] = wt[g];
@@ -301,8 +303,8 @@ QS_ALWAYS_INLINE void qs_avx2_make_qkx2_quants(int G, int n, int nmax, const __m
     }
     for (int is = 0; is <= nstep; ++is) {
         const __m256 numer = _mm256_set1_ps(rmin + rdelta * is + nmax);
-        __m256 iscale[2], sum_l[2], sum_l2[2], sum_xl[2];
-        __m256 lf[64];
+        __m256 iscale[QS_MAX_GROUPS], sum_l[QS_MAX_GROUPS], sum_l2[QS_MAX_GROUPS], sum_xl[QS_MAX_GROUPS];
+        __m256 lf[32 * QS_MAX_GROUPS];
         for (int g = 0; g < G; ++g) {
             iscale[g] = _mm256_div_ps(numer, _mm256_sub_ps(vmax[g], min[g]));
             sum_l[g] = sum_l2[g] = sum_xl[g] = zero;
@@ -319,7 +321,7 @@ QS_ALWAYS_INLINE void qs_avx2_make_qkx2_quants(int G, int n, int nmax, const __m
                 sum_l2[g] = _mm256_add_ps(sum_l2[g], _mm256_mul_ps(wl, f));
                 sum_xl[g] = _mm256_add_ps(sum_xl[g], _mm256_mul_ps(wl, x));
             }
-        __m256 this_scale[2], this_min[2], D[2], cur[2];
+        __m256 this_scale[QS_MAX_GROUPS], this_min[QS_MAX_GROUPS], D[QS_MAX_GROUPS], cur[QS_MAX_GROUPS];
         for (int g = 0; g < G; ++g) {
             D[g] = _mm256_sub_ps(_mm256_mul_ps(sum_w[g], sum_l2[g]), _mm256_mul_ps(sum_l[g], sum_l[g]));
             this_scale[g] = _mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(sum_w[g], sum_xl[g]), _mm256_mul_ps(sum_x[g], sum_l[g])), D[g]);
@@ -399,8 +401,9 @@ QS_ALWAYS_INLINE void qs_avx2_qx_trial(int G, int n, int nmax, const __m256 *xt,
 QS_ALWAYS_INLINE void qs_avx2_make_qx_quants(int G, int n, int nmax, const __m256 *xt, const __m256 *wt,
                                              qs_avx2_qx_result *res) {
     const __m256 zero = _mm256_setzero_ps();
-    __m256 vmax[2], zero_lanes[2], scale[2], best[2], best_iscale[2], iscale[2], sumlx[2], suml2[2];
-    __m256 wx[64];
+    __m256 vmax[QS_MAX_GROUPS], zero_lanes[QS_MAX_GROUPS], scale[QS_MAX_GROUPS], best[QS_MAX_GROUPS];
+    __m256 best_iscale[QS_MAX_GROUPS], iscale[QS_MAX_GROUPS], sumlx[QS_MAX_GROUPS], suml2[QS_MAX_GROUPS];
+    __m256 wx[32 * QS_MAX_GROUPS];
     for (int g = 0; g < G; ++g) {
         __m256 amax;
         qs_avx2_signed_absmax(G, n, xt, g, &amax, &vmax[g]);
@@ -438,8 +441,14 @@ QS_ALWAYS_INLINE void qs_avx2_make_qx_quants(int G, int n, int nmax, const __m25
 QS_ALWAYS_INLINE void qs_avx2_make_q3_quants(int G, int n, int nmax, const __m256 *xt, __m256 *scale_out,
                                              __m256i *Lt) {
     const __m256 zero = _mm256_setzero_ps();
-    __m256 zero_lanes[2], sumlx[2], suml2[2];
-    __m256 w[64], wx[64];
+    __m256 zero_lanes[QS_MAX_GROUPS], sumlx[QS_MAX_GROUPS], suml2[QS_MAX_GROUPS];
+    /* per element: w = x*x, wx = w*x, and for the current code L the C's products
+     * w*x*L and w*L*L (the same operations give the same bits, so they are kept
+     * until L changes), the bounds of the settled test below; the codes are
+     * kept as floats */
+    const __m256 lo_clamp = _mm256_set1_ps((float)-nmax), hi_clamp = _mm256_set1_ps((float)(nmax - 1));
+    __m256 w[32 * QS_MAX_GROUPS], wx[32 * QS_MAX_GROUPS], Lf[32 * QS_MAX_GROUPS];
+    __m256 wxL[32 * QS_MAX_GROUPS], wLL[32 * QS_MAX_GROUPS], mlo[32 * QS_MAX_GROUPS], mhi[32 * QS_MAX_GROUPS];
     for (int g = 0; g < G; ++g) {
         __m256 amax, vmax;
         qs_avx2_signed_absmax(G, n, xt, g, &amax, &vmax);
@@ -447,47 +456,70 @@ QS_ALWAYS_INLINE void qs_avx2_make_q3_quants(int G, int n, int nmax, const __m25
         const __m256 iscale = _mm256_div_ps(_mm256_set1_ps((float)-nmax), vmax);
         sumlx[g] = suml2[g] = zero;
         for (int i = 0; i < n; ++i) {
-            const __m256 x = xt[i * G + g];
-            const __m256i l = qs_avx2_clamp_epi32(qs_avx2_nearest_int(_mm256_mul_ps(iscale, x)), -nmax, nmax - 1);
-            const __m256 f = _mm256_cvtepi32_ps(l);
-            Lt[i * G + g] = l;
-            w[i * G + g] = _mm256_mul_ps(x, x);
-            wx[i * G + g] = _mm256_mul_ps(w[i * G + g], x);
-            sumlx[g] = _mm256_add_ps(sumlx[g], _mm256_mul_ps(wx[i * G + g], f));
-            suml2[g] = _mm256_add_ps(suml2[g], _mm256_mul_ps(_mm256_mul_ps(w[i * G + g], f), f));
+            const int k = i * G + g;
+            const __m256 x = xt[k];
+            const __m256 f = _mm256_cvtepi32_ps(qs_avx2_clamp_epi32(qs_avx2_nearest_int(_mm256_mul_ps(iscale, x)), -nmax, nmax - 1));
+            Lf[k] = f;
+            mlo[k] = qs_avx2_select_ps(_mm256_set1_ps(-0.499f), _mm256_set1_ps(-0x1p20f), _mm256_cmp_ps(f, lo_clamp, _CMP_EQ_OQ));
+            mhi[k] = qs_avx2_select_ps(_mm256_set1_ps(0.499f), _mm256_set1_ps(0x1p20f), _mm256_cmp_ps(f, hi_clamp, _CMP_EQ_OQ));
+            w[k] = _mm256_mul_ps(x, x);
+            wx[k] = _mm256_mul_ps(w[k], x);
+            wxL[k] = _mm256_mul_ps(wx[k], f);
+            wLL[k] = _mm256_mul_ps(_mm256_mul_ps(w[k], f), f);
+            sumlx[g] = _mm256_add_ps(sumlx[g], wxL[k]);
+            suml2[g] = _mm256_add_ps(suml2[g], wLL[k]);
         }
     }
     /* Coordinate descent. A lane whose sweep changes nothing would change
-     * nothing in the next sweep either (same state, same decisions), so the
-     * lanes sweep together until none changes, at most 5 times, as the C. */
-    for (int itry = 0; itry < 5; ++itry) {
-        __m256 changed = zero;
+     * nothing in the next sweep either (same state, same decisions), so each
+     * group of lanes sweeps until none of its lanes changes, at most 5 times,
+     * as the C per sub-block. */
+    unsigned active = (1u << G) - 1;
+    for (int itry = 0; itry < 5 && active; ++itry) {
+        __m256 changed[QS_MAX_GROUPS];
+        for (int g = 0; g < G; ++g) changed[g] = zero;
         for (int i = 0; i < n; ++i)
             for (int g = 0; g < G; ++g) {
-                const __m256 x = xt[i * G + g];
-                const __m256 Lf = _mm256_cvtepi32_ps(Lt[i * G + g]);
-                const __m256 slx = _mm256_sub_ps(sumlx[g], _mm256_mul_ps(wx[i * G + g], Lf));
-                const __m256 sl2 = _mm256_sub_ps(suml2[g], _mm256_mul_ps(_mm256_mul_ps(w[i * G + g], Lf), Lf));
-                const __m256i new_l = qs_avx2_clamp_epi32(
-                    qs_avx2_nearest_int(_mm256_div_ps(_mm256_mul_ps(x, sl2), slx)), -nmax, nmax - 1);
-                const __m256 nf = _mm256_cvtepi32_ps(new_l);
-                const __m256 slx_new = _mm256_add_ps(slx, _mm256_mul_ps(wx[i * G + g], nf));
-                const __m256 sl2_new = _mm256_add_ps(sl2, _mm256_mul_ps(_mm256_mul_ps(w[i * G + g], nf), nf));
-                const __m256 differs = _mm256_castsi256_ps(
-                    _mm256_xor_si256(_mm256_cmpeq_epi32(new_l, Lt[i * G + g]), _mm256_set1_epi32(-1)));
-                __m256 accept = _mm256_and_ps(_mm256_cmp_ps(slx, zero, _CMP_GT_OQ), differs);
+                if (!((active >> g) & 1)) continue;
+                const int k = i * G + g;
+                const __m256 slx = _mm256_sub_ps(sumlx[g], wxL[k]);
+                const __m256 sl2 = _mm256_sub_ps(suml2[g], wLL[k]);
+                const __m256 num = _mm256_mul_ps(xt[k], sl2);
+                /* Most steps change nothing. A lane is settled without the quotient when the C
+                 * skips it (!(slx > 0)), or when 2^-100 <= slx <= 2^100 (every product below
+                 * finite and normal) and d = num - L*slx in float has |d| <= 0.499*slx: then
+                 * num/slx is within 0.4991 of L, its float quotient rounds to L (never a tie)
+                 * and new_l == L. At a clamp end only one side counts (|d| <= 2^20*slx keeps the
+                 * quotient in nearest_int's valid range). NaN fails every comparison. */
+                const __m256 d = _mm256_sub_ps(num, _mm256_mul_ps(Lf[k], slx));
+                const __m256 in_range = _mm256_and_ps(_mm256_cmp_ps(slx, _mm256_set1_ps(0x1p-100f), _CMP_GE_OQ),
+                                                      _mm256_cmp_ps(slx, _mm256_set1_ps(0x1p100f), _CMP_LE_OQ));
+                const __m256 sure = _mm256_and_ps(in_range,
+                                                  _mm256_and_ps(_mm256_cmp_ps(d, _mm256_mul_ps(mlo[k], slx), _CMP_GE_OQ),
+                                                                _mm256_cmp_ps(d, _mm256_mul_ps(mhi[k], slx), _CMP_LE_OQ)));
+                if (_mm256_movemask_ps(_mm256_or_ps(sure, _mm256_cmp_ps(slx, zero, _CMP_NGT_UQ))) == 0xFF) continue;
+                const __m256 nf = _mm256_cvtepi32_ps(qs_avx2_clamp_epi32(qs_avx2_nearest_int(_mm256_div_ps(num, slx)), -nmax, nmax - 1));
+                const __m256 wxn = _mm256_mul_ps(wx[k], nf), wnn = _mm256_mul_ps(_mm256_mul_ps(w[k], nf), nf);
+                const __m256 slx_new = _mm256_add_ps(slx, wxn);
+                const __m256 sl2_new = _mm256_add_ps(sl2, wnn);
+                __m256 accept = _mm256_and_ps(_mm256_cmp_ps(slx, zero, _CMP_GT_OQ), _mm256_cmp_ps(nf, Lf[k], _CMP_NEQ_UQ));
                 accept = _mm256_and_ps(accept, _mm256_cmp_ps(sl2_new, zero, _CMP_GT_OQ));
                 accept = _mm256_and_ps(accept, _mm256_cmp_ps(_mm256_mul_ps(_mm256_mul_ps(slx_new, slx_new), suml2[g]),
                                                              _mm256_mul_ps(_mm256_mul_ps(sumlx[g], sumlx[g]), sl2_new),
                                                              _CMP_GT_OQ));
-                Lt[i * G + g] = _mm256_castps_si256(qs_avx2_select_ps(_mm256_castsi256_ps(Lt[i * G + g]),
-                                                                      _mm256_castsi256_ps(new_l), accept));
+                Lf[k] = qs_avx2_select_ps(Lf[k], nf, accept);
+                wxL[k] = qs_avx2_select_ps(wxL[k], wxn, accept);
+                wLL[k] = qs_avx2_select_ps(wLL[k], wnn, accept);
+                mlo[k] = qs_avx2_select_ps(_mm256_set1_ps(-0.499f), _mm256_set1_ps(-0x1p20f), _mm256_cmp_ps(Lf[k], lo_clamp, _CMP_EQ_OQ));
+                mhi[k] = qs_avx2_select_ps(_mm256_set1_ps(0.499f), _mm256_set1_ps(0x1p20f), _mm256_cmp_ps(Lf[k], hi_clamp, _CMP_EQ_OQ));
                 sumlx[g] = qs_avx2_select_ps(sumlx[g], slx_new, accept);
                 suml2[g] = qs_avx2_select_ps(suml2[g], sl2_new, accept);
-                changed = _mm256_or_ps(changed, accept);
+                changed[g] = _mm256_or_ps(changed[g], accept);
             }
-        if (!_mm256_movemask_ps(changed)) break;
+        for (int g = 0; g < G; ++g)
+            if (!_mm256_movemask_ps(changed[g])) active &= ~(1u << g);
     }
+    for (int k = 0; k < n * G; ++k) Lt[k] = _mm256_cvtps_epi32(Lf[k]);
     for (int g = 0; g < G; ++g) {
         const __m256 scale = _mm256_and_ps(_mm256_div_ps(sumlx[g], suml2[g]),
                                            _mm256_cmp_ps(suml2[g], zero, _CMP_GT_OQ));

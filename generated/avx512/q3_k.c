@@ -435,37 +435,42 @@ static int quantize_superblock(const float *x, uint8_t *b, const float *qw) {
 
 /* ------------------------------------------- quantize, lane = sub-block */
 
-/* Stage 1 for 1 super-block (16 sub-blocks: two vectors of 8 lanes), the
+/* Stage 1 for 2 super-blocks (32 sub-blocks: 4 vectors of 8 lanes), the
  * same searches as search_superblock with one sub-block per lane. */
-static inline void search_lanes(const float *x, const float *const qw[1], sb_search s[1]) {
-    __m256 xt[SUB * 2], wt[SUB * 2];
-    for (int g = 0; g < 2; ++g) qs_avx2_element_major(2, g, SUB, x + 8 * SUB * g, xt);
+static inline void search_lanes(const float *x, const float *const qw[2], sb_search s[2]) {
+    enum { G = 4 };
+    __m256 xt[SUB * G], wt[SUB * G];
+    for (int g = 0; g < G; ++g) qs_avx2_element_major(G, g, SUB, x + 8 * SUB * g, xt);
     if (!qw[0]) {
-        __m256 scale[2];
-        __m256i Lt[SUB * 2];
-        qs_avx2_make_q3_quants(2, SUB, 4, xt, scale, Lt);
-        for (int g = 0; g < 2; ++g) _mm256_storeu_ps(s->scales + 8 * g, scale[g]);
-        for (int i = 0; i < SUB * 2; ++i) _mm256_storeu_si256((__m256i *)(s->Lt + 8 * i), Lt[i]);
+        __m256 scale[G];
+        __m256i Lt[SUB * G];
+        qs_avx2_make_q3_quants(G, SUB, 4, xt, scale, Lt);
+        for (int g = 0; g < G; ++g) {
+            sb_search *sg = &s[g * 8 / NSUB];
+            const int off = (8 * g) % NSUB;
+            _mm256_storeu_ps(sg->scales + off, scale[g]);
+            for (int i = 0; i < SUB; ++i) _mm256_storeu_si256((__m256i *)(sg->Lt + NSUB * i + off), Lt[i * G + g]);
+        }
         return;
     }
     /* the importance matrix: each super-block's own columns */
-    for (int g = 0; g < 2; ++g) qs_avx2_element_major(2, g, SUB, qw[g * 8 / NSUB] + (8 * SUB * g) % QK, wt);
-    float s2[1];
-    __m256 sigma2[2];
-    for (int k = 0; k < 1; ++k) s2[k] = superblock_sigma2(x + QK * k);
-    for (int g = 0; g < 2; ++g) sigma2[g] = _mm256_set1_ps(s2[g * 8 / NSUB]);
-    for (int g = 0; g < 2; ++g) {
+    for (int g = 0; g < G; ++g) qs_avx2_element_major(G, g, SUB, qw[g * 8 / NSUB] + (8 * SUB * g) % QK, wt);
+    float s2[2];
+    __m256 sigma2[G];
+    for (int k = 0; k < 2; ++k) s2[k] = superblock_sigma2(x + QK * k);
+    for (int g = 0; g < G; ++g) sigma2[g] = _mm256_set1_ps(s2[g * 8 / NSUB]);
+    for (int g = 0; g < G; ++g) {
         __m256 sumw = _mm256_setzero_ps();
         for (int i = 0; i < SUB; ++i) {
-            const __m256 xi = xt[i * 2 + g];
-            wt[i * 2 + g] = _mm256_mul_ps(wt[i * 2 + g], _mm256_sqrt_ps(_mm256_add_ps(sigma2[g], _mm256_mul_ps(xi, xi))));
-            sumw = _mm256_add_ps(sumw, wt[i * 2 + g]);
+            const __m256 xi = xt[i * G + g];
+            wt[i * G + g] = _mm256_mul_ps(wt[i * G + g], _mm256_sqrt_ps(_mm256_add_ps(sigma2[g], _mm256_mul_ps(xi, xi))));
+            sumw = _mm256_add_ps(sumw, wt[i * G + g]);
         }
         _mm256_storeu_ps(s[g * 8 / NSUB].sw + (8 * g) % NSUB, sumw);
     }
-    qs_avx2_qx_result r[2];
-    qs_avx2_make_qx_quants(2, SUB, 4, xt, wt, r);
-    for (int g = 0; g < 2; ++g) {
+    qs_avx2_qx_result r[G];
+    qs_avx2_make_qx_quants(G, SUB, 4, xt, wt, r);
+    for (int g = 0; g < G; ++g) {
         sb_search *sg = &s[g * 8 / NSUB]; /* lanes of group g: sub-blocks off .. off+7 of that super-block */
         const int off = (8 * g) % NSUB;
         _mm256_storeu_ps(sg->scales + off, r[g].scale);
@@ -518,19 +523,19 @@ static inline void requantize_avx2(const float *x, const sb_search *s, uint8_t *
     pack_codes_avx2(L, b);
 }
 
-/* Super-blocks [first, first + nsb) of the flattened rows (nsb <= 1); returns
+/* Super-blocks [first, first + nsb) of the flattened rows (nsb <= 2); returns
  * a mask of the super-blocks that hold NaN or inf. */
-static inline int quantize_superblocks_avx2(const float *x, uint8_t *b, const float *const qw[1]) {
+static inline int quantize_superblocks_avx2(const float *x, uint8_t *b, const float *const qw[2]) {
     int bad = 0;
-    for (int k = 0; k < 1; ++k) {
+    for (int k = 0; k < 2; ++k) {
         __m256 nonfinite = _mm256_setzero_ps();
         for (int i = 0; i < QK; i += 8)
             nonfinite = _mm256_or_ps(nonfinite, qs_avx2_nonfinite(qs_avx2_abs_ps(_mm256_loadu_ps(x + QK * k + i))));
         bad |= (_mm256_movemask_ps(nonfinite) != 0) << k;
     }
-    sb_search s[1];
+    sb_search s[2];
     search_lanes(x, qw, s);
-    for (int k = 0; k < 1; ++k)
+    for (int k = 0; k < 2; ++k)
         if (quantize_scales(&s[k], qw[0] != NULL, b + TYPE_SIZE * k))
             requantize_avx2(x + QK * k, &s[k], b + TYPE_SIZE * k, qw[0] != NULL);
     return bad;
@@ -542,9 +547,9 @@ int64_t qs_q3_k_quantize__avx512(const float *x, uint8_t *q, int64_t nrows, int6
     const int64_t total = nrows * nb;
     int64_t bad = -1;
     int64_t ib = 0;
-    for (; ib + 1 <= total; ib += 1) {
-        const float *qw[1];
-        for (int k = 0; k < 1; ++k) qw[k] = imatrix ? imatrix + QK * ((ib + k) % nb) : NULL;
+    for (; ib + 2 <= total; ib += 2) {
+        const float *qw[2];
+        for (int k = 0; k < 2; ++k) qw[k] = imatrix ? imatrix + QK * ((ib + k) % nb) : NULL;
         const int mask = quantize_superblocks_avx2(x + ib * QK, q + ib * TYPE_SIZE, qw);
         if (mask && bad < 0) bad = ib + __builtin_ctz((unsigned)mask);
     }

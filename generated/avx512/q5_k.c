@@ -455,21 +455,22 @@ static int quantize_superblock(const float *x, uint8_t *b, const float *qw) {
 
 /* ------------------------------------------- quantize, lane = sub-block */
 
-/* Stage 1 for 2 super-blocks (16 sub-blocks: two vectors of 8 lanes), the
+/* Stage 1 for 4 super-blocks (32 sub-blocks: 4 vectors of 8 lanes), the
  * same searches as search_superblock with one sub-block per lane. */
-static inline void search_lanes(const float *x, const float *const qw[2], sb_search s[2]) {
-    __m256 xt[SUB * 2], wt[SUB * 2];
-    for (int g = 0; g < 2; ++g) qs_avx2_element_major(2, g, SUB, x + 8 * SUB * g, xt);
+static inline void search_lanes(const float *x, const float *const qw[4], sb_search s[4]) {
+    enum { G = 4 };
+    __m256 xt[SUB * G], wt[SUB * G];
+    for (int g = 0; g < G; ++g) qs_avx2_element_major(G, g, SUB, x + 8 * SUB * g, xt);
     if (!qw[0]) {
-        for (int g = 0; g < 2; ++g) {
+        for (int g = 0; g < G; ++g) {
             __m256 sum_x2 = _mm256_setzero_ps();
-            for (int i = 0; i < SUB; ++i) sum_x2 = _mm256_add_ps(sum_x2, _mm256_mul_ps(xt[i * 2 + g], xt[i * 2 + g]));
+            for (int i = 0; i < SUB; ++i) sum_x2 = _mm256_add_ps(sum_x2, _mm256_mul_ps(xt[i * G + g], xt[i * G + g]));
             const __m256 av_x = _mm256_sqrt_ps(_mm256_div_ps(sum_x2, _mm256_set1_ps((float)SUB)));
-            for (int i = 0; i < SUB; ++i) wt[i * 2 + g] = _mm256_add_ps(av_x, qs_avx2_abs_ps(xt[i * 2 + g]));
+            for (int i = 0; i < SUB; ++i) wt[i * G + g] = _mm256_add_ps(av_x, qs_avx2_abs_ps(xt[i * G + g]));
         }
-        qs_avx2_qkx_result r[2];
-        qs_avx2_make_qkx2_quants(2, SUB, 31, xt, wt, -0.5f, 0.1f, 15, 0, r);
-    for (int g = 0; g < 2; ++g) {
+        qs_avx2_qkx_result r[G];
+        qs_avx2_make_qkx2_quants(G, SUB, 31, xt, wt, -0.5f, 0.1f, 15, 0, r);
+    for (int g = 0; g < G; ++g) {
         sb_search *sg = &s[g * 8 / NSUB]; /* lanes of group g: sub-blocks off .. off+7 of that super-block */
         const int off = (8 * g) % NSUB;
         _mm256_storeu_ps(sg->scales + off, r[g].scale);
@@ -482,23 +483,23 @@ static inline void search_lanes(const float *x, const float *const qw[2], sb_sea
         return;
     }
     /* the importance matrix: each super-block's own columns */
-    for (int g = 0; g < 2; ++g) qs_avx2_element_major(2, g, SUB, qw[g * 8 / NSUB] + (8 * SUB * g) % QK, wt);
-    float s2[2];
-    __m256 sigma2[2];
-    for (int k = 0; k < 2; ++k) s2[k] = superblock_sigma2(x + QK * k);
-    for (int g = 0; g < 2; ++g) sigma2[g] = _mm256_set1_ps(s2[g * 8 / NSUB]);
-    for (int g = 0; g < 2; ++g) {
+    for (int g = 0; g < G; ++g) qs_avx2_element_major(G, g, SUB, qw[g * 8 / NSUB] + (8 * SUB * g) % QK, wt);
+    float s2[4];
+    __m256 sigma2[G];
+    for (int k = 0; k < 4; ++k) s2[k] = superblock_sigma2(x + QK * k);
+    for (int g = 0; g < G; ++g) sigma2[g] = _mm256_set1_ps(s2[g * 8 / NSUB]);
+    for (int g = 0; g < G; ++g) {
         __m256 sumw = _mm256_setzero_ps();
         for (int i = 0; i < SUB; ++i) {
-            const __m256 xi = xt[i * 2 + g];
-            wt[i * 2 + g] = _mm256_mul_ps(wt[i * 2 + g], _mm256_sqrt_ps(_mm256_add_ps(sigma2[g], _mm256_mul_ps(xi, xi))));
-            sumw = _mm256_add_ps(sumw, wt[i * 2 + g]);
+            const __m256 xi = xt[i * G + g];
+            wt[i * G + g] = _mm256_mul_ps(wt[i * G + g], _mm256_sqrt_ps(_mm256_add_ps(sigma2[g], _mm256_mul_ps(xi, xi))));
+            sumw = _mm256_add_ps(sumw, wt[i * G + g]);
         }
         _mm256_storeu_ps(s[g * 8 / NSUB].sw + (8 * g) % NSUB, sumw);
     }
-    qs_avx2_qkx_result r[2];
-    qs_avx2_make_qkx2_quants(2, SUB, 31, xt, wt, -0.9f, 0.05f, 36, 0, r);
-    for (int g = 0; g < 2; ++g) {
+    qs_avx2_qkx_result r[G];
+    qs_avx2_make_qkx2_quants(G, SUB, 31, xt, wt, -0.9f, 0.05f, 36, 0, r);
+    for (int g = 0; g < G; ++g) {
         sb_search *sg = &s[g * 8 / NSUB]; /* lanes of group g: sub-blocks off .. off+7 of that super-block */
         const int off = (8 * g) % NSUB;
         _mm256_storeu_ps(sg->scales + off, r[g].scale);
@@ -550,19 +551,19 @@ static inline void requantize_avx2(const float *x, const sb_search *s, uint8_t *
     pack_codes_avx2(L, b);
 }
 
-/* Super-blocks [first, first + nsb) of the flattened rows (nsb <= 2); returns
+/* Super-blocks [first, first + nsb) of the flattened rows (nsb <= 4); returns
  * a mask of the super-blocks that hold NaN or inf. */
-static inline int quantize_superblocks_avx2(const float *x, uint8_t *b, const float *const qw[2]) {
+static inline int quantize_superblocks_avx2(const float *x, uint8_t *b, const float *const qw[4]) {
     int bad = 0;
-    for (int k = 0; k < 2; ++k) {
+    for (int k = 0; k < 4; ++k) {
         __m256 nonfinite = _mm256_setzero_ps();
         for (int i = 0; i < QK; i += 8)
             nonfinite = _mm256_or_ps(nonfinite, qs_avx2_nonfinite(qs_avx2_abs_ps(_mm256_loadu_ps(x + QK * k + i))));
         bad |= (_mm256_movemask_ps(nonfinite) != 0) << k;
     }
-    sb_search s[2];
+    sb_search s[4];
     search_lanes(x, qw, s);
-    for (int k = 0; k < 2; ++k)
+    for (int k = 0; k < 4; ++k)
         if (quantize_scales(&s[k], qw[0] != NULL, b + TYPE_SIZE * k))
             requantize_avx2(x + QK * k, &s[k], b + TYPE_SIZE * k, qw[0] != NULL);
     return bad;
@@ -574,9 +575,9 @@ int64_t qs_q5_k_quantize__avx512(const float *x, uint8_t *q, int64_t nrows, int6
     const int64_t total = nrows * nb;
     int64_t bad = -1;
     int64_t ib = 0;
-    for (; ib + 2 <= total; ib += 2) {
-        const float *qw[2];
-        for (int k = 0; k < 2; ++k) qw[k] = imatrix ? imatrix + QK * ((ib + k) % nb) : NULL;
+    for (; ib + 4 <= total; ib += 4) {
+        const float *qw[4];
+        for (int k = 0; k < 4; ++k) qw[k] = imatrix ? imatrix + QK * ((ib + k) % nb) : NULL;
         const int mask = quantize_superblocks_avx2(x + ib * QK, q + ib * TYPE_SIZE, qw);
         if (mask && bad < 0) bad = ib + __builtin_ctz((unsigned)mask);
     }
