@@ -9,9 +9,12 @@
  */
 #include "qs_common.h"
 #include "qs_avx2.h"
-#include "qs_ksearch.h"
 
 #define QK 256
+/* the input streams from memory at a few GB/s: software prefetch four blocks
+ * ahead overlaps it with the arithmetic (a prefetch never faults, also past
+ * the end of the input) */
+#define PREFETCH_AHEAD (4 * QK)
 #define TYPE_SIZE 292
 #define OFF_D 0
 #define OFF_QS 4
@@ -40,55 +43,97 @@ void qs_q8_k_dequantize__avx512(const uint8_t *q, float *y, int64_t n) {
 
 /* -------------------------------------------------------------- quantize */
 
-/* One block; returns 1 if it holds NaN or inf. All-zero blocks get d = 0,
- * zero quants and zero bsums (the sums of the zero quants). */
-static inline int quantize_block(const float *x, uint8_t *b) {
+/* One block, the C loop as written; returns 1 if it holds NaN or inf. All-zero
+ * blocks get d = 0, zero quants and zero bsums (the sums of the zero quants). */
+static inline int quantize_block_scalar(const float *x, uint8_t *b) {
     int bad = 0;
-    /* the first element of largest magnitude: NaN lanes never win, as in the C loop */
-    __m256 amax8 = _mm256_setzero_ps(), nonfinite = _mm256_setzero_ps();
-    for (int j = 0; j < QK; j += 8) {
-        const __m256 a = qs_avx2_abs_ps(_mm256_loadu_ps(x + j));
-        nonfinite = _mm256_or_ps(nonfinite, qs_avx2_nonfinite(a));
-        amax8 = _mm256_max_ps(a, amax8);
+    float max = 0, amax = 0;
+    for (int j = 0; j < QK; ++j) {
+        bad |= qs_nonfinite(x[j]);
+        const float ax = fabsf(x[j]);
+        if (ax > amax) { amax = ax; max = x[j]; }
     }
-    bad = _mm256_movemask_ps(nonfinite) != 0;
-    const float amax = qs_avx2_hmax_ps(amax8);
     if (!amax) {
         memset(b, 0, TYPE_SIZE);
         return bad;
     }
+    const float iscale = -127.f / max;
+    int8_t q[QK];
+    for (int j = 0; j < QK; ++j) {
+        const int v = qs_nearest_int(iscale * x[j]);
+        q[j] = (int8_t)(v < 127 ? v : 127);
+    }
+    memcpy(b + OFF_QS, q, QK);
+    for (int k = 0; k < QK / 16; ++k) {
+        int sum = 0;
+        for (int i = 0; i < 16; ++i) sum += q[16 * k + i];
+        qs_store_u16(b + OFF_BSUMS + 2 * k, (uint16_t)(int16_t)sum);
+    }
+    const float d = 1 / iscale;
+    memcpy(b + OFF_D, &d, 4);
+    return bad;
+}
+
+/* One block with finite elements and a finite inverse scale (else the scalar
+ * path). For float32 the bit patterns of |x| order as the values, with inf and
+ * NaN above every finite one, so one integer max finds amax and flags them.
+ * Every |iscale * x| <= 127 (max maps to -127), so nearest_int's sum
+ * v = iscale*x + 1.5*2^23 has the quant in its low 16 bits (and MIN(127, .)
+ * changes nothing); bsums are sums of those words less 16*bits(1.5*2^23), mod 2^32. */
+static inline int quantize_block(const float *x, uint8_t *b) {
+    const __m256i absmask = _mm256_set1_epi32(0x7FFFFFFF);
+    __m256i m0 = _mm256_setzero_si256(), m1 = _mm256_setzero_si256();
+    for (int j = 0; j < QK; j += 16) {
+        _mm_prefetch((const char *)(x + PREFETCH_AHEAD + j), _MM_HINT_T0);
+        m0 = _mm256_max_epi32(m0, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x + j)), absmask));
+        m1 = _mm256_max_epi32(m1, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x + j + 8)), absmask));
+    }
+    __m128i m = _mm_max_epi32(_mm256_castsi256_si128(_mm256_max_epi32(m0, m1)), _mm256_extracti128_si256(_mm256_max_epi32(m0, m1), 1));
+    m = _mm_max_epi32(m, _mm_shuffle_epi32(m, 0x4E));
+    m = _mm_max_epi32(m, _mm_shuffle_epi32(m, 0xB1));
+    const int32_t amax_bits = _mm_cvtsi128_si32(m);
+    if (amax_bits >= 0x7F800000) return quantize_block_scalar(x, b);
+    if (amax_bits == 0) {
+        memset(b, 0, TYPE_SIZE);
+        return 0;
+    }
+    /* the signed value of the first element of largest magnitude */
+    const __m256i target = _mm256_set1_epi32(amax_bits);
     float max = 0;
-    for (int j = 0; j < QK; j += 32) {
-        __m256 v[4];
-        for (int k = 0; k < 4; ++k) v[k] = qs_avx2_abs_ps(_mm256_loadu_ps(x + j + 8 * k));
-        const __m256 vamax = _mm256_set1_ps(amax);
-        uint32_t m = 0;
-        for (int k = 0; k < 4; ++k) m |= (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(v[k], vamax, _CMP_EQ_OQ)) << (8 * k);
-        if (m) {
-            max = x[j + __builtin_ctz(m)];
+    for (int j = 0; j < QK; j += 16) {
+        const uint32_t hit = (uint32_t)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(
+                                 _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x + j)), absmask), target)))
+                             | (uint32_t)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(
+                                 _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x + j + 8)), absmask), target))) << 8;
+        if (hit) {
+            max = x[j + __builtin_ctz(hit)];
             break;
         }
     }
     const float iscale = -127.f / max;
-    const __m256 vis = _mm256_set1_ps(iscale);
-    __m256i c[QK / 8];
-    for (int k = 0; k < QK / 8; ++k) {
-        __m256i v = qs_avx2_nearest_int(_mm256_mul_ps(vis, _mm256_loadu_ps(x + 8 * k)));
-        v = _mm256_min_epi32(v, _mm256_set1_epi32(127));
-        c[k] = _mm256_srai_epi32(_mm256_slli_epi32(v, 24), 24); /* the stored int8 */
+    if (!(fabsf(iscale) <= FLT_MAX)) return quantize_block_scalar(x, b);
+    const __m256 vis = _mm256_set1_ps(iscale), magic = _mm256_set1_ps(12582912.f);
+    const __m256i low16 = _mm256_set1_epi32(0xFFFF);
+    __m256i p[8];
+    for (int k = 0; k < QK / 32; ++k) {
+        __m256i v[4];
+        for (int t = 0; t < 4; ++t)
+            v[t] = _mm256_castps_si256(_mm256_add_ps(_mm256_mul_ps(vis, _mm256_loadu_ps(x + 32 * k + 8 * t)), magic));
+        const __m256i w01 = _mm256_packus_epi32(_mm256_and_si256(v[0], low16), _mm256_and_si256(v[1], low16));
+        const __m256i w23 = _mm256_packus_epi32(_mm256_and_si256(v[2], low16), _mm256_and_si256(v[3], low16));
+        const __m256i q8 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(w01, w23), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)(b + OFF_QS + 32 * k), q8);
+        p[2 * (k % 4)] = _mm256_add_epi32(v[0], v[1]);
+        p[2 * (k % 4) + 1] = _mm256_add_epi32(v[2], v[3]);
+        if (k % 4 == 3) {
+            const __m256i sums = _mm256_sub_epi32(qs_avx2_hsum_8x8(p), _mm256_set1_epi32((int32_t)(16u * 0x4B400000u)));
+            const __m128i s16 = _mm_packs_epi32(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1));
+            _mm_storeu_si128((__m128i *)(b + OFF_BSUMS + 16 * (k / 4)), s16);
+        }
     }
-    for (int k = 0; k < QK / 32; ++k)
-        _mm256_storeu_si256((__m256i *)(b + OFF_QS + 32 * k), qs_avx2_pack_i8(c[4 * k], c[4 * k + 1], c[4 * k + 2], c[4 * k + 3]));
-    __m256i p[8], sums[2];
-    for (int h = 0; h < 2; ++h) {
-        for (int m = 0; m < 8; ++m) p[m] = _mm256_add_epi32(c[16 * h + 2 * m], c[16 * h + 2 * m + 1]);
-        sums[h] = qs_avx2_hsum_8x8(p);
-    }
-    const __m256i s16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(sums[0], sums[1]), 0xD8);
-    _mm256_storeu_si256((__m256i *)(b + OFF_BSUMS), s16);
     const float d = 1 / iscale;
     memcpy(b + OFF_D, &d, 4);
-    return bad;
+    return 0;
 }
 
 int64_t qs_q8_k_quantize__avx512(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row,

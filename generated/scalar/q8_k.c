@@ -30,9 +30,9 @@ void qs_q8_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n) {
 
 /* -------------------------------------------------------------- quantize */
 
-/* One block; returns 1 if it holds NaN or inf. All-zero blocks get d = 0,
- * zero quants and zero bsums (the sums of the zero quants). */
-static inline int quantize_block(const float *x, uint8_t *b) {
+/* One block, the C loop as written; returns 1 if it holds NaN or inf. All-zero
+ * blocks get d = 0, zero quants and zero bsums (the sums of the zero quants). */
+static inline int quantize_block_scalar(const float *x, uint8_t *b) {
     int bad = 0;
     float max = 0, amax = 0;
     for (int j = 0; j < QK; ++j) {
@@ -60,6 +60,8 @@ static inline int quantize_block(const float *x, uint8_t *b) {
     memcpy(b + OFF_D, &d, 4);
     return bad;
 }
+
+static inline int quantize_block(const float *x, uint8_t *b) { return quantize_block_scalar(x, b); }
 
 int64_t qs_q8_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row,
                         const float *imatrix) {
