@@ -298,10 +298,23 @@ def shift_sweep(x: np.ndarray, w: np.ndarray, vmax: np.ndarray, grid: Grid, ntry
 
 
 def signed_max(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``amax``/``max`` of ``if (ax > amax) { amax = ax; max = x[j]; }`` over the last axis."""
-    from ._numerics import signed_absmax
+    """``amax``/``max`` of ``float amax = 0, max = 0; for (j...) if (ax > amax)
+    { amax = ax; max = x[j]; }`` over the last axis: the first element of
+    largest magnitude; a NaN never compares greater, so it is never taken
+    (scales of overflowing blocks can be NaN)."""
+    ax = np.abs(np.asarray(x, dtype=F32))
+    ax = np.where(np.isnan(ax), F32(-1), ax)
+    first = np.argmax(ax, axis=-1)[..., None]
+    amax = np.take_along_axis(ax, first, axis=-1)[..., 0]
+    vmax = np.take_along_axis(np.asarray(x, dtype=F32), first, axis=-1)[..., 0]
+    taken = amax > 0
+    return np.where(taken, amax, F32(0)).astype(F32), np.where(taken, vmax, F32(0)).astype(F32)
 
-    return signed_absmax(x)
+
+def running_max(x: np.ndarray) -> np.ndarray:
+    """``m = 0; for (...) m = std::max(m, x[i]);`` over the last axis:
+    ``std::max(m, v)`` is ``m < v ? v : m``, so a NaN is never taken."""
+    return np.fmax.reduce(np.asarray(x, dtype=F32), axis=-1, initial=F32(0)).astype(F32)
 
 
 def make_qx_quants_ik(x: np.ndarray, nmax: int, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

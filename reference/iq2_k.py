@@ -50,7 +50,7 @@ import numpy as np
 from . import q8_k
 from ._format import BlockFormat, Field, Invalid, nonfinite_f16
 from ._iqk import (IEEE, IQ2NL, QK_K, c_sum, dot_terms, make_qx_quants_iqk, partition_search, partitions,
-                   sequential_sum, signed_max, superblock_weights)
+                   running_max, sequential_sum, superblock_weights)
 from ._numerics import F32, f16_bits_to_f32, f32_to_f16_bits, nearest_int
 from .iq4_k import shifts
 from .tables.ik_llama import IQ2NL_VALUES
@@ -124,7 +124,7 @@ def quantize(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
     sw = c_sum(w)
     scales, shifted = sub_block_search(xb, w, BREAKPOINTS)
     d, _ = make_qx_quants_iqk(scales, 8, sw)
-    keep = (np.abs(scales).max(axis=-1) != 0) & (d != 0)
+    keep = (running_max(np.abs(scales)) != 0) & (d != 0)
     with np.errstate(**IEEE):
         inv = np.where(keep, F32(1) / d, F32(0)).astype(F32)
         ls = np.clip(nearest_int(inv[..., None] * scales), -8, 7)

@@ -112,7 +112,11 @@ def quantize(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
     scales = np.where(empty, F32(0), scales).astype(F32)
     shifted &= ~empty
     with np.errstate(**IEEE):
-        d = np.abs(scales).max(axis=-1) / F32(31)
+        max_abs = np.zeros(scales.shape[:-1], dtype=F32)
+        for b in range(NSUB):  # MAX(m, v) = m > v ? m : v: a NaN scale is taken
+            v = np.abs(scales[..., b])
+            max_abs = np.where(max_abs > v, max_abs, v)
+        d = max_abs / F32(31)
         keep = d != 0
         inv = np.where(keep, F32(1) / d, F32(0)).astype(F32)
         m = np.clip(nearest_int(F32(0.5) * (inv[..., None] * np.abs(scales) - F32(1))), 0, 15)

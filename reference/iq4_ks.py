@@ -49,7 +49,8 @@ import numpy as np
 from . import q8_k
 from ._format import BlockFormat, Field, Invalid
 from ._iqk import (IEEE, IQ4K, QK_K, c_sum, dot_terms, f32_meta, helper_weights, imatrix_element_weights, join_rows,
-                   meta_f32, nonfinite_row_scales, shift_sweep, signed_max, split_rows, superblock_sigma2)
+                   meta_f32, nonfinite_row_scales, running_max, shift_sweep, signed_max, split_rows,
+                   superblock_sigma2)
 from ._legacy import pack_nibbles, unpack_nibbles
 from ._numerics import F32, nearest_int
 from .tables.ik_llama import IQ4K_VALUES
@@ -89,7 +90,7 @@ def row_scale_codes(scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ``l = clamp(nearest_int(0.5*(scale/d + 127)), 0, 127)`` (``scales``:
     ``(nrows, nsb, 8)``)."""
     with np.errstate(**IEEE):
-        d = np.abs(scales).reshape(scales.shape[0], -1).max(axis=1) / F32(127)
+        d = running_max(np.abs(scales).reshape(scales.shape[0], -1)) / F32(127)
         inv = np.where(d != 0, F32(1) / d, F32(0)).astype(F32)
         l = nearest_int(F32(0.5) * (inv[:, None, None] * scales + F32(127)))
     return d.astype(F32), np.clip(l, 0, 127)

@@ -131,8 +131,9 @@ import numpy as np
 from . import q8_k
 from ._format import BlockFormat, Field, Invalid
 from ._iqk import (IEEE, IQ4K, QK_K, c_sum, dot_terms, f32_meta, helper_weights, imatrix_element_weights, join_rows,
-                   meta_f32, nonfinite_row_scales, split_rows, superblock_sigma2)
-from ._numerics import F32, nearest_int, signed_absmax
+                   meta_f32, nonfinite_row_scales, running_max, split_rows, superblock_sigma2)
+from ._numerics import F32, nearest_int
+from ._iqk import signed_max
 from .tables.ik_llama import IQ4K_VALUES
 
 BLOCK = 32          # elements per sub-block (one 7-bit scale + shift bit)
@@ -279,11 +280,11 @@ def quantize(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
     wg = wb[..., GROUP_ORDER].reshape(shape + (WORDS, 4))
 
     # pass 1: a float scale per sub-block
-    amax, vmax = signed_absmax(xb)
+    amax, vmax = signed_max(xb)
     empty = amax < F32(1e-16)
     with np.errstate(**IEEE):
         scales = np.where(empty, F32(0), _sweep(xg, wg, np.where(empty, F32(1), vmax))).astype(F32)
-        amax_scale = np.abs(scales).reshape(nrows, -1).max(axis=1)
+        amax_scale = running_max(np.abs(scales).reshape(nrows, -1))
         d = amax_scale / F32(127)
 
         # pass 2: odd 7-bit scales against the row scale, the shift decided by the weighted error

@@ -165,3 +165,49 @@ def test_cpu_to_float_deviation_is_where_stated(name):
              else f16_bits_to_f32(q[:, :meta].copy().view(np.uint16)))
         assert_same_bits(y_spec, d * raw, name)
         assert set(np.unique(raw)) <= {-1.0, 0.0, 1.0}
+
+
+# --------------------------------------------------------------------------- edge cases
+
+EDGE = sorted(p.stem for p in (HERE / "edge").glob("*.npz"))
+
+
+@pytest.mark.parametrize("fmt", EDGE)
+def test_edge_cases(fmt):
+    """``ik_llama/edge``: rows that stress the quantizers (zeros, zero
+    sub-blocks, 1e-20, 1e15, a constant, an outlier, small integers, signed
+    zeros, a ramp, heavy tails), with and without an importance matrix that
+    has zero stretches, quantized one row at a time by ik_llama.cpp
+    (``edge/make_edge.py``). Byte for byte and bit for bit, except the rows on
+    which ik_llama.cpp aborts on an assertion (recorded in ``ok``): there the
+    spec returns a row of the right size without raising."""
+    if fmt not in qs.formats():
+        pytest.skip(f"{fmt} has no spec module yet")
+    module = registry.module(fmt)
+    with np.load(HERE / "edge" / f"{fmt}.npz") as data:
+        d = {k: data[k] for k in data.files}
+    decode = module.cpu_to_float if fmt.upper() in CPU_QUIRK else module.dequantize
+    for key, im, ok, ykey in (("q", None, "ok", "y"), ("q_imatrix", d["imatrix"], "ok_imatrix", "y_imatrix")):
+        with np.errstate(all="ignore"):
+            q = module.quantize(d["x"], im)  # rows are independent: all at once
+            y = decode(d[key])
+        assert q.shape == d[key].shape
+        for r, name in enumerate(d["rows"]):
+            if not d[ok][r]:
+                continue
+            assert np.array_equal(q[r], d[key][r]), f"{fmt} {key} row {name!r}: {int((q[r] != d[key][r]).sum())} bytes"
+            assert_same_bits(y[r], d[ykey][r], f"{fmt} {ykey} row {name!r}")
+
+
+def test_edge_cases_where_ik_llama_aborts():
+    """Recorded facts: IQ4_KSS aborts on 1e15-sized rows (``prune_iq4ks``
+    finds no finite score: ``GGML_ASSERT(jbest >= 0)``), IQ3_KT and IQ4_KT on
+    the same rows without an imatrix (no candidate scale scores above 0)."""
+    aborts = {}
+    for fmt in EDGE:
+        with np.load(HERE / "edge" / f"{fmt}.npz") as data:
+            for ok in ("ok", "ok_imatrix"):
+                for r in np.flatnonzero(~data[ok]):
+                    aborts.setdefault(fmt, set()).add((str(data["rows"][r]), ok))
+    assert aborts == {"iq4_kss": {("large 1e15", "ok"), ("large 1e15", "ok_imatrix")},
+                      "iq3_kt": {("large 1e15", "ok")}, "iq4_kt": {("large 1e15", "ok")}}
