@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._format import BlockFormat, Invalid
-from ._numerics import F32, f16_bits_to_f32, sequential_sum, trunc_to_int
+from ._numerics import F32, canonical_dot, f16_bits_to_f32, nearest_int, sequential_sum, trunc_to_int
 from .tables import ik_llama as tables
 
 #: Elements per super-block.
@@ -208,8 +208,6 @@ def dot_terms(d_row: np.ndarray, d_act: np.ndarray, isum: np.ndarray) -> np.ndar
     ``(nrows, nsb)``), ``d_act``: the Q8_K scales ``(nsb,)``, ``isum``: the
     exact integer sum of sub-block scale times integer dot product
     ``(nrows, nsb)`` (|isum| < 2**31), rounded to float32 once."""
-    from ._numerics import canonical_dot
-
     d_row = np.asarray(d_row, dtype=F32)
     if d_row.ndim == 1:
         d_row = d_row[:, None]
@@ -348,7 +346,6 @@ def make_qx_quants_ik(x: np.ndarray, nmax: int, w: np.ndarray) -> tuple[np.ndarr
         wx = w * x
 
         def trial(iscale):
-            from ._numerics import nearest_int
             l = np.clip(nearest_int(iscale[..., None] * x), -nmax, nmax - 1)
             lf = l.astype(F32)
             return l, c_sum(wx * lf), c_sum(w * lf * lf)
@@ -460,7 +457,7 @@ def quantize_superblocks(xb: np.ndarray, w: np.ndarray, grid: Grid, ntry: int, *
         _, max_scale = signed_max(scales)
         d = -max_scale / F32(divisor)
         inv = np.where(d != 0, F32(1) / d, F32(0)).astype(F32)
-        code = np.clip(nearest_int_(inv[..., None] * scales), lo, hi)
+        code = np.clip(nearest_int(inv[..., None] * scales), lo, hi)
         dl = d[..., None] * code.astype(F32)
         idl = np.where(dl != 0, F32(1) / dl, F32(0)).astype(F32)
         idx = grid.nearest(idl[..., None] * xb, shifted[..., None])
@@ -478,12 +475,6 @@ def quantize_superblocks(xb: np.ndarray, w: np.ndarray, grid: Grid, ntry: int, *
     return SuperBlocks(d, code, shifted, idx, skipped)
 
 
-def nearest_int_(x: np.ndarray) -> np.ndarray:
-    from ._numerics import nearest_int
-
-    return nearest_int(x)
-
-
 # --------------------------------------------------------------------------- IQ2_K / IQ2_KS searches
 
 def make_qx_quants_iqk(x: np.ndarray, nmax: int, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -493,8 +484,6 @@ def make_qx_quants_iqk(x: np.ndarray, nmax: int, w: np.ndarray) -> tuple[np.ndar
     but a set is all zero only if every element is exactly 0. Returns
     ``(scale, L)`` with ``L = l + nmax`` in ``[0, 2*nmax)``. Sums in element
     order: ``sumlx += w*x*l``, ``suml2 += w*l*l``."""
-    from ._numerics import nearest_int
-
     x = np.asarray(x, dtype=F32)
     with np.errstate(**IEEE):
         amax, vmax = signed_max(x)
@@ -529,7 +518,8 @@ def partitions(n: int, max_i1: int | None = None, min_i3: int = 0) -> np.ndarray
                     dtype=np.int64)
 
 
-def partition_search(x: np.ndarray, w: np.ndarray, grid: Grid, breakpoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def partition_search(x: np.ndarray, w: np.ndarray, grid: Grid,
+                     breakpoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The exhaustive 2-bit search of IQ2_K and IQ2_KS (``x``, ``w``:
     ``(..., n)``): the elements sorted ascending (ties by index, as
     ``std::sort`` of ``(x, j)`` pairs) are cut into 4 runs at ``i1 <= i2 <=

@@ -34,11 +34,14 @@ Upstream: ik_llama.cpp ``ggml/src/iqk/iqk_quantize.cpp``
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
-from ._numerics import F32
+from ._iqk import IEEE, IQ4K, QK_K, c_sum, signed_max
+from ._numerics import F32, canonical_dot, f16_bits_to_f32
+from .tables.ik_llama import IQ4K_VALUES
 
 #: The multiplier of the recurrence.
 KA = np.uint32(0xCBAC1FED)
@@ -69,10 +72,6 @@ def codebook(bits: int, group: int, offset: int = OFFSET, absolute: bool = False
 
 
 # --------------------------------------------------------------------------- the quantizer's search
-
-from dataclasses import dataclass  # noqa: E402
-
-from ._iqk import IEEE, QK_K, c_sum  # noqa: E402
 
 
 def fma(a, b, c) -> np.ndarray:
@@ -278,8 +277,7 @@ def kt_dot(d_row: np.ndarray, scale: np.ndarray, values: np.ndarray, aq: np.ndar
     ... + t_7`` left to right; then the canonical reduction. ``scale``:
     ``(nrows, nsb, 8)`` integer sub-block scales, ``values``: generator
     outputs (signs applied) ``(nrows, nsb, 8, 32)``."""
-    from . import q8_0
-    from ._numerics import canonical_dot, f16_bits_to_f32
+    from . import q8_0  # the activation format's module (imports nothing of ours)
 
     a = q8_0.FORMAT.blocks(aq[None, :])[0]
     nrows = scale.shape[0]
@@ -306,9 +304,6 @@ def row_scale_search(x, w, q, scales, values_table, ntry=9):
 
     Returns ``(d, max_scale)``."""
     nrows = x.shape[0]
-    from ._iqk import IQ4K, signed_max
-    from .tables.ik_llama import IQ4K_VALUES
-
     _, max_scale = signed_max(scales)
     with np.errstate(**IEEE):
         d = max_scale / F32(values_table[0])
