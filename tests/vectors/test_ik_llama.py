@@ -211,3 +211,20 @@ def test_edge_cases_where_ik_llama_aborts():
                     aborts.setdefault(fmt, set()).add((str(data["rows"][r]), ok))
     assert aborts == {"iq4_kss": {("large 1e15", "ok"), ("large 1e15", "ok_imatrix")},
                       "iq3_kt": {("large 1e15", "ok")}, "iq4_kt": {("large 1e15", "ok")}}
+
+
+def test_iq6_k_cpu_polynomial_against_the_table_per_index():
+    """Where ik_llama.cpp's CPU to_float departs from the IQ6_K table: the
+    cubic A + q(B + q(-C + qD)) in float32 against ``iq6nl_values`` for each of
+    the 64 indices (the shifted half adds 1 to both). The table is the cubic
+    rounded to integers; the CPU keeps the fraction, up to 0.49 grid steps."""
+    from quantspec.reference import iq6_k
+    from quantspec.reference.tables.ik_llama import IQ6NL_VALUES
+
+    q = np.arange(64, dtype=np.float32)
+    cubic = iq6_k.POLY_A + q * (iq6_k.POLY_B + q * (-iq6_k.POLY_C + q * iq6_k.POLY_D))
+    table = IQ6NL_VALUES[:64].astype(np.float32)
+    assert np.array_equal(np.round(cubic), table)
+    off = np.abs(cubic - table)
+    assert 0.48 < off.max() < 0.49 and int(np.argmax(off)) == 8
+    assert (off > 1e-3).sum() == 63  # only index 0 (-127) is on the table
