@@ -85,6 +85,28 @@ def kquant_planes(fmt: str, planes) -> list[dict]:
     return out
 
 
+def run_period(planes: list[dict]) -> dict:
+    """The smallest P (2, 4 or 8) such that in every plane run r + P lies a
+    constant number of bytes after run r at a constant extra shift: a loop
+    over the 8/P chunks of P runs then walks every plane by a fixed step
+    (byte_step, shift_step) from the facts of the first chunk."""
+    for period in (2, 4, 8):
+        steps = []
+        for pl in planes:
+            runs = pl["runs"]
+            db = {runs[r + period]["byte"] - runs[r]["byte"] for r in range(8 - period)}
+            ds = {runs[r + period]["shift"] - runs[r]["shift"] for r in range(8 - period)}
+            if len(db) > 1 or len(ds) > 1 or min(ds | {0}) < 0:
+                break
+            step = dict(byte_step=db.pop() if db else 0, shift_step=ds.pop() if ds else 0)
+            if step["shift_step"] and (step["byte_step"] or len({runs[r]["byte"] for r in range(period)}) > 1):
+                break  # a shifting plane is one register shifted each chunk
+            steps.append(step)
+        else:
+            return dict(period=period, steps=steps)
+    raise ValueError("no run period")
+
+
 def _nibbles(b: np.ndarray) -> np.ndarray:
     """Q2_K's scale bytes: low nibble = sub-block scale, high nibble = min
     (reference/q2_k.py: ``sc & 0xF``, ``sc >> 4``)."""
@@ -196,6 +218,8 @@ def kquant_context(fmt: str, spec, extra: dict) -> dict:
     names = {f.name for f in spec.fields}
     ctx["has_min"] = "dmin" in names
     ctx["planes"] = kquant_planes(fmt, extra["planes"]) if "planes" in extra else []
+    if ctx["planes"]:
+        ctx["chunks"] = run_period(ctx["planes"])
     if "scales" in extra:
         nbytes = next(f.count for f in spec.fields if f.name == "scales")
         fields = scale_fields(extra["scales"], nbytes)

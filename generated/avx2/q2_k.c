@@ -207,23 +207,23 @@ static inline __attribute__((always_inline)) void dequantize_superblock(const ui
         const __m128i mv = _mm256_extracti128_si256(vals, 1);
         _mm256_storeu_ps(ml + 8 * h, _mm256_mul_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(mv, 8 * h)))));
     }
-    /* broadcast the factors from memory (a load each; from a register a broadcast costs shuffles, the
-     * unpacks' ports) */
-    __asm__("" : "+m"(dl), "+m"(ml));
+    /* a loop over 2 chunks of 4 runs of 32 codes (the whole super-block unrolled runs slower) */
+    for (int c = 0; c < 2; ++c) {
     {
-        __m256i codes = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(b + OFF_QS + 0)), _mm256_set1_epi8(3));
+        const int r = 4 * c + 0;
+        __m256i codes = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(b + OFF_QS + 0 + 32 * c)), _mm256_set1_epi8(3));
 
-        /* zero-extend by unpacking (bytes -> words -> dwords): c[k] holds elements
+        /* zero-extend by unpacking (bytes -> words -> dwords): e[k] holds elements
          * 4k..4k+3 (low half) and 16+4k..16+4k+3 (high half) of the run */
         const __m256i z = _mm256_setzero_si256();
         const __m256i w0 = _mm256_unpacklo_epi8(codes, z), w1 = _mm256_unpackhi_epi8(codes, z);
-        __m256i c[4] = {_mm256_unpacklo_epi16(w0, z), _mm256_unpackhi_epi16(w0, z), _mm256_unpacklo_epi16(w1, z),
+        __m256i e[4] = {_mm256_unpacklo_epi16(w0, z), _mm256_unpackhi_epi16(w0, z), _mm256_unpacklo_epi16(w1, z),
                         _mm256_unpackhi_epi16(w1, z)};
-        const __m256 vd = _mm256_setr_m128(_mm_set1_ps(dl[0]), _mm_set1_ps(dl[1]));
-        const __m256 vm = _mm256_setr_m128(_mm_set1_ps(ml[0]), _mm_set1_ps(ml[1]));
+        const __m256 vd = _mm256_setr_m128(_mm_set1_ps(dl[2 * r]), _mm_set1_ps(dl[2 * r + 1]));
+        const __m256 vm = _mm256_setr_m128(_mm_set1_ps(ml[2 * r]), _mm_set1_ps(ml[2 * r + 1]));
         for (int k = 0; k < 4; ++k) {
-            const __m256 f = _mm256_sub_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(c[k]), vd), vm);
-            float *o = y + 0 + 4 * k;
+            const __m256 f = _mm256_sub_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(e[k]), vd), vm);
+            float *o = y + 32 * r + 4 * k;
             if (stream) {
                 _mm_stream_ps(o, _mm256_castps256_ps128(f));
                 _mm_stream_ps(o + 16, _mm256_extractf128_ps(f, 1));
@@ -234,19 +234,20 @@ static inline __attribute__((always_inline)) void dequantize_superblock(const ui
         }
     }
     {
-        __m256i codes = _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_QS + 0)), 2), _mm256_set1_epi8(3));
+        const int r = 4 * c + 1;
+        __m256i codes = _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_QS + 0 + 32 * c)), 2), _mm256_set1_epi8(3));
 
-        /* zero-extend by unpacking (bytes -> words -> dwords): c[k] holds elements
+        /* zero-extend by unpacking (bytes -> words -> dwords): e[k] holds elements
          * 4k..4k+3 (low half) and 16+4k..16+4k+3 (high half) of the run */
         const __m256i z = _mm256_setzero_si256();
         const __m256i w0 = _mm256_unpacklo_epi8(codes, z), w1 = _mm256_unpackhi_epi8(codes, z);
-        __m256i c[4] = {_mm256_unpacklo_epi16(w0, z), _mm256_unpackhi_epi16(w0, z), _mm256_unpacklo_epi16(w1, z),
+        __m256i e[4] = {_mm256_unpacklo_epi16(w0, z), _mm256_unpackhi_epi16(w0, z), _mm256_unpacklo_epi16(w1, z),
                         _mm256_unpackhi_epi16(w1, z)};
-        const __m256 vd = _mm256_setr_m128(_mm_set1_ps(dl[2]), _mm_set1_ps(dl[3]));
-        const __m256 vm = _mm256_setr_m128(_mm_set1_ps(ml[2]), _mm_set1_ps(ml[3]));
+        const __m256 vd = _mm256_setr_m128(_mm_set1_ps(dl[2 * r]), _mm_set1_ps(dl[2 * r + 1]));
+        const __m256 vm = _mm256_setr_m128(_mm_set1_ps(ml[2 * r]), _mm_set1_ps(ml[2 * r + 1]));
         for (int k = 0; k < 4; ++k) {
-            const __m256 f = _mm256_sub_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(c[k]), vd), vm);
-            float *o = y + 32 + 4 * k;
+            const __m256 f = _mm256_sub_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(e[k]), vd), vm);
+            float *o = y + 32 * r + 4 * k;
             if (stream) {
                 _mm_stream_ps(o, _mm256_castps256_ps128(f));
                 _mm_stream_ps(o + 16, _mm256_extractf128_ps(f, 1));
@@ -257,19 +258,20 @@ static inline __attribute__((always_inline)) void dequantize_superblock(const ui
         }
     }
     {
-        __m256i codes = _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_QS + 0)), 4), _mm256_set1_epi8(3));
+        const int r = 4 * c + 2;
+        __m256i codes = _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_QS + 0 + 32 * c)), 4), _mm256_set1_epi8(3));
 
-        /* zero-extend by unpacking (bytes -> words -> dwords): c[k] holds elements
+        /* zero-extend by unpacking (bytes -> words -> dwords): e[k] holds elements
          * 4k..4k+3 (low half) and 16+4k..16+4k+3 (high half) of the run */
         const __m256i z = _mm256_setzero_si256();
         const __m256i w0 = _mm256_unpacklo_epi8(codes, z), w1 = _mm256_unpackhi_epi8(codes, z);
-        __m256i c[4] = {_mm256_unpacklo_epi16(w0, z), _mm256_unpackhi_epi16(w0, z), _mm256_unpacklo_epi16(w1, z),
+        __m256i e[4] = {_mm256_unpacklo_epi16(w0, z), _mm256_unpackhi_epi16(w0, z), _mm256_unpacklo_epi16(w1, z),
                         _mm256_unpackhi_epi16(w1, z)};
-        const __m256 vd = _mm256_setr_m128(_mm_set1_ps(dl[4]), _mm_set1_ps(dl[5]));
-        const __m256 vm = _mm256_setr_m128(_mm_set1_ps(ml[4]), _mm_set1_ps(ml[5]));
+        const __m256 vd = _mm256_setr_m128(_mm_set1_ps(dl[2 * r]), _mm_set1_ps(dl[2 * r + 1]));
+        const __m256 vm = _mm256_setr_m128(_mm_set1_ps(ml[2 * r]), _mm_set1_ps(ml[2 * r + 1]));
         for (int k = 0; k < 4; ++k) {
-            const __m256 f = _mm256_sub_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(c[k]), vd), vm);
-            float *o = y + 64 + 4 * k;
+            const __m256 f = _mm256_sub_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(e[k]), vd), vm);
+            float *o = y + 32 * r + 4 * k;
             if (stream) {
                 _mm_stream_ps(o, _mm256_castps256_ps128(f));
                 _mm_stream_ps(o + 16, _mm256_extractf128_ps(f, 1));
@@ -280,19 +282,20 @@ static inline __attribute__((always_inline)) void dequantize_superblock(const ui
         }
     }
     {
-        __m256i codes = _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_QS + 0)), 6), _mm256_set1_epi8(3));
+        const int r = 4 * c + 3;
+        __m256i codes = _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_QS + 0 + 32 * c)), 6), _mm256_set1_epi8(3));
 
-        /* zero-extend by unpacking (bytes -> words -> dwords): c[k] holds elements
+        /* zero-extend by unpacking (bytes -> words -> dwords): e[k] holds elements
          * 4k..4k+3 (low half) and 16+4k..16+4k+3 (high half) of the run */
         const __m256i z = _mm256_setzero_si256();
         const __m256i w0 = _mm256_unpacklo_epi8(codes, z), w1 = _mm256_unpackhi_epi8(codes, z);
-        __m256i c[4] = {_mm256_unpacklo_epi16(w0, z), _mm256_unpackhi_epi16(w0, z), _mm256_unpacklo_epi16(w1, z),
+        __m256i e[4] = {_mm256_unpacklo_epi16(w0, z), _mm256_unpackhi_epi16(w0, z), _mm256_unpacklo_epi16(w1, z),
                         _mm256_unpackhi_epi16(w1, z)};
-        const __m256 vd = _mm256_setr_m128(_mm_set1_ps(dl[6]), _mm_set1_ps(dl[7]));
-        const __m256 vm = _mm256_setr_m128(_mm_set1_ps(ml[6]), _mm_set1_ps(ml[7]));
+        const __m256 vd = _mm256_setr_m128(_mm_set1_ps(dl[2 * r]), _mm_set1_ps(dl[2 * r + 1]));
+        const __m256 vm = _mm256_setr_m128(_mm_set1_ps(ml[2 * r]), _mm_set1_ps(ml[2 * r + 1]));
         for (int k = 0; k < 4; ++k) {
-            const __m256 f = _mm256_sub_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(c[k]), vd), vm);
-            float *o = y + 96 + 4 * k;
+            const __m256 f = _mm256_sub_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(e[k]), vd), vm);
+            float *o = y + 32 * r + 4 * k;
             if (stream) {
                 _mm_stream_ps(o, _mm256_castps256_ps128(f));
                 _mm_stream_ps(o + 16, _mm256_extractf128_ps(f, 1));
@@ -302,109 +305,26 @@ static inline __attribute__((always_inline)) void dequantize_superblock(const ui
             }
         }
     }
-    {
-        __m256i codes = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(b + OFF_QS + 32)), _mm256_set1_epi8(3));
-
-        /* zero-extend by unpacking (bytes -> words -> dwords): c[k] holds elements
-         * 4k..4k+3 (low half) and 16+4k..16+4k+3 (high half) of the run */
-        const __m256i z = _mm256_setzero_si256();
-        const __m256i w0 = _mm256_unpacklo_epi8(codes, z), w1 = _mm256_unpackhi_epi8(codes, z);
-        __m256i c[4] = {_mm256_unpacklo_epi16(w0, z), _mm256_unpackhi_epi16(w0, z), _mm256_unpacklo_epi16(w1, z),
-                        _mm256_unpackhi_epi16(w1, z)};
-        const __m256 vd = _mm256_setr_m128(_mm_set1_ps(dl[8]), _mm_set1_ps(dl[9]));
-        const __m256 vm = _mm256_setr_m128(_mm_set1_ps(ml[8]), _mm_set1_ps(ml[9]));
-        for (int k = 0; k < 4; ++k) {
-            const __m256 f = _mm256_sub_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(c[k]), vd), vm);
-            float *o = y + 128 + 4 * k;
-            if (stream) {
-                _mm_stream_ps(o, _mm256_castps256_ps128(f));
-                _mm_stream_ps(o + 16, _mm256_extractf128_ps(f, 1));
-            } else {
-                _mm_storeu_ps(o, _mm256_castps256_ps128(f));
-                _mm_storeu_ps(o + 16, _mm256_extractf128_ps(f, 1));
-            }
-        }
-    }
-    {
-        __m256i codes = _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_QS + 32)), 2), _mm256_set1_epi8(3));
-
-        /* zero-extend by unpacking (bytes -> words -> dwords): c[k] holds elements
-         * 4k..4k+3 (low half) and 16+4k..16+4k+3 (high half) of the run */
-        const __m256i z = _mm256_setzero_si256();
-        const __m256i w0 = _mm256_unpacklo_epi8(codes, z), w1 = _mm256_unpackhi_epi8(codes, z);
-        __m256i c[4] = {_mm256_unpacklo_epi16(w0, z), _mm256_unpackhi_epi16(w0, z), _mm256_unpacklo_epi16(w1, z),
-                        _mm256_unpackhi_epi16(w1, z)};
-        const __m256 vd = _mm256_setr_m128(_mm_set1_ps(dl[10]), _mm_set1_ps(dl[11]));
-        const __m256 vm = _mm256_setr_m128(_mm_set1_ps(ml[10]), _mm_set1_ps(ml[11]));
-        for (int k = 0; k < 4; ++k) {
-            const __m256 f = _mm256_sub_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(c[k]), vd), vm);
-            float *o = y + 160 + 4 * k;
-            if (stream) {
-                _mm_stream_ps(o, _mm256_castps256_ps128(f));
-                _mm_stream_ps(o + 16, _mm256_extractf128_ps(f, 1));
-            } else {
-                _mm_storeu_ps(o, _mm256_castps256_ps128(f));
-                _mm_storeu_ps(o + 16, _mm256_extractf128_ps(f, 1));
-            }
-        }
-    }
-    {
-        __m256i codes = _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_QS + 32)), 4), _mm256_set1_epi8(3));
-
-        /* zero-extend by unpacking (bytes -> words -> dwords): c[k] holds elements
-         * 4k..4k+3 (low half) and 16+4k..16+4k+3 (high half) of the run */
-        const __m256i z = _mm256_setzero_si256();
-        const __m256i w0 = _mm256_unpacklo_epi8(codes, z), w1 = _mm256_unpackhi_epi8(codes, z);
-        __m256i c[4] = {_mm256_unpacklo_epi16(w0, z), _mm256_unpackhi_epi16(w0, z), _mm256_unpacklo_epi16(w1, z),
-                        _mm256_unpackhi_epi16(w1, z)};
-        const __m256 vd = _mm256_setr_m128(_mm_set1_ps(dl[12]), _mm_set1_ps(dl[13]));
-        const __m256 vm = _mm256_setr_m128(_mm_set1_ps(ml[12]), _mm_set1_ps(ml[13]));
-        for (int k = 0; k < 4; ++k) {
-            const __m256 f = _mm256_sub_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(c[k]), vd), vm);
-            float *o = y + 192 + 4 * k;
-            if (stream) {
-                _mm_stream_ps(o, _mm256_castps256_ps128(f));
-                _mm_stream_ps(o + 16, _mm256_extractf128_ps(f, 1));
-            } else {
-                _mm_storeu_ps(o, _mm256_castps256_ps128(f));
-                _mm_storeu_ps(o + 16, _mm256_extractf128_ps(f, 1));
-            }
-        }
-    }
-    {
-        __m256i codes = _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_QS + 32)), 6), _mm256_set1_epi8(3));
-
-        /* zero-extend by unpacking (bytes -> words -> dwords): c[k] holds elements
-         * 4k..4k+3 (low half) and 16+4k..16+4k+3 (high half) of the run */
-        const __m256i z = _mm256_setzero_si256();
-        const __m256i w0 = _mm256_unpacklo_epi8(codes, z), w1 = _mm256_unpackhi_epi8(codes, z);
-        __m256i c[4] = {_mm256_unpacklo_epi16(w0, z), _mm256_unpackhi_epi16(w0, z), _mm256_unpacklo_epi16(w1, z),
-                        _mm256_unpackhi_epi16(w1, z)};
-        const __m256 vd = _mm256_setr_m128(_mm_set1_ps(dl[14]), _mm_set1_ps(dl[15]));
-        const __m256 vm = _mm256_setr_m128(_mm_set1_ps(ml[14]), _mm_set1_ps(ml[15]));
-        for (int k = 0; k < 4; ++k) {
-            const __m256 f = _mm256_sub_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(c[k]), vd), vm);
-            float *o = y + 224 + 4 * k;
-            if (stream) {
-                _mm_stream_ps(o, _mm256_castps256_ps128(f));
-                _mm_stream_ps(o + 16, _mm256_extractf128_ps(f, 1));
-            } else {
-                _mm_storeu_ps(o, _mm256_castps256_ps128(f));
-                _mm_storeu_ps(o + 16, _mm256_extractf128_ps(f, 1));
-            }
-        }
     }
 }
 
+/* The two store kinds in separate functions: one compact hot loop each. */
+static __attribute__((noinline)) void dequantize_superblocks(const uint8_t *q, float *y, int64_t nb) {
+    for (int64_t ib = 0; ib < nb; ++ib) dequantize_superblock(q + ib * TYPE_SIZE, y + ib * QK, 0);
+}
+
+static __attribute__((noinline)) void dequantize_superblocks_streaming(const uint8_t *q, float *y, int64_t nb) {
+    for (int64_t ib = 0; ib < nb; ++ib) dequantize_superblock(q + ib * TYPE_SIZE, y + ib * QK, 1);
+    _mm_sfence();
+}
+
 void qs_q2_k_dequantize__avx2(const uint8_t *q, float *y, int64_t n) {
-    const int64_t nb = n / QK;
     /* outputs far beyond the caches bypass them (non-temporal stores) */
     if (qs_stream_output(y, n)) {
-        for (int64_t ib = 0; ib < nb; ++ib) dequantize_superblock(q + ib * TYPE_SIZE, y + ib * QK, 1);
-        _mm_sfence();
+        dequantize_superblocks_streaming(q, y, n / QK);
         return;
     }
-    for (int64_t ib = 0; ib < nb; ++ib) dequantize_superblock(q + ib * TYPE_SIZE, y + ib * QK, 0);
+    dequantize_superblocks(q, y, n / QK);
 }
 
 /* -------------------------------------------------------------- quantize */

@@ -223,24 +223,25 @@ static inline __attribute__((always_inline)) void dequantize_superblock(const ui
         const __m128i mv = _mm_srli_si128(_mm256_castsi256_si128(vals), 8);
         _mm256_storeu_ps(ml + 8 * h, _mm256_mul_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(mv, 8 * h)))));
     }
-    /* broadcast the factors from memory (a load each; from a register a broadcast costs shuffles, the
-     * unpacks' ports) */
-    __asm__("" : "+m"(dl), "+m"(ml));
+    /* a loop over 4 chunks of 2 runs of 32 codes (the whole super-block unrolled runs slower) */
+    __m256i cur1 = _mm256_loadu_si256((const __m256i *)(b + OFF_QH + 0));
+    for (int c = 0; c < 4; ++c) {
     {
-        __m256i codes = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(b + OFF_QS + 0)), _mm256_set1_epi8(15));
-        codes = _mm256_or_si256(codes, _mm256_and_si256(_mm256_slli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_QH + 0)), 4), _mm256_set1_epi8(16)));
+        const int r = 2 * c + 0;
+        __m256i codes = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(b + OFF_QS + 0 + 32 * c)), _mm256_set1_epi8(15));
+        codes = _mm256_or_si256(codes, _mm256_and_si256(_mm256_slli_epi16(cur1, 4), _mm256_set1_epi8(16)));
 
-        /* zero-extend by unpacking (bytes -> words -> dwords): c[k] holds elements
+        /* zero-extend by unpacking (bytes -> words -> dwords): e[k] holds elements
          * 4k..4k+3 (low half) and 16+4k..16+4k+3 (high half) of the run */
         const __m256i z = _mm256_setzero_si256();
         const __m256i w0 = _mm256_unpacklo_epi8(codes, z), w1 = _mm256_unpackhi_epi8(codes, z);
-        __m256i c[4] = {_mm256_unpacklo_epi16(w0, z), _mm256_unpackhi_epi16(w0, z), _mm256_unpacklo_epi16(w1, z),
+        __m256i e[4] = {_mm256_unpacklo_epi16(w0, z), _mm256_unpackhi_epi16(w0, z), _mm256_unpacklo_epi16(w1, z),
                         _mm256_unpackhi_epi16(w1, z)};
-        const __m256 vd = _mm256_set1_ps(dl[0]);
-        const __m256 vm = _mm256_set1_ps(ml[0]);
+        const __m256 vd = _mm256_set1_ps(dl[r]);
+        const __m256 vm = _mm256_set1_ps(ml[r]);
         for (int k = 0; k < 4; ++k) {
-            const __m256 f = _mm256_sub_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(c[k]), vd), vm);
-            float *o = y + 0 + 4 * k;
+            const __m256 f = _mm256_sub_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(e[k]), vd), vm);
+            float *o = y + 32 * r + 4 * k;
             if (stream) {
                 _mm_stream_ps(o, _mm256_castps256_ps128(f));
                 _mm_stream_ps(o + 16, _mm256_extractf128_ps(f, 1));
@@ -251,20 +252,21 @@ static inline __attribute__((always_inline)) void dequantize_superblock(const ui
         }
     }
     {
-        __m256i codes = _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_QS + 0)), 4), _mm256_set1_epi8(15));
-        codes = _mm256_or_si256(codes, _mm256_and_si256(_mm256_slli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_QH + 0)), 3), _mm256_set1_epi8(16)));
+        const int r = 2 * c + 1;
+        __m256i codes = _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_QS + 0 + 32 * c)), 4), _mm256_set1_epi8(15));
+        codes = _mm256_or_si256(codes, _mm256_and_si256(_mm256_slli_epi16(cur1, 3), _mm256_set1_epi8(16)));
 
-        /* zero-extend by unpacking (bytes -> words -> dwords): c[k] holds elements
+        /* zero-extend by unpacking (bytes -> words -> dwords): e[k] holds elements
          * 4k..4k+3 (low half) and 16+4k..16+4k+3 (high half) of the run */
         const __m256i z = _mm256_setzero_si256();
         const __m256i w0 = _mm256_unpacklo_epi8(codes, z), w1 = _mm256_unpackhi_epi8(codes, z);
-        __m256i c[4] = {_mm256_unpacklo_epi16(w0, z), _mm256_unpackhi_epi16(w0, z), _mm256_unpacklo_epi16(w1, z),
+        __m256i e[4] = {_mm256_unpacklo_epi16(w0, z), _mm256_unpackhi_epi16(w0, z), _mm256_unpacklo_epi16(w1, z),
                         _mm256_unpackhi_epi16(w1, z)};
-        const __m256 vd = _mm256_set1_ps(dl[1]);
-        const __m256 vm = _mm256_set1_ps(ml[1]);
+        const __m256 vd = _mm256_set1_ps(dl[r]);
+        const __m256 vm = _mm256_set1_ps(ml[r]);
         for (int k = 0; k < 4; ++k) {
-            const __m256 f = _mm256_sub_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(c[k]), vd), vm);
-            float *o = y + 32 + 4 * k;
+            const __m256 f = _mm256_sub_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(e[k]), vd), vm);
+            float *o = y + 32 * r + 4 * k;
             if (stream) {
                 _mm_stream_ps(o, _mm256_castps256_ps128(f));
                 _mm_stream_ps(o + 16, _mm256_extractf128_ps(f, 1));
@@ -274,161 +276,27 @@ static inline __attribute__((always_inline)) void dequantize_superblock(const ui
             }
         }
     }
-    {
-        __m256i codes = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(b + OFF_QS + 32)), _mm256_set1_epi8(15));
-        codes = _mm256_or_si256(codes, _mm256_and_si256(_mm256_slli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_QH + 0)), 2), _mm256_set1_epi8(16)));
-
-        /* zero-extend by unpacking (bytes -> words -> dwords): c[k] holds elements
-         * 4k..4k+3 (low half) and 16+4k..16+4k+3 (high half) of the run */
-        const __m256i z = _mm256_setzero_si256();
-        const __m256i w0 = _mm256_unpacklo_epi8(codes, z), w1 = _mm256_unpackhi_epi8(codes, z);
-        __m256i c[4] = {_mm256_unpacklo_epi16(w0, z), _mm256_unpackhi_epi16(w0, z), _mm256_unpacklo_epi16(w1, z),
-                        _mm256_unpackhi_epi16(w1, z)};
-        const __m256 vd = _mm256_set1_ps(dl[2]);
-        const __m256 vm = _mm256_set1_ps(ml[2]);
-        for (int k = 0; k < 4; ++k) {
-            const __m256 f = _mm256_sub_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(c[k]), vd), vm);
-            float *o = y + 64 + 4 * k;
-            if (stream) {
-                _mm_stream_ps(o, _mm256_castps256_ps128(f));
-                _mm_stream_ps(o + 16, _mm256_extractf128_ps(f, 1));
-            } else {
-                _mm_storeu_ps(o, _mm256_castps256_ps128(f));
-                _mm_storeu_ps(o + 16, _mm256_extractf128_ps(f, 1));
-            }
-        }
-    }
-    {
-        __m256i codes = _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_QS + 32)), 4), _mm256_set1_epi8(15));
-        codes = _mm256_or_si256(codes, _mm256_and_si256(_mm256_slli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_QH + 0)), 1), _mm256_set1_epi8(16)));
-
-        /* zero-extend by unpacking (bytes -> words -> dwords): c[k] holds elements
-         * 4k..4k+3 (low half) and 16+4k..16+4k+3 (high half) of the run */
-        const __m256i z = _mm256_setzero_si256();
-        const __m256i w0 = _mm256_unpacklo_epi8(codes, z), w1 = _mm256_unpackhi_epi8(codes, z);
-        __m256i c[4] = {_mm256_unpacklo_epi16(w0, z), _mm256_unpackhi_epi16(w0, z), _mm256_unpacklo_epi16(w1, z),
-                        _mm256_unpackhi_epi16(w1, z)};
-        const __m256 vd = _mm256_set1_ps(dl[3]);
-        const __m256 vm = _mm256_set1_ps(ml[3]);
-        for (int k = 0; k < 4; ++k) {
-            const __m256 f = _mm256_sub_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(c[k]), vd), vm);
-            float *o = y + 96 + 4 * k;
-            if (stream) {
-                _mm_stream_ps(o, _mm256_castps256_ps128(f));
-                _mm_stream_ps(o + 16, _mm256_extractf128_ps(f, 1));
-            } else {
-                _mm_storeu_ps(o, _mm256_castps256_ps128(f));
-                _mm_storeu_ps(o + 16, _mm256_extractf128_ps(f, 1));
-            }
-        }
-    }
-    {
-        __m256i codes = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(b + OFF_QS + 64)), _mm256_set1_epi8(15));
-        codes = _mm256_or_si256(codes, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(b + OFF_QH + 0)), _mm256_set1_epi8(16)));
-
-        /* zero-extend by unpacking (bytes -> words -> dwords): c[k] holds elements
-         * 4k..4k+3 (low half) and 16+4k..16+4k+3 (high half) of the run */
-        const __m256i z = _mm256_setzero_si256();
-        const __m256i w0 = _mm256_unpacklo_epi8(codes, z), w1 = _mm256_unpackhi_epi8(codes, z);
-        __m256i c[4] = {_mm256_unpacklo_epi16(w0, z), _mm256_unpackhi_epi16(w0, z), _mm256_unpacklo_epi16(w1, z),
-                        _mm256_unpackhi_epi16(w1, z)};
-        const __m256 vd = _mm256_set1_ps(dl[4]);
-        const __m256 vm = _mm256_set1_ps(ml[4]);
-        for (int k = 0; k < 4; ++k) {
-            const __m256 f = _mm256_sub_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(c[k]), vd), vm);
-            float *o = y + 128 + 4 * k;
-            if (stream) {
-                _mm_stream_ps(o, _mm256_castps256_ps128(f));
-                _mm_stream_ps(o + 16, _mm256_extractf128_ps(f, 1));
-            } else {
-                _mm_storeu_ps(o, _mm256_castps256_ps128(f));
-                _mm_storeu_ps(o + 16, _mm256_extractf128_ps(f, 1));
-            }
-        }
-    }
-    {
-        __m256i codes = _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_QS + 64)), 4), _mm256_set1_epi8(15));
-        codes = _mm256_or_si256(codes, _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_QH + 0)), 1), _mm256_set1_epi8(16)));
-
-        /* zero-extend by unpacking (bytes -> words -> dwords): c[k] holds elements
-         * 4k..4k+3 (low half) and 16+4k..16+4k+3 (high half) of the run */
-        const __m256i z = _mm256_setzero_si256();
-        const __m256i w0 = _mm256_unpacklo_epi8(codes, z), w1 = _mm256_unpackhi_epi8(codes, z);
-        __m256i c[4] = {_mm256_unpacklo_epi16(w0, z), _mm256_unpackhi_epi16(w0, z), _mm256_unpacklo_epi16(w1, z),
-                        _mm256_unpackhi_epi16(w1, z)};
-        const __m256 vd = _mm256_set1_ps(dl[5]);
-        const __m256 vm = _mm256_set1_ps(ml[5]);
-        for (int k = 0; k < 4; ++k) {
-            const __m256 f = _mm256_sub_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(c[k]), vd), vm);
-            float *o = y + 160 + 4 * k;
-            if (stream) {
-                _mm_stream_ps(o, _mm256_castps256_ps128(f));
-                _mm_stream_ps(o + 16, _mm256_extractf128_ps(f, 1));
-            } else {
-                _mm_storeu_ps(o, _mm256_castps256_ps128(f));
-                _mm_storeu_ps(o + 16, _mm256_extractf128_ps(f, 1));
-            }
-        }
-    }
-    {
-        __m256i codes = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(b + OFF_QS + 96)), _mm256_set1_epi8(15));
-        codes = _mm256_or_si256(codes, _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_QH + 0)), 2), _mm256_set1_epi8(16)));
-
-        /* zero-extend by unpacking (bytes -> words -> dwords): c[k] holds elements
-         * 4k..4k+3 (low half) and 16+4k..16+4k+3 (high half) of the run */
-        const __m256i z = _mm256_setzero_si256();
-        const __m256i w0 = _mm256_unpacklo_epi8(codes, z), w1 = _mm256_unpackhi_epi8(codes, z);
-        __m256i c[4] = {_mm256_unpacklo_epi16(w0, z), _mm256_unpackhi_epi16(w0, z), _mm256_unpacklo_epi16(w1, z),
-                        _mm256_unpackhi_epi16(w1, z)};
-        const __m256 vd = _mm256_set1_ps(dl[6]);
-        const __m256 vm = _mm256_set1_ps(ml[6]);
-        for (int k = 0; k < 4; ++k) {
-            const __m256 f = _mm256_sub_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(c[k]), vd), vm);
-            float *o = y + 192 + 4 * k;
-            if (stream) {
-                _mm_stream_ps(o, _mm256_castps256_ps128(f));
-                _mm_stream_ps(o + 16, _mm256_extractf128_ps(f, 1));
-            } else {
-                _mm_storeu_ps(o, _mm256_castps256_ps128(f));
-                _mm_storeu_ps(o + 16, _mm256_extractf128_ps(f, 1));
-            }
-        }
-    }
-    {
-        __m256i codes = _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_QS + 96)), 4), _mm256_set1_epi8(15));
-        codes = _mm256_or_si256(codes, _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_QH + 0)), 3), _mm256_set1_epi8(16)));
-
-        /* zero-extend by unpacking (bytes -> words -> dwords): c[k] holds elements
-         * 4k..4k+3 (low half) and 16+4k..16+4k+3 (high half) of the run */
-        const __m256i z = _mm256_setzero_si256();
-        const __m256i w0 = _mm256_unpacklo_epi8(codes, z), w1 = _mm256_unpackhi_epi8(codes, z);
-        __m256i c[4] = {_mm256_unpacklo_epi16(w0, z), _mm256_unpackhi_epi16(w0, z), _mm256_unpacklo_epi16(w1, z),
-                        _mm256_unpackhi_epi16(w1, z)};
-        const __m256 vd = _mm256_set1_ps(dl[7]);
-        const __m256 vm = _mm256_set1_ps(ml[7]);
-        for (int k = 0; k < 4; ++k) {
-            const __m256 f = _mm256_sub_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(c[k]), vd), vm);
-            float *o = y + 224 + 4 * k;
-            if (stream) {
-                _mm_stream_ps(o, _mm256_castps256_ps128(f));
-                _mm_stream_ps(o + 16, _mm256_extractf128_ps(f, 1));
-            } else {
-                _mm_storeu_ps(o, _mm256_castps256_ps128(f));
-                _mm_storeu_ps(o + 16, _mm256_extractf128_ps(f, 1));
-            }
-        }
+        cur1 = _mm256_srli_epi16(cur1, 2);
     }
 }
 
+/* The two store kinds in separate functions: one compact hot loop each. */
+static __attribute__((noinline)) void dequantize_superblocks(const uint8_t *q, float *y, int64_t nb) {
+    for (int64_t ib = 0; ib < nb; ++ib) dequantize_superblock(q + ib * TYPE_SIZE, y + ib * QK, 0);
+}
+
+static __attribute__((noinline)) void dequantize_superblocks_streaming(const uint8_t *q, float *y, int64_t nb) {
+    for (int64_t ib = 0; ib < nb; ++ib) dequantize_superblock(q + ib * TYPE_SIZE, y + ib * QK, 1);
+    _mm_sfence();
+}
+
 void qs_q5_k_dequantize__avx2(const uint8_t *q, float *y, int64_t n) {
-    const int64_t nb = n / QK;
     /* outputs far beyond the caches bypass them (non-temporal stores) */
     if (qs_stream_output(y, n)) {
-        for (int64_t ib = 0; ib < nb; ++ib) dequantize_superblock(q + ib * TYPE_SIZE, y + ib * QK, 1);
-        _mm_sfence();
+        dequantize_superblocks_streaming(q, y, n / QK);
         return;
     }
-    for (int64_t ib = 0; ib < nb; ++ib) dequantize_superblock(q + ib * TYPE_SIZE, y + ib * QK, 0);
+    dequantize_superblocks(q, y, n / QK);
 }
 
 /* -------------------------------------------------------------- quantize */

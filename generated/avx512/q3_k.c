@@ -217,9 +217,6 @@ static inline __attribute__((always_inline)) void dequantize_superblock(const ui
         const __m256i s = _mm256_sub_epi32(_mm256_cvtepu8_epi32(sv), _mm256_set1_epi32(32));
         _mm256_storeu_ps(dl + 8 * h, _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s)));
     }
-    /* broadcast the factors from memory (a load each; from a register a broadcast costs shuffles, the
-     * unpacks' ports) */
-    __asm__("" : "+m"(dl));
     {
         __m256i codes = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(b + OFF_QS + 0)), _mm256_set1_epi8(3));
         codes = _mm256_or_si256(codes, _mm256_and_si256(_mm256_slli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_HMASK + 0)), 2), _mm256_set1_epi8(4)));
@@ -318,15 +315,23 @@ static inline __attribute__((always_inline)) void dequantize_superblock(const ui
     }
 }
 
+/* The two store kinds in separate functions: one compact hot loop each. */
+static __attribute__((noinline)) void dequantize_superblocks(const uint8_t *q, float *y, int64_t nb) {
+    for (int64_t ib = 0; ib < nb; ++ib) dequantize_superblock(q + ib * TYPE_SIZE, y + ib * QK, 0);
+}
+
+static __attribute__((noinline)) void dequantize_superblocks_streaming(const uint8_t *q, float *y, int64_t nb) {
+    for (int64_t ib = 0; ib < nb; ++ib) dequantize_superblock(q + ib * TYPE_SIZE, y + ib * QK, 1);
+    _mm_sfence();
+}
+
 void qs_q3_k_dequantize__avx512(const uint8_t *q, float *y, int64_t n) {
-    const int64_t nb = n / QK;
     /* outputs far beyond the caches bypass them (non-temporal stores) */
     if (qs_stream_output(y, n)) {
-        for (int64_t ib = 0; ib < nb; ++ib) dequantize_superblock(q + ib * TYPE_SIZE, y + ib * QK, 1);
-        _mm_sfence();
+        dequantize_superblocks_streaming(q, y, n / QK);
         return;
     }
-    for (int64_t ib = 0; ib < nb; ++ib) dequantize_superblock(q + ib * TYPE_SIZE, y + ib * QK, 0);
+    dequantize_superblocks(q, y, n / QK);
 }
 
 /* -------------------------------------------------------------- quantize */

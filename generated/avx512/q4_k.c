@@ -191,9 +191,6 @@ static inline __attribute__((always_inline)) void dequantize_superblock(const ui
         const __m128i mv = _mm_srli_si128(_mm256_castsi256_si128(vals), 8);
         _mm256_storeu_ps(ml + 8 * h, _mm256_mul_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(mv, 8 * h)))));
     }
-    /* broadcast the factors from memory (a load each; from a register a broadcast costs shuffles, the
-     * unpacks' ports) */
-    __asm__("" : "+m"(dl), "+m"(ml));
     {
         __m256i codes = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(b + OFF_QS + 0)), _mm256_set1_epi8(15));
 
@@ -284,15 +281,23 @@ static inline __attribute__((always_inline)) void dequantize_superblock(const ui
     }
 }
 
+/* The two store kinds in separate functions: one compact hot loop each. */
+static __attribute__((noinline)) void dequantize_superblocks(const uint8_t *q, float *y, int64_t nb) {
+    for (int64_t ib = 0; ib < nb; ++ib) dequantize_superblock(q + ib * TYPE_SIZE, y + ib * QK, 0);
+}
+
+static __attribute__((noinline)) void dequantize_superblocks_streaming(const uint8_t *q, float *y, int64_t nb) {
+    for (int64_t ib = 0; ib < nb; ++ib) dequantize_superblock(q + ib * TYPE_SIZE, y + ib * QK, 1);
+    _mm_sfence();
+}
+
 void qs_q4_k_dequantize__avx512(const uint8_t *q, float *y, int64_t n) {
-    const int64_t nb = n / QK;
     /* outputs far beyond the caches bypass them (non-temporal stores) */
     if (qs_stream_output(y, n)) {
-        for (int64_t ib = 0; ib < nb; ++ib) dequantize_superblock(q + ib * TYPE_SIZE, y + ib * QK, 1);
-        _mm_sfence();
+        dequantize_superblocks_streaming(q, y, n / QK);
         return;
     }
-    for (int64_t ib = 0; ib < nb; ++ib) dequantize_superblock(q + ib * TYPE_SIZE, y + ib * QK, 0);
+    dequantize_superblocks(q, y, n / QK);
 }
 
 /* -------------------------------------------------------------- quantize */

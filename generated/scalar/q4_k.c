@@ -152,9 +152,13 @@ static inline __attribute__((always_inline)) void dequantize_superblock(const ui
             y[SUB * j + i] = dl[j] * (float)((int)q[SUB * j + i]) - ml[j];
 }
 
-void qs_q4_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n) {
-    const int64_t nb = n / QK;
+/* The two store kinds in separate functions: one compact hot loop each. */
+static __attribute__((noinline)) void dequantize_superblocks(const uint8_t *q, float *y, int64_t nb) {
     for (int64_t ib = 0; ib < nb; ++ib) dequantize_superblock(q + ib * TYPE_SIZE, y + ib * QK, 0);
+}
+
+void qs_q4_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n) {
+    dequantize_superblocks(q, y, n / QK);
 }
 
 /* -------------------------------------------------------------- quantize */
