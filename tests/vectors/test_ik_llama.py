@@ -10,7 +10,7 @@ so ggml's fp16 -> fp32 table was all zeros: for every format with an fp16
 scale (in the block or as row metadata) ``y`` holds signed zeros
 (``test_shared_y_of_fp16_formats_is_the_zero_table``). ``ik_llama/to_float``
 holds ``to_float`` of the same ``q`` from a build of the same commit that
-does call it (``to_float/make_to_float.py``); the spec's ``dequantize``
+does call it (see ``to_float/README.md``); the spec's ``dequantize``
 reproduces those bit for bit, and the shared ``y`` wherever it is valid.
 Three formats have a CPU ``to_float`` that is not the format's definition,
 and the spec states both: IQ1_BN and IQ2_BN (the CPU reads the row scale's
@@ -178,7 +178,7 @@ def test_edge_cases(fmt):
     sub-blocks, 1e-20, 1e15, a constant, an outlier, small integers, signed
     zeros, a ramp, heavy tails), with and without an importance matrix that
     has zero stretches, quantized one row at a time by ik_llama.cpp
-    (``edge/make_edge.py``). Byte for byte and bit for bit, except the rows on
+    (see ``edge/README.md``). Byte for byte and bit for bit, except the rows on
     which ik_llama.cpp aborts on an assertion (recorded in ``ok``): there the
     spec returns a row of the right size without raising."""
     if fmt not in qs.formats():
