@@ -187,7 +187,9 @@ def vec_dot(fmt, wq, aq, threads=None) -> np.ndarray:
     spec = registry.spec(name)
     threads = _check_threads(threads)
     if spec.vec_dot_format is None:
-        raise UnsupportedOperationError(f"{name}: is an activation-only format and has no dot product")
+        raise UnsupportedOperationError(
+            f"{name}: has no dot product here (an activation format, or one whose activation format "
+            f"quantspec does not define)")
     w2, one_row, n = _byte_rows(name, wq)
     act = spec.vec_dot_format
     a2, _, n_a = _byte_rows(act, aq)

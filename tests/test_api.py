@@ -159,7 +159,7 @@ def test_size_overflow_is_reported_before_allocating():
 
 def test_vec_dot_checks():
     wq = qs.quantize("q4_1", np.ones((2, 64), dtype=np.float32))
-    with pytest.raises(errors.UnsupportedOperationError, match="q8_1: is an activation-only format"):
+    with pytest.raises(errors.UnsupportedOperationError, match="q8_1: has no dot product here"):
         qs.vec_dot("q8_1", np.zeros(36, dtype=np.uint8), np.zeros(36, dtype=np.uint8))
     with pytest.raises(errors.ShapeError, match=r"q4_1: a row must be|activation row must hold 64"):
         qs.vec_dot("q4_1", wq, qs.quantize("q8_1", np.ones(32, dtype=np.float32)))
