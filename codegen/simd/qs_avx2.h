@@ -5,6 +5,7 @@
 #define QS_AVX2_H
 
 #include <immintrin.h>
+#include <stdio.h>
 #include "qs_common.h"
 
 /* Non-temporal stores pay off when the output is much larger than the
@@ -12,6 +13,36 @@
 #define QS_STREAM_MIN_BYTES ((int64_t)64 << 20)
 static inline int qs_stream_output(const float *y, int64_t n) {
     return n * (int64_t)sizeof(float) >= QS_STREAM_MIN_BYTES && ((uintptr_t)y & 63) == 0;
+}
+
+/* The last-level cache one core sees, in bytes (Linux sysfs: cpu0's level-3,
+ * else level-2 cache; 0 if unknown), read once per translation unit. */
+static inline int64_t qs_llc_bytes(void) {
+    static int64_t cached = -1;
+    int64_t v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+    if (v >= 0) return v;
+    v = 0;
+    for (int level = 3; level >= 2 && v == 0; --level) {
+        char path[64], unit = 0;
+        long long size = 0;
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/size", level);
+        FILE *f = fopen(path, "r");
+        if (!f) continue;
+        if (fscanf(f, "%lld%c", &size, &unit) >= 1 && size > 0)
+            v = size << (unit == 'K' ? 10 : unit == 'M' ? 20 : 0);
+        fclose(f);
+    }
+    __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
+    return v;
+}
+
+/* qs_stream_output, with "far beyond the caches" taken as twice the last-level
+ * cache where it is known (at most QS_STREAM_MIN_BYTES), for stores of `align`
+ * bytes (16: _mm_stream_ps, which NumPy's 16-byte aligned arrays allow). */
+static inline int qs_stream_output_llc(const float *y, int64_t n, uintptr_t align) {
+    const int64_t llc = qs_llc_bytes();
+    const int64_t limit = llc > 0 && 2 * llc < QS_STREAM_MIN_BYTES ? 2 * llc : QS_STREAM_MIN_BYTES;
+    return n * (int64_t)sizeof(float) >= limit && ((uintptr_t)y & (align - 1)) == 0;
 }
 
 static inline float qs_f16_to_f32_hw(uint16_t h) { return _cvtsh_ss(h); }

@@ -336,7 +336,7 @@ static __attribute__((noinline)) void dequantize_superblocks_streaming(const uin
 
 void qs_q3_k_dequantize__avx2(const uint8_t *q, float *y, int64_t n) {
     /* outputs far beyond the caches bypass them (non-temporal stores) */
-    if (qs_stream_output(y, n)) {
+    if (qs_stream_output_llc(y, n, 16)) {
         dequantize_superblocks_streaming(q, y, n / QK);
         return;
     }

@@ -27,13 +27,18 @@ static inline void dequantize_block(const uint8_t *b, float *y, int stream) {
     const __m256 vd = _mm256_set1_ps(d);
     for (int j = 0; j < QK; j += 8) {
         const __m256 f = _mm256_mul_ps(vd, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(b + OFF_QS + j)))));
-        if (stream) _mm256_stream_ps(y + j, f); else _mm256_storeu_ps(y + j, f);
+        if (stream) { /* 16-byte stores: NumPy's arrays are 16-byte aligned */
+            _mm_stream_ps(y + j, _mm256_castps256_ps128(f));
+            _mm_stream_ps(y + j + 4, _mm256_extractf128_ps(f, 1));
+        } else {
+            _mm256_storeu_ps(y + j, f);
+        }
     }
 }
 
 void qs_q8_k_dequantize__avx2(const uint8_t *q, float *y, int64_t n) {
     const int64_t nb = n / QK;
-    if (qs_stream_output(y, n)) { /* outputs far beyond the caches bypass them */
+    if (qs_stream_output_llc(y, n, 16)) { /* outputs far beyond the caches bypass them */
         for (int64_t ib = 0; ib < nb; ++ib) dequantize_block(q + ib * TYPE_SIZE, y + ib * QK, 1);
         _mm_sfence();
         return;

@@ -33,7 +33,7 @@ static inline void dequantize_block(const uint8_t *b, float *y, int stream) {
 
 void qs_q8_k_dequantize__avx512(const uint8_t *q, float *y, int64_t n) {
     const int64_t nb = n / QK;
-    if (qs_stream_output(y, n)) { /* outputs far beyond the caches bypass them */
+    if (qs_stream_output_llc(y, n, 64)) { /* outputs far beyond the caches bypass them */
         for (int64_t ib = 0; ib < nb; ++ib) dequantize_block(q + ib * TYPE_SIZE, y + ib * QK, 1);
         _mm_sfence();
         return;

@@ -178,3 +178,18 @@ def test_q8_k_blocks_off_the_fast_path(fmt, isa):
     with qs.use_isa("reference"):
         expected = qs.quantize(fmt, x)
     np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("fmt,isa", [p for p in _params("dequantize", ("q4_k", "q6_k", "q8_k"))
+                                     if p.values[1] != "scalar"])
+def test_huge_outputs_take_the_streaming_path_bitexact(fmt, isa):
+    """Outputs beyond twice the last-level cache (64 MiB at most) are written
+    with non-temporal stores: the same bits as the scalar kernel."""
+    n = (64 << 20) // 4 + 256 * 5
+    x = np.random.default_rng(7).standard_normal(n).astype(np.float32)
+    with qs.use_isa(isa):
+        q = qs.quantize(fmt, x)
+        fast = qs.dequantize(fmt, q)
+    with qs.use_isa("scalar"):
+        slow = qs.dequantize(fmt, q)
+    assert_same_bits(fast, slow, f"{fmt} on {isa}, streaming stores")
