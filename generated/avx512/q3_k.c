@@ -9,6 +9,9 @@
  *   offset 96  u8   scales[12]
  *   offset 108 f16  d[1]
  * element = (d * (s_j - 32)) * (q - 4)
+ * The avx512 kernels are the AVX2 code built with AVX-512 enabled (the compiler
+ * may use EVEX encodings and 32 registers): the same lines the avx2 kernels run
+ * and test, no 512-bit path that no machine here can execute.
  */
 #include <stdlib.h>
 
@@ -217,101 +220,110 @@ static inline __attribute__((always_inline)) void dequantize_superblock(const ui
         const __m256i s = _mm256_sub_epi32(_mm256_cvtepu8_epi32(sv), _mm256_set1_epi32(32));
         _mm256_storeu_ps(dl + 8 * h, _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s)));
     }
+    /* a loop over 2 chunks of 4 runs of 32 codes (the whole super-block unrolled runs slower) */
+    __m256i cur1 = _mm256_loadu_si256((const __m256i *)(b + OFF_HMASK + 0));
+    for (int c = 0; c < 2; ++c) {
     {
-        __m256i codes = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(b + OFF_QS + 0)), _mm256_set1_epi8(3));
-        codes = _mm256_or_si256(codes, _mm256_and_si256(_mm256_slli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_HMASK + 0)), 2), _mm256_set1_epi8(4)));
+        const int r = 4 * c + 0;
+        __m256i codes = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(b + OFF_QS + 0 + 32 * c)), _mm256_set1_epi8(3));
+        codes = _mm256_or_si256(codes, _mm256_and_si256(_mm256_slli_epi16(cur1, 2), _mm256_set1_epi8(4)));
 
-        codes = _mm256_sub_epi8(codes, _mm256_set1_epi8(4));
-        for (int h = 0; h < 2; ++h) {
-            const int j = (0 + 16 * h) / SUB;
-            const __m128i part = h ? _mm256_extracti128_si256(codes, 1) : _mm256_castsi256_si128(codes);
-            __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(part)), _mm512_set1_ps(dl[j]));
-            if (stream) _mm512_stream_ps(y + 0 + 16 * h, f); else _mm512_storeu_ps(y + 0 + 16 * h, f);
+        /* zero-extend by unpacking (bytes -> words -> dwords): e[k] holds elements
+         * 4k..4k+3 (low half) and 16+4k..16+4k+3 (high half) of the run */
+        const __m256i z = _mm256_setzero_si256();
+        const __m256i w0 = _mm256_unpacklo_epi8(codes, z), w1 = _mm256_unpackhi_epi8(codes, z);
+        __m256i e[4] = {_mm256_unpacklo_epi16(w0, z), _mm256_unpackhi_epi16(w0, z), _mm256_unpacklo_epi16(w1, z),
+                        _mm256_unpackhi_epi16(w1, z)};
+        const __m256 vd = _mm256_setr_m128(_mm_set1_ps(dl[2 * r]), _mm_set1_ps(dl[2 * r + 1]));
+        for (int k = 0; k < 4; ++k) {
+            e[k] = _mm256_sub_epi32(e[k], _mm256_set1_epi32(4));
+            const __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(e[k]), vd);
+            float *o = y + 32 * r + 4 * k;
+            if (stream) {
+                _mm_stream_ps(o, _mm256_castps256_ps128(f));
+                _mm_stream_ps(o + 16, _mm256_extractf128_ps(f, 1));
+            } else {
+                _mm_storeu_ps(o, _mm256_castps256_ps128(f));
+                _mm_storeu_ps(o + 16, _mm256_extractf128_ps(f, 1));
+            }
         }
     }
     {
-        __m256i codes = _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_QS + 0)), 2), _mm256_set1_epi8(3));
-        codes = _mm256_or_si256(codes, _mm256_and_si256(_mm256_slli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_HMASK + 0)), 1), _mm256_set1_epi8(4)));
+        const int r = 4 * c + 1;
+        __m256i codes = _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_QS + 0 + 32 * c)), 2), _mm256_set1_epi8(3));
+        codes = _mm256_or_si256(codes, _mm256_and_si256(_mm256_slli_epi16(cur1, 1), _mm256_set1_epi8(4)));
 
-        codes = _mm256_sub_epi8(codes, _mm256_set1_epi8(4));
-        for (int h = 0; h < 2; ++h) {
-            const int j = (32 + 16 * h) / SUB;
-            const __m128i part = h ? _mm256_extracti128_si256(codes, 1) : _mm256_castsi256_si128(codes);
-            __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(part)), _mm512_set1_ps(dl[j]));
-            if (stream) _mm512_stream_ps(y + 32 + 16 * h, f); else _mm512_storeu_ps(y + 32 + 16 * h, f);
+        /* zero-extend by unpacking (bytes -> words -> dwords): e[k] holds elements
+         * 4k..4k+3 (low half) and 16+4k..16+4k+3 (high half) of the run */
+        const __m256i z = _mm256_setzero_si256();
+        const __m256i w0 = _mm256_unpacklo_epi8(codes, z), w1 = _mm256_unpackhi_epi8(codes, z);
+        __m256i e[4] = {_mm256_unpacklo_epi16(w0, z), _mm256_unpackhi_epi16(w0, z), _mm256_unpacklo_epi16(w1, z),
+                        _mm256_unpackhi_epi16(w1, z)};
+        const __m256 vd = _mm256_setr_m128(_mm_set1_ps(dl[2 * r]), _mm_set1_ps(dl[2 * r + 1]));
+        for (int k = 0; k < 4; ++k) {
+            e[k] = _mm256_sub_epi32(e[k], _mm256_set1_epi32(4));
+            const __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(e[k]), vd);
+            float *o = y + 32 * r + 4 * k;
+            if (stream) {
+                _mm_stream_ps(o, _mm256_castps256_ps128(f));
+                _mm_stream_ps(o + 16, _mm256_extractf128_ps(f, 1));
+            } else {
+                _mm_storeu_ps(o, _mm256_castps256_ps128(f));
+                _mm_storeu_ps(o + 16, _mm256_extractf128_ps(f, 1));
+            }
         }
     }
     {
-        __m256i codes = _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_QS + 0)), 4), _mm256_set1_epi8(3));
-        codes = _mm256_or_si256(codes, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(b + OFF_HMASK + 0)), _mm256_set1_epi8(4)));
+        const int r = 4 * c + 2;
+        __m256i codes = _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_QS + 0 + 32 * c)), 4), _mm256_set1_epi8(3));
+        codes = _mm256_or_si256(codes, _mm256_and_si256(cur1, _mm256_set1_epi8(4)));
 
-        codes = _mm256_sub_epi8(codes, _mm256_set1_epi8(4));
-        for (int h = 0; h < 2; ++h) {
-            const int j = (64 + 16 * h) / SUB;
-            const __m128i part = h ? _mm256_extracti128_si256(codes, 1) : _mm256_castsi256_si128(codes);
-            __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(part)), _mm512_set1_ps(dl[j]));
-            if (stream) _mm512_stream_ps(y + 64 + 16 * h, f); else _mm512_storeu_ps(y + 64 + 16 * h, f);
+        /* zero-extend by unpacking (bytes -> words -> dwords): e[k] holds elements
+         * 4k..4k+3 (low half) and 16+4k..16+4k+3 (high half) of the run */
+        const __m256i z = _mm256_setzero_si256();
+        const __m256i w0 = _mm256_unpacklo_epi8(codes, z), w1 = _mm256_unpackhi_epi8(codes, z);
+        __m256i e[4] = {_mm256_unpacklo_epi16(w0, z), _mm256_unpackhi_epi16(w0, z), _mm256_unpacklo_epi16(w1, z),
+                        _mm256_unpackhi_epi16(w1, z)};
+        const __m256 vd = _mm256_setr_m128(_mm_set1_ps(dl[2 * r]), _mm_set1_ps(dl[2 * r + 1]));
+        for (int k = 0; k < 4; ++k) {
+            e[k] = _mm256_sub_epi32(e[k], _mm256_set1_epi32(4));
+            const __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(e[k]), vd);
+            float *o = y + 32 * r + 4 * k;
+            if (stream) {
+                _mm_stream_ps(o, _mm256_castps256_ps128(f));
+                _mm_stream_ps(o + 16, _mm256_extractf128_ps(f, 1));
+            } else {
+                _mm_storeu_ps(o, _mm256_castps256_ps128(f));
+                _mm_storeu_ps(o + 16, _mm256_extractf128_ps(f, 1));
+            }
         }
     }
     {
-        __m256i codes = _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_QS + 0)), 6), _mm256_set1_epi8(3));
-        codes = _mm256_or_si256(codes, _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_HMASK + 0)), 1), _mm256_set1_epi8(4)));
+        const int r = 4 * c + 3;
+        __m256i codes = _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_QS + 0 + 32 * c)), 6), _mm256_set1_epi8(3));
+        codes = _mm256_or_si256(codes, _mm256_and_si256(_mm256_srli_epi16(cur1, 1), _mm256_set1_epi8(4)));
 
-        codes = _mm256_sub_epi8(codes, _mm256_set1_epi8(4));
-        for (int h = 0; h < 2; ++h) {
-            const int j = (96 + 16 * h) / SUB;
-            const __m128i part = h ? _mm256_extracti128_si256(codes, 1) : _mm256_castsi256_si128(codes);
-            __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(part)), _mm512_set1_ps(dl[j]));
-            if (stream) _mm512_stream_ps(y + 96 + 16 * h, f); else _mm512_storeu_ps(y + 96 + 16 * h, f);
+        /* zero-extend by unpacking (bytes -> words -> dwords): e[k] holds elements
+         * 4k..4k+3 (low half) and 16+4k..16+4k+3 (high half) of the run */
+        const __m256i z = _mm256_setzero_si256();
+        const __m256i w0 = _mm256_unpacklo_epi8(codes, z), w1 = _mm256_unpackhi_epi8(codes, z);
+        __m256i e[4] = {_mm256_unpacklo_epi16(w0, z), _mm256_unpackhi_epi16(w0, z), _mm256_unpacklo_epi16(w1, z),
+                        _mm256_unpackhi_epi16(w1, z)};
+        const __m256 vd = _mm256_setr_m128(_mm_set1_ps(dl[2 * r]), _mm_set1_ps(dl[2 * r + 1]));
+        for (int k = 0; k < 4; ++k) {
+            e[k] = _mm256_sub_epi32(e[k], _mm256_set1_epi32(4));
+            const __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(e[k]), vd);
+            float *o = y + 32 * r + 4 * k;
+            if (stream) {
+                _mm_stream_ps(o, _mm256_castps256_ps128(f));
+                _mm_stream_ps(o + 16, _mm256_extractf128_ps(f, 1));
+            } else {
+                _mm_storeu_ps(o, _mm256_castps256_ps128(f));
+                _mm_storeu_ps(o + 16, _mm256_extractf128_ps(f, 1));
+            }
         }
     }
-    {
-        __m256i codes = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(b + OFF_QS + 32)), _mm256_set1_epi8(3));
-        codes = _mm256_or_si256(codes, _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_HMASK + 0)), 2), _mm256_set1_epi8(4)));
-
-        codes = _mm256_sub_epi8(codes, _mm256_set1_epi8(4));
-        for (int h = 0; h < 2; ++h) {
-            const int j = (128 + 16 * h) / SUB;
-            const __m128i part = h ? _mm256_extracti128_si256(codes, 1) : _mm256_castsi256_si128(codes);
-            __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(part)), _mm512_set1_ps(dl[j]));
-            if (stream) _mm512_stream_ps(y + 128 + 16 * h, f); else _mm512_storeu_ps(y + 128 + 16 * h, f);
-        }
-    }
-    {
-        __m256i codes = _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_QS + 32)), 2), _mm256_set1_epi8(3));
-        codes = _mm256_or_si256(codes, _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_HMASK + 0)), 3), _mm256_set1_epi8(4)));
-
-        codes = _mm256_sub_epi8(codes, _mm256_set1_epi8(4));
-        for (int h = 0; h < 2; ++h) {
-            const int j = (160 + 16 * h) / SUB;
-            const __m128i part = h ? _mm256_extracti128_si256(codes, 1) : _mm256_castsi256_si128(codes);
-            __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(part)), _mm512_set1_ps(dl[j]));
-            if (stream) _mm512_stream_ps(y + 160 + 16 * h, f); else _mm512_storeu_ps(y + 160 + 16 * h, f);
-        }
-    }
-    {
-        __m256i codes = _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_QS + 32)), 4), _mm256_set1_epi8(3));
-        codes = _mm256_or_si256(codes, _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_HMASK + 0)), 4), _mm256_set1_epi8(4)));
-
-        codes = _mm256_sub_epi8(codes, _mm256_set1_epi8(4));
-        for (int h = 0; h < 2; ++h) {
-            const int j = (192 + 16 * h) / SUB;
-            const __m128i part = h ? _mm256_extracti128_si256(codes, 1) : _mm256_castsi256_si128(codes);
-            __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(part)), _mm512_set1_ps(dl[j]));
-            if (stream) _mm512_stream_ps(y + 192 + 16 * h, f); else _mm512_storeu_ps(y + 192 + 16 * h, f);
-        }
-    }
-    {
-        __m256i codes = _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_QS + 32)), 6), _mm256_set1_epi8(3));
-        codes = _mm256_or_si256(codes, _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(b + OFF_HMASK + 0)), 5), _mm256_set1_epi8(4)));
-
-        codes = _mm256_sub_epi8(codes, _mm256_set1_epi8(4));
-        for (int h = 0; h < 2; ++h) {
-            const int j = (224 + 16 * h) / SUB;
-            const __m128i part = h ? _mm256_extracti128_si256(codes, 1) : _mm256_castsi256_si128(codes);
-            __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(part)), _mm512_set1_ps(dl[j]));
-            if (stream) _mm512_stream_ps(y + 224 + 16 * h, f); else _mm512_storeu_ps(y + 224 + 16 * h, f);
-        }
+        cur1 = _mm256_srli_epi16(cur1, 4);
     }
 }
 
@@ -327,7 +339,7 @@ static __attribute__((noinline)) void dequantize_superblocks_streaming(const uin
 
 void qs_q3_k_dequantize__avx512(const uint8_t *q, float *y, int64_t n) {
     /* outputs far beyond the caches bypass them (non-temporal stores) */
-    if (qs_stream_output_llc(y, n, 64)) {
+    if (qs_stream_output_llc(y, n, 16)) {
         dequantize_superblocks_streaming(q, y, n / QK);
         return;
     }

@@ -6,6 +6,9 @@
  *   offset 4   i8   qs[256]
  *   offset 260 i16  bsums[16]
  * element = d * qs[j]; bsums[k] = sum of qs[16k .. 16k+15]
+ * The avx512 kernels are the AVX2 code built with AVX-512 enabled (the compiler
+ * may use EVEX encodings and 32 registers): the same lines the avx2 kernels run
+ * and test, no 512-bit path that no machine here can execute.
  */
 #include "qs_common.h"
 #include "qs_avx2.h"
@@ -24,16 +27,21 @@
 
 static inline void dequantize_block(const uint8_t *b, float *y, int stream) {
     const float d = qs_load_f32(b + OFF_D);
-    const __m512 vd = _mm512_set1_ps(d);
-    for (int j = 0; j < QK; j += 16) {
-        const __m512 f = _mm512_mul_ps(vd, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b + OFF_QS + j)))));
-        if (stream) _mm512_stream_ps(y + j, f); else _mm512_storeu_ps(y + j, f);
+    const __m256 vd = _mm256_set1_ps(d);
+    for (int j = 0; j < QK; j += 8) {
+        const __m256 f = _mm256_mul_ps(vd, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(b + OFF_QS + j)))));
+        if (stream) { /* 16-byte stores: NumPy's arrays are 16-byte aligned */
+            _mm_stream_ps(y + j, _mm256_castps256_ps128(f));
+            _mm_stream_ps(y + j + 4, _mm256_extractf128_ps(f, 1));
+        } else {
+            _mm256_storeu_ps(y + j, f);
+        }
     }
 }
 
 void qs_q8_k_dequantize__avx512(const uint8_t *q, float *y, int64_t n) {
     const int64_t nb = n / QK;
-    if (qs_stream_output_llc(y, n, 64)) { /* outputs far beyond the caches bypass them */
+    if (qs_stream_output_llc(y, n, 16)) { /* outputs far beyond the caches bypass them */
         for (int64_t ib = 0; ib < nb; ++ib) dequantize_block(q + ib * TYPE_SIZE, y + ib * QK, 1);
         _mm_sfence();
         return;
