@@ -85,9 +85,9 @@ static inline int quantize_block_scalar(const float *x, uint8_t *b) {
 /* One block with finite elements and a finite inverse scale (else the scalar
  * path). For float32 the bit patterns of |x| order as the values, with inf and
  * NaN above every finite one, so one integer max finds amax and flags them.
- * Every |iscale * x| <= 127 (max maps to -127), so nearest_int's sum
- * v = iscale*x + 1.5*2^23 has the quant in its low 16 bits (and MIN(127, .)
- * changes nothing); bsums are sums of those words less 16*bits(1.5*2^23), mod 2^32. */
+ * Every |iscale * x| <= 127 (max maps to -127), where nearest_int (the
+ * 1.5*2^23 addition, rounded to nearest even) and cvtps2dq (rounding to
+ * nearest even) agree, and MIN(127, .) changes nothing. */
 static inline int quantize_block(const float *x, uint8_t *b) {
     const __m256i absmask = _mm256_set1_epi32(0x7FFFFFFF);
     __m256i m0 = _mm256_setzero_si256(), m1 = _mm256_setzero_si256();
@@ -120,21 +120,19 @@ static inline int quantize_block(const float *x, uint8_t *b) {
     }
     const float iscale = -127.f / max;
     if (!(fabsf(iscale) <= FLT_MAX)) return quantize_block_scalar(x, b);
-    const __m256 vis = _mm256_set1_ps(iscale), magic = _mm256_set1_ps(12582912.f);
-    const __m256i low16 = _mm256_set1_epi32(0xFFFF);
+    const __m256 vis = _mm256_set1_ps(iscale);
     __m256i p[8];
     for (int k = 0; k < QK / 32; ++k) {
         __m256i v[4];
-        for (int t = 0; t < 4; ++t)
-            v[t] = _mm256_castps_si256(_mm256_add_ps(_mm256_mul_ps(vis, _mm256_loadu_ps(x + 32 * k + 8 * t)), magic));
-        const __m256i w01 = _mm256_packus_epi32(_mm256_and_si256(v[0], low16), _mm256_and_si256(v[1], low16));
-        const __m256i w23 = _mm256_packus_epi32(_mm256_and_si256(v[2], low16), _mm256_and_si256(v[3], low16));
-        const __m256i q8 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(w01, w23), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        for (int t = 0; t < 4; ++t) v[t] = _mm256_cvtps_epi32(_mm256_mul_ps(vis, _mm256_loadu_ps(x + 32 * k + 8 * t)));
+        const __m256i q8 = _mm256_permutevar8x32_epi32(
+            _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3])),
+            _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
         _mm256_storeu_si256((__m256i *)(b + OFF_QS + 32 * k), q8);
         p[2 * (k % 4)] = _mm256_add_epi32(v[0], v[1]);
         p[2 * (k % 4) + 1] = _mm256_add_epi32(v[2], v[3]);
         if (k % 4 == 3) {
-            const __m256i sums = _mm256_sub_epi32(qs_avx2_hsum_8x8(p), _mm256_set1_epi32((int32_t)(16u * 0x4B400000u)));
+            const __m256i sums = qs_avx2_hsum_8x8(p);
             const __m128i s16 = _mm_packs_epi32(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1));
             _mm_storeu_si128((__m128i *)(b + OFF_BSUMS + 16 * (k / 4)), s16);
         }
