@@ -254,10 +254,12 @@ def dot_groups(code_bits: int, sub: int) -> dict:
     of 32 codes before multiplying by the sub-block scales.
 
     ``pmaddubsw`` of a run gives 16 int16 lanes, each the sum of two code *
-    activation products, at most ``2 * codemax * 128`` in magnitude. Adding
-    2**levels runs lane by lane (interleaved so that each int16 lane holds one
-    run) stays within int16 when ``2**levels`` times that bound is <= 32767;
-    then one ``pmaddwd`` by the scales serves 2**levels runs. Within each
+    activation products, at most ``2 * codemax * 128`` in magnitude. Each
+    combining level interleaves two sets of runs (unpacklo/unpackhi) and adds
+    the two results, so that an int16 lane holds one run and the sum of twice
+    as many of its pair sums; that stays within int16 while ``2**levels``
+    times the bound is <= 32767. Then one ``pmaddwd`` by the scales serves
+    2**levels runs. Within each
     128-bit half, int16 lane k of a group holds run ``first + k % 2**levels``:
     the sub-block of that run (SUB=32) or of its half (SUB=16: the low half
     of run r is sub-block 2r, the high half 2r+1). The scale vector it is
