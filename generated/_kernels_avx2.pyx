@@ -174,6 +174,16 @@ def dequantize(str fmt, const uint8_t[::1] q, float[::1] y):
         fn(&q[0], &y[0], y.shape[0])
 
 
+def dequantize_rows(str fmt, const uint8_t[:, ::1] q, float[:, ::1] y):
+    """Dequantize whole rows of a format with per-row metadata: its kernel
+    takes one row (metadata, then blocks) and the row's element count."""
+    cdef dequantize_fn fn = _dequantize[_DEQUANTIZE_INDEX[fmt]]
+    cdef Py_ssize_t r
+    with nogil:
+        for r in range(q.shape[0]):
+            fn(&q[r, 0], &y[r, 0], y.shape[1])
+
+
 def vec_dot(str fmt, const uint8_t[:, ::1] w, const uint8_t[::1] a, float[::1] out, int64_t n):
     """``out[r] = dot(w[r], a)`` over ``n`` elements per row."""
     cdef vec_dot_fn fn = _vec_dot[_VEC_DOT_INDEX[fmt]]

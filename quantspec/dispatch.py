@@ -153,8 +153,13 @@ class KernelImpl:
 
     def dequantize(self, q2: np.ndarray, y2: np.ndarray, threads: int) -> None:
         spec = registry.spec(self.fmt)
-        if spec.row_meta_size:
-            raise NotImplementedError("row metadata formats dequantize row by row")
+        if spec.row_meta_size:  # the kernel takes one whole row at a time
+            if threads <= 1:
+                self.ext.dequantize_rows(self.fmt, q2, y2)
+                return
+            _run([lambda a=a, b=b: self.ext.dequantize_rows(self.fmt, q2[a:b], y2[a:b])
+                  for a, b in _split(q2.shape[0], threads)], threads)
+            return
         qf, yf = q2.reshape(-1), y2.reshape(-1)
         if threads <= 1:
             self.ext.dequantize(self.fmt, qf, yf)
