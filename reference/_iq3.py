@@ -1,0 +1,174 @@
+"""What IQ3_XXS and IQ3_S share: the sign table, the lattice tables of the
+quantizers (computed here, as ggml's ``iq3xs_init_impl`` computes them at
+run time), and the scale search of a block of 32, with every block in flight.
+
+Read from ggml ``src/ggml-quants.c`` (``iq3xs_init_impl``,
+``iq3_find_best_neighbour``, ``quantize_row_iq3_xxs_impl``,
+``quantize_row_iq3_s_impl``) and ``src/ggml-common.h`` (``ksigns_iq2xs``)
+as vendored in llama-cpp-python 0.3.36 (ggml sync 353b63b4; identical at
+ggml d99724f2).
+
+The quantizers' lattice
+-----------------------
+Both formats quantize groups of 4 magnitudes to 3-bit levels ``l`` (0..7)
+standing for the odd integers ``2*l + 1`` (1, 3, ..., 15); a group's key is
+``u = l_0 | l_1 << 3 | l_2 << 6 | l_3 << 9`` (0..4095). Only some keys are
+grid points (``KGRID_256``: 256 of them for IQ3_XXS, ``KGRID_512``: 512
+for IQ3_S). ``LatticeTables`` holds, for one grid:
+
+* ``map[u]``: the grid index of key ``u``, or -1 when ``u`` is off the grid;
+* ``neighbours[u]``: for an off-grid ``u``, the grid indices to try
+  instead, padded with -1 (``count[u]`` of them are real).
+
+The neighbour lists are ggml's: the squared Euclidean distance in the odd
+integer lattice, ``sum_i ((2*l_i + 1) - (2*g_i + 1))^2`` (an integer), from
+``u`` to every grid point ``g``; the points sorted by (distance, grid
+index); kept: every point whose distance is one of the ``nwant`` smallest
+distinct distances (IQ3_XXS: 2 shells, IQ3_S: 3 shells), in that order.
+The order decides ties in the search (the first of equal weighted errors
+wins), so it is part of the format's bytes. ggml sorts with ``qsort`` on
+the pair (distance, index), a total order, so its lists are deterministic
+too; the tests compare these tables with the ones ggml's quantizer must be
+using through the quantized bytes.
+
+The sign table
+--------------
+``ksigns_iq2xs[s]`` for a 7-bit ``s`` is ``s`` with bit 7 set when ``s``
+has an odd number of set bits: the 8 sign bits of a group of 8 always have
+even parity, so 7 of them are stored. Computed here (``KSIGNS``); the test
+of the tables checks it against the header.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+
+from ._kquants import IEEE, quantize_rows  # noqa: F401 - re-exported for the two format modules
+from ._numerics import F32, nearest_int
+from .tables.ggml_iq3 import KGRID_256, KGRID_512
+
+#: ``kmask_iq2xs``: bit j of a sign byte is the sign of element j of its group of 8.
+KMASK = (np.uint8(1) << np.arange(8, dtype=np.uint8)).astype(np.uint8)
+
+
+def even_parity_signs() -> np.ndarray:
+    """``ksigns_iq2xs``: 7 sign bits completed to even parity (uint8 x 128)."""
+    s = np.arange(128, dtype=np.uint8)
+    odd = np.unpackbits(s[:, None], axis=1).sum(axis=1) & 1
+    return (s | (odd.astype(np.uint8) << 7)).astype(np.uint8)
+
+
+KSIGNS = even_parity_signs()
+KSIGNS.flags.writeable = False
+
+
+def signed_grid_table(grid: np.ndarray) -> np.ndarray:
+    """Decoding table of a grid: row ``16*g + m`` holds the 4 magnitudes of
+    grid point ``g`` (its little-endian bytes) as float32, element ``i``
+    negated where bit ``i`` of the sign nibble ``m`` is set."""
+    magnitudes = grid.view(np.uint8).reshape(-1, 4).astype(F32)
+    negative = (np.arange(16)[:, None] >> np.arange(4)) & 1            # (16, 4)
+    table = np.where(negative[None], -magnitudes[:, None, :], magnitudes[:, None, :])
+    table = np.ascontiguousarray(table.reshape(-1, 4), dtype=F32)
+    table.flags.writeable = False
+    return table
+
+#: Number of distance shells kept per off-grid key, by grid size.
+NWANT = {256: 2, 512: 3}
+
+KMAP_SIZE = 4096  # 4 levels of 3 bits
+LEVELS = 8        # kMaxQ
+
+
+@dataclass(frozen=True)
+class LatticeTables:
+    """The quantizer's tables of one grid (see the module docstring)."""
+
+    levels: np.ndarray      # (G, 4) int8: the 3-bit level of each coordinate of grid point g
+    map: np.ndarray         # (4096,) int32: grid index of key u, or -1
+    neighbours: np.ndarray  # (4096, N) int32: neighbour grid indices of off-grid u, -1 padded
+    count: np.ndarray       # (4096,) int32: number of real entries in neighbours[u]
+
+
+def key_levels(keys: np.ndarray) -> np.ndarray:
+    """Keys ``u`` (any shape) -> their 4 levels ``(..., 4)``: ``(u >> 3i) & 7``."""
+    return (np.asarray(keys)[..., None] >> (3 * np.arange(4))) & 7
+
+
+@cache
+def lattice_tables(grid_size: int) -> LatticeTables:
+    """``iq3xs_init_impl(grid_size)``: the map and neighbour lists of the
+    256-point (IQ3_XXS) or 512-point (IQ3_S) grid, computed once per process."""
+    kgrid = {256: KGRID_256, 512: KGRID_512}[grid_size]
+    levels = key_levels(kgrid.astype(np.int32)).astype(np.int8)
+    kmap = np.full(KMAP_SIZE, -1, dtype=np.int32)
+    kmap[kgrid.astype(np.int64)] = np.arange(grid_size, dtype=np.int32)
+
+    off = np.flatnonzero(kmap < 0)
+    odd_keys = 2 * key_levels(off) + 1                     # (M, 4)
+    odd_grid = 2 * levels.astype(np.int32) + 1             # (G, 4)
+    dist2 = ((odd_keys[:, None, :] - odd_grid[None, :, :]) ** 2).sum(axis=-1)  # (M, G), exact integers
+    # sort by (distance, grid index): a stable sort of the index-ordered distances
+    order = np.argsort(dist2, axis=1, kind="stable")
+    sorted_d2 = np.take_along_axis(dist2, order, axis=1)
+    # the nwant smallest distinct distances: a point is kept while fewer than
+    # nwant distinct values precede-or-equal it
+    new_shell = np.concatenate([np.ones((off.size, 1), bool), sorted_d2[:, 1:] > sorted_d2[:, :-1]], axis=1)
+    shell = np.cumsum(new_shell, axis=1)                    # 1-based shell number of each sorted point
+    keep = shell <= NWANT[grid_size]
+    count = keep.sum(axis=1)
+    width = int(count.max())
+    neighbours = np.full((KMAP_SIZE, width), -1, dtype=np.int32)
+    neighbours[off] = np.where(keep[:, :width], order[:, :width], -1)
+    counts = np.zeros(KMAP_SIZE, dtype=np.int32)
+    counts[off] = count
+    for arr in (levels, kmap, neighbours, counts):
+        arr.flags.writeable = False
+    return LatticeTables(levels, kmap, neighbours, counts)
+
+
+_FLT_MAX = F32(np.finfo(np.float32).max)
+
+
+def best_neighbour(tables: LatticeTables, keys: np.ndarray, xval: np.ndarray, waux: np.ndarray,
+                   scale: np.ndarray) -> np.ndarray:
+    """``iq3_find_best_neighbour`` for off-grid groups ``(M,)`` at once:
+    the grid index of the neighbour of ``keys`` with the smallest
+
+        d2 = sum_i (waux_i * diff_i) * diff_i,  diff_i = scale * (2*g_i + 1) - xval_i
+
+    (float32, ``i`` = 0..3 in order from +0.0), the first in list order on
+    ties; ``xval``, ``waux`` are ``(M, 4)``, ``scale`` ``(M,)``.
+
+    ggml keeps a neighbour when ``d2 < best`` starting from ``FLT_MAX`` and
+    aborts (``GGML_ASSERT``) when none qualifies, which happens only when
+    every ``d2`` overflows or is NaN (``|x|`` beyond about 1e12). The spec
+    takes the first neighbour of the list there, so that every finite input
+    has a result.
+    """
+    cand = tables.neighbours[keys]                          # (M, N)
+    valid = cand >= 0
+    q = (2 * tables.levels[np.where(valid, cand, 0)].astype(np.int32) + 1).astype(F32)  # (M, N, 4)
+    d2 = np.zeros(cand.shape, dtype=F32)
+    for i in range(4):
+        diff = scale[:, None] * q[..., i] - xval[:, None, i]
+        d2 = d2 + (waux[:, None, i] * diff) * diff
+    # the first strict minimum below FLT_MAX = argmin over the scores with
+    # NaN, padding and values >= FLT_MAX made +inf
+    d2 = np.where(valid & (d2 < _FLT_MAX), d2, F32(np.inf))
+    return np.take_along_axis(cand, np.argmin(d2, axis=1)[:, None], axis=1)[:, 0]
+
+
+def round_levels(inverse_scale: np.ndarray, xval: np.ndarray) -> np.ndarray:
+    """``MAX(0, MIN(7, nearest_int(0.5f*(id*xval - 1))))``: the level of each
+    magnitude for the inverse scale ``id`` (broadcast against ``xval``)."""
+    return np.clip(nearest_int(F32(0.5) * (inverse_scale * xval - F32(1))), 0, LEVELS - 1)
+
+
+def group_keys(levels: np.ndarray) -> np.ndarray:
+    """Levels ``(..., 4k)`` -> keys of their groups of 4 ``(..., k)``."""
+    g = levels.reshape(levels.shape[:-1] + (-1, 4)).astype(np.int32)
+    return g[..., 0] | g[..., 1] << 3 | g[..., 2] << 6 | g[..., 3] << 9
