@@ -193,6 +193,24 @@ LAYOUTS: dict[str, Layout] = {
         + (Seg("scales_l", 0, 4, "ls", "2*k"), Seg("scales_l", 4, 4, "ls", "2*k + 1"),
            Seg("scales_h", 0, 2, "ls", "i", at=4, unit=16, repeat=8, stride=2)),
         "d * (ls[j // 32] - 32) * KVALUES_IQ4NL[q[j]]"),
+    # IQ1: an 11-bit index into the 2048-point ternary grid per group of 8 (ggml-common.h, dequantize_row_iq1_*)
+    "iq1_s": Layout(
+        (Symbol("g", 11, "grid index of the 8 elements 8g .. 8g+7"),
+         Symbol("ls", 3, "scale code of the 32 elements 32b .. 32b+31 (scale 2*ls + 1)"),
+         Symbol("sg", 1, "delta sign of block b (1: -0.125, 0: +0.125)")),
+        (Seg("qs", 0, 8, "g", "k"), Seg("qh", 0, 3, "g", "4*k + i", at=8, unit=16, repeat=4, stride=3),
+         Seg("qh", 12, 3, "ls", "k", unit=16), Seg("qh", 15, 1, "sg", "k", unit=16)),
+        "d * (2 * ls[j // 32] + 1) * (IQ1S_GRID_VALUES[8 * g[j // 8] + j % 8] + (0.125 - 0.25 * sg[j // 32]))"),
+    "iq1_m": Layout(
+        (Symbol("g", 11, "grid index of the 8 elements 8g .. 8g+7"),
+         Symbol("sg", 1, "delta sign of group g (1: -0.125, 0: +0.125)"),
+         Symbol("ls", 3, "scale code of the 16 elements 16s .. 16s+15 (scale 2*ls + 1)"),
+         Symbol("D", 16, "fp16 bits of the super-block scale")),
+        (Seg("qs", 0, 8, "g", "k"), Seg("qh", 0, 3, "g", "2*k", at=8), Seg("qh", 3, 1, "sg", "2*k"),
+         Seg("qh", 4, 3, "g", "2*k + 1", at=8), Seg("qh", 7, 1, "sg", "2*k + 1"),
+         Seg("scales", 0, 3, "ls", "4*k + i", unit=16, repeat=4, stride=3))
+        + tuple(Seg("scales", 12, 4, "D", "0", at=4 * w, unit=16, units=(w, w + 1)) for w in range(4)),
+        "FP16_VALUES[D[0]] * (2 * ls[j // 16] + 1) * (IQ1S_GRID_VALUES[8 * g[j // 8] + j % 8] + (0.125 - 0.25 * sg[j // 8]))"),
     "tq1_0": Layout(
         (Symbol("b", 8, "byte k of qs then qh: up to 5 trits in base 3, scaled by 256/243"),),
         (Seg("qs", 0, 8, "b", "k"), Seg("qh", 0, 8, "b", "48 + k")),

@@ -107,6 +107,9 @@ DELTA_MASKS = np.array([0x00, 0x80, 0x08, 0x88], dtype=np.uint8)
 FP16_VALUES = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(F32)
 FP16_VALUES.flags.writeable = False
 
+#: ``iq1s_grid`` as one flat int8 array: value j of grid point g is entry 8g + j.
+IQ1S_GRID_VALUES = _iq1.GRID_VALUES.reshape(-1)
+
 IEEE = {"over": "ignore", "invalid": "ignore", "divide": "ignore", "under": "ignore"}
 
 FORMAT = BlockFormat(

@@ -100,6 +100,9 @@ GROUP_MAX_EPS_IQ1_S = F32(1e-12)
 #: Super-blocks quantized per batch (independent: the batch never changes a bit).
 BATCH_SUPERBLOCKS = 256
 
+#: ``iq1s_grid`` as one flat int8 array: value j of grid point g is entry 8g + j.
+IQ1S_GRID_VALUES = _iq1.GRID_VALUES.reshape(-1)
+
 #: Overflow, 0/0 and inf*0 happen on huge, tiny or zero blocks exactly as in the C.
 IEEE = {"over": "ignore", "invalid": "ignore", "divide": "ignore", "under": "ignore"}
 
