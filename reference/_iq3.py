@@ -46,8 +46,9 @@ from functools import cache
 
 import numpy as np
 
-from ._kquants import IEEE, quantize_rows  # noqa: F401 - re-exported for the two format modules
-from ._numerics import F32, nearest_int
+from ._format import BlockFormat
+from ._kquants import IEEE
+from ._numerics import F32, nearest_int, sequential_sum
 from .tables.ggml_iq3 import KGRID_256, KGRID_512
 
 #: ``kmask_iq2xs``: bit j of a sign byte is the sign of element j of its group of 8.
@@ -172,3 +173,118 @@ def group_keys(levels: np.ndarray) -> np.ndarray:
     """Levels ``(..., 4k)`` -> keys of their groups of 4 ``(..., k)``."""
     g = levels.reshape(levels.shape[:-1] + (-1, 4)).astype(np.int32)
     return g[..., 0] | g[..., 1] << 3 | g[..., 2] << 6 | g[..., 3] << 9
+
+
+# ------------------------------------------------------------------ quantize
+
+#: Super-blocks quantized per batch (independent: the batch never changes a bit).
+BATCH_SUPERBLOCKS = 256
+QK_K = 256
+
+
+def quantize_rows(fmt: BlockFormat, x: np.ndarray, imatrix: np.ndarray | None, superblocks) -> np.ndarray:
+    """Rows ``(nrows, n)`` -> bytes, by ``superblocks(xs (S, 256), qw (S, 256) or None)``
+    returning structured blocks ``(S,)``."""
+    nrows, n = x.shape
+    per_row = n // QK_K
+    xs = x.reshape(nrows * per_row, QK_K)
+    qw = None if imatrix is None else np.asarray(imatrix, dtype=F32).reshape(per_row, QK_K)
+    blocks = np.empty(nrows * per_row, dtype=fmt.dtype)
+    with np.errstate(**IEEE):
+        for start in range(0, xs.shape[0], BATCH_SUPERBLOCKS):
+            stop = min(start + BATCH_SUPERBLOCKS, xs.shape[0])
+            w = None if qw is None else qw[np.arange(start, stop) % per_row]
+            blocks[start:stop] = superblocks(xs[start:stop], w)
+    return fmt.to_bytes(blocks.reshape(nrows, per_row))
+
+
+def block_weights(xs: np.ndarray, qw: np.ndarray | None) -> np.ndarray:
+    """Weights of super-blocks ``xs (S, 256)``: ``x^2``, or with importance
+    weights ``qw``: ``qw * sqrtf(sigma2 + x^2)``, ``sigma2 = 2*sum(x^2)/256``
+    (the sum in element order)."""
+    if qw is None:
+        return xs * xs
+    sigma2 = F32(2) * sequential_sum(xs * xs) / F32(QK_K)
+    return qw * np.sqrt(sigma2[:, None] + xs * xs)
+
+
+def c_max(values: np.ndarray) -> np.ndarray:
+    """``max = v[0]; for (i...) max = MAX(max, v[i]);`` over the last axis
+    (``MAX(a, b) = a > b ? a : b``)."""
+    out = values[..., 0].copy()
+    for i in range(1, values.shape[-1]):
+        out = np.where(out > values[..., i], out, values[..., i])
+    return out
+
+
+def _weighted_sums(xval: np.ndarray, weight: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``sumqx += w*xval*q; sumq2 += w*q*q`` with ``q = 2*L + 1``, in element order."""
+    q = (2 * levels + 1).astype(F32)
+    return sequential_sum((weight * xval) * q), sequential_sum((weight * q) * q)
+
+
+def _snap_off_grid(tables: LatticeTables, levels: np.ndarray, on_grid: np.ndarray, xval: np.ndarray,
+                   waux: np.ndarray, scale: np.ndarray) -> None:
+    """Replace, in place, the levels of every group with ``on_grid`` False by
+    those of its best neighbour for ``scale`` (per block)."""
+    rows, groups = np.nonzero(~on_grid)
+    if rows.size == 0:
+        return
+    keys = group_keys(levels)[rows, groups]
+    cols = 4 * groups[:, None] + np.arange(4)
+    best = best_neighbour(tables, keys, xval[rows[:, None], cols], waux[rows[:, None], cols], scale[rows])
+    levels[rows[:, None], cols] = tables.levels[best]
+
+
+def block_search(tables: LatticeTables, xval: np.ndarray, weight: np.ndarray, waux: np.ndarray,
+                 vmax: np.ndarray, trials: range, start_on_grid: bool, refine_all: bool
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The scale search of blocks of 32 magnitudes ``xval (B, 32)``, as in
+    ``quantize_row_iq3_xxs_impl`` / ``quantize_row_iq3_s_impl``. Returns the
+    scale ``(B,)`` and the levels ``L (B, 32)`` (0..7; every group of 4 a
+    grid point).
+
+    1. ``scale = max/15``, ``best = 0``, ``L = 0``; every group counts as
+       on the grid (IQ3_XXS, ``start_on_grid``) or off it (IQ3_S).
+    2. For each trial ``is`` (IQ3_XXS: -15..15, IQ3_S: -9..9):
+       ``id = (15 + is*0.2f)/max``, ``L' = clamp(nearest_int(0.5f*(id*xval
+       - 1)), 0, 7)``; a group whose levels are not a grid point takes its
+       best neighbour (``best_neighbour`` with ``this_scale = 1/id``);
+       ``sumqx = sum w*xval*q``, ``sumq2 = sum w*q*q`` (``q = 2*L' + 1``);
+       if ``sumq2 > 0`` and ``sumqx^2 > best*sumq2``: ``scale =
+       sumqx/sumq2``, ``best = scale*sumqx``, ``L = L'`` and the groups'
+       on-grid flags are those of this trial.
+    3. If some group of the accepted trial was off the grid and ``scale >
+       0``: with ``id = 1/scale`` the groups still flagged off the grid
+       (IQ3_XXS) or all groups (IQ3_S, ``refine_all``) are rounded again
+       and, if off the grid, replaced by their best neighbour for
+       ``scale``; then ``scale = sumqx/sumq2`` of the new ``L`` if ``sumq2
+       > 0``.
+    """
+    nblocks = xval.shape[0]
+    scale = (vmax / F32(2 * LEVELS - 1)).astype(F32)
+    best = np.zeros(nblocks, dtype=F32)
+    levels = np.zeros(xval.shape, dtype=np.int32)
+    on_grid = np.full((nblocks, xval.shape[1] // 4), start_on_grid)
+    for step in trials:
+        inverse = (F32(2 * LEVELS - 1) + F32(step) * F32(0.2)) / vmax
+        this_scale = F32(1) / inverse
+        trial = round_levels(inverse[:, None], xval)
+        trial_on_grid = tables.map[group_keys(trial)] >= 0
+        _snap_off_grid(tables, trial, trial_on_grid, xval, waux, this_scale)
+        sumqx, sumq2 = _weighted_sums(xval, weight, trial)
+        accept = (sumq2 > 0) & (sumqx * sumqx > best * sumq2)
+        scale = np.where(accept, sumqx / sumq2, scale)
+        best = np.where(accept, scale * sumqx, best)
+        levels = np.where(accept[:, None], trial, levels)
+        on_grid = np.where(accept[:, None], trial_on_grid, on_grid)
+    refine = (~on_grid).any(axis=1) & (scale > 0)
+    if refine.any():
+        redo = (np.ones_like(on_grid) if refine_all else ~on_grid) & refine[:, None]
+        rounded = round_levels((F32(1) / scale)[:, None], xval)
+        redo_elements = np.repeat(redo, 4, axis=1)
+        levels = np.where(redo_elements, rounded, levels)
+        _snap_off_grid(tables, levels, ~redo | (tables.map[group_keys(levels)] >= 0), xval, waux, scale)
+        sumqx, sumq2 = _weighted_sums(xval, weight, levels)
+        scale = np.where(refine & (sumq2 > 0), sumqx / sumq2, scale)
+    return scale.astype(F32), levels

@@ -80,8 +80,9 @@ import numpy as np
 
 from . import q8_k
 from ._format import BlockFormat, Field, Invalid, nonfinite_f16
-from ._iq3 import IEEE, quantize_rows, signed_grid_table
-from ._numerics import F32, canonical_dot, f16_bits_to_f32
+from ._iq3 import (IEEE, block_search, block_weights, c_max, group_keys, lattice_tables, quantize_rows,
+                   signed_grid_table)
+from ._numerics import F32, canonical_dot, f16_bits_to_f32, f32_to_f16_bits, nearest_int
 from .tables.ggml_iq3 import IQ3S_GRID
 
 QK_K = 256
@@ -158,5 +159,53 @@ def quantize(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
     return quantize_rows(FORMAT, x, imatrix, _superblocks)
 
 
+#: the stored scale is d times this fudge factor
+D_FUDGE = F32(1.033)
+
+
 def _superblocks(xs: np.ndarray, qw: np.ndarray | None) -> np.ndarray:
-    raise NotImplementedError
+    """Super-blocks ``xs (S, 256)`` with imatrix columns ``qw`` -> blocks ``(S,)``."""
+    nsuper = xs.shape[0]
+    tables = lattice_tables(512)
+    weight = block_weights(xs, qw).reshape(-1, BLOCK)
+    waux = np.sqrt(weight)
+    xb = xs.reshape(-1, BLOCK)
+    negative_x = ~(xb >= 0)
+    xval = np.where(negative_x, -xb, xb).astype(F32)
+    signs = np.packbits(negative_x.reshape(-1, 4, 8), axis=-1, bitorder="little")[..., 0]   # (B, 4)
+    vmax = c_max(xval)
+    zero = vmax == 0  # ggml's `if (!max)`
+    scale, levels = block_search(tables, xval, weight, waux, vmax, range(-9, 10), start_on_grid=False,
+                                 refine_all=True)
+    flip = scale < 0  # flipped to positive with the block's signs
+    scale = np.where(zero, F32(0), np.where(flip, -scale, scale)).astype(F32)
+    signs = np.where(flip[:, None], ~signs, signs).astype(np.uint8)
+    indices = tables.map[group_keys(np.where(zero[:, None], 0, levels))]
+    assert (indices >= 0).all()
+
+    blocks = np.zeros(nsuper, dtype=FORMAT.dtype)
+    indices = indices.reshape(nsuper, NBLOCK, 8)
+    zero = zero.reshape(nsuper, NBLOCK)
+    # qh by position; qs and signs packed over the non-zero blocks (the quirk in the docstring)
+    blocks["qh"] = np.packbits((indices >> 8).astype(np.uint8), axis=-1, bitorder="little")[..., 0]
+    blocks["qh"][...] = np.where(zero, 0, blocks["qh"])
+    rank = np.cumsum(~zero, axis=1) - 1
+    sb, b = np.nonzero(~zero)
+    qs = blocks["qs"].reshape(nsuper, NBLOCK, 8)
+    qs[sb, rank[sb, b]] = (indices[sb, b] & 255).astype(np.uint8)
+    blocks["qs"] = qs.reshape(nsuper, 64)
+    packed_signs = blocks["signs"].reshape(nsuper, NBLOCK, 4)
+    packed_signs[sb, rank[sb, b]] = signs.reshape(nsuper, NBLOCK, 4)[sb, b]
+    blocks["signs"] = packed_signs.reshape(nsuper, 32)
+
+    scale = scale.reshape(nsuper, NBLOCK)
+    max_scale = np.zeros(nsuper, dtype=F32)
+    for i in range(NBLOCK):  # MAX(max_scale, scale)
+        max_scale = np.where(max_scale > scale[:, i], max_scale, scale[:, i])
+    d = max_scale / F32(31)
+    inverse = F32(1) / d
+    codes = np.clip(nearest_int(F32(0.5) * (inverse[:, None] * scale - F32(1))), 0, 15).astype(np.uint8)
+    empty = max_scale == 0  # ggml stops before d and the scale codes
+    blocks["d"] = np.where(empty, 0, f32_to_f16_bits(d * D_FUDGE))
+    blocks["scales"] = np.where(empty[:, None], 0, codes[:, 0::2] | codes[:, 1::2] << 4)
+    return blocks

@@ -82,8 +82,9 @@ import numpy as np
 
 from . import q8_k
 from ._format import BlockFormat, Field, Invalid, nonfinite_f16
-from ._iq3 import IEEE, KSIGNS, quantize_rows, signed_grid_table
-from ._numerics import F32, canonical_dot, f16_bits_to_f32
+from ._iq3 import (IEEE, KSIGNS, block_search, block_weights, c_max, group_keys, lattice_tables, quantize_rows,
+                   signed_grid_table)
+from ._numerics import F32, canonical_dot, f16_bits_to_f32, f32_to_f16_bits, nearest_int
 from .tables.ggml_iq3 import IQ3XXS_GRID
 
 QK_K = 256
@@ -160,5 +161,66 @@ def quantize(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
     return quantize_rows(FORMAT, x, imatrix, _superblocks)
 
 
+#: GROUP_MAX_EPS_IQ3_XXS: a block of 32 whose largest magnitude is below this is a zero block
+GROUP_MAX_EPS = F32(1e-8)
+#: the stored scale is d times this fudge factor
+D_FUDGE = F32(1.0125)
+
+
+def parity_signs(x: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Groups of 8 ``(..., 8)`` -> (``xval``, the 7 stored sign bits).
+
+    ``xval = |x|`` with bit e set for ``x_e < 0`` (``x >= 0`` keeps ``x``);
+    with an odd number of set bits the element of least ``w*x*x`` (the first
+    one, C's strict ``<`` from element 0) is flipped back: ``xval = -|x|``
+    there and its bit cleared."""
+    negative = ~(x >= 0)
+    xval = np.where(negative, -x, x)
+    bits = (negative.astype(np.int32) << np.arange(8)).sum(axis=-1)
+    odd = negative.sum(axis=-1) % 2 == 1
+    ax = (weight * x) * x
+    least, imin = ax[..., 0], np.zeros(ax.shape[:-1], dtype=np.int32)
+    for i in range(1, 8):
+        smaller = ax[..., i] < least
+        least = np.where(smaller, ax[..., i], least)
+        imin = np.where(smaller, i, imin)
+    flip = odd[..., None] & (np.arange(8) == imin[..., None])
+    xval = np.where(flip, -xval, xval)
+    bits = np.where(odd, bits ^ (1 << imin), bits)
+    return xval.astype(F32), (bits & 127).astype(np.uint32)
+
+
 def _superblocks(xs: np.ndarray, qw: np.ndarray | None) -> np.ndarray:
-    raise NotImplementedError
+    """Super-blocks ``xs (S, 256)`` with imatrix columns ``qw`` -> blocks ``(S,)``."""
+    nsuper = xs.shape[0]
+    tables = lattice_tables(256)
+    weight = block_weights(xs, qw).reshape(-1, BLOCK)
+    waux = np.sqrt(weight)
+    xval, signs = parity_signs(xs.reshape(-1, 4, 8), weight.reshape(-1, 4, 8))
+    xval = xval.reshape(-1, BLOCK)
+    vmax = c_max(xval)
+    zero = vmax < GROUP_MAX_EPS
+    scale, levels = block_search(tables, xval, weight, waux, vmax, range(-15, 16), start_on_grid=True,
+                                 refine_all=False)
+    negative = scale < 0  # flipped to positive with the block's signs
+    scale = np.where(zero, F32(0), np.where(negative, -scale, scale)).astype(F32)
+    signs = np.where(negative[:, None], ~signs & np.uint32(127), signs)
+    words = signs[:, 0] | signs[:, 1] << np.uint32(7) | signs[:, 2] << np.uint32(14) | signs[:, 3] << np.uint32(21)
+    words = np.where(zero, np.uint32(0), words).reshape(nsuper, NBLOCK)
+    indices = tables.map[group_keys(np.where(zero[:, None], 0, levels))]
+    assert (indices >= 0).all()
+
+    scale = scale.reshape(nsuper, NBLOCK)
+    max_scale = np.zeros(nsuper, dtype=F32)
+    for b in range(NBLOCK):  # MAX(max_scale, scale)
+        max_scale = np.where(max_scale > scale[:, b], max_scale, scale[:, b])
+    d = max_scale / F32(31)
+    inverse = F32(1) / d
+    codes = np.clip(nearest_int(F32(0.5) * (inverse[:, None] * scale - F32(1))), 0, 15).astype(np.uint32)
+    blocks = np.zeros(nsuper, dtype=FORMAT.dtype)
+    blocks["d"] = f32_to_f16_bits(d * D_FUDGE)
+    blocks["qs"] = indices.reshape(nsuper, 64)
+    blocks["scales_and_signs"] = words | codes << np.uint32(28)
+    empty = max_scale == 0  # ggml clears the whole block (d = +0.0)
+    blocks[empty] = np.zeros((), dtype=FORMAT.dtype)
+    return blocks
