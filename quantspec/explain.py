@@ -183,6 +183,24 @@ LAYOUTS: dict[str, Layout] = {
         + (Seg("qh", 0, 2, "q", "128*(k // 32) + 32*i + k % 32", at=4, repeat=4, stride=2),),
         "d * scales[j // 16] * (q[j] - 32)"),
     "q8_k": Layout(value="d * qs[j]"),
+    # mainline grid formats (ggml-common.h, dequantize_row_iq3_* @ 353b63b4 = d99724f2)
+    "iq3_xxs": Layout(
+        (Symbol("g", 8, "grid index (into IQ3XXS_GRID) of the 4 elements 4g .. 4g+3"),
+         Symbol("s", 7, "sign index of the 8 elements 8t .. 8t+7 (into KSIGNS: bit e = sign of element 8t+e)"),
+         Symbol("ls", 4, "scale code of the 32 elements 32b .. 32b+31")),
+        (Seg("qs", 0, 8, "g", "k"),
+         Seg("scales_and_signs", 0, 7, "s", "4*k + i", unit=32, repeat=4, stride=7),
+         Seg("scales_and_signs", 28, 4, "ls", "k", unit=32)),
+        "d * (0.5 + ls[j // 32]) * 0.5 * (IQ3XXS_GRID[g[j // 4]] >> 8 * (j % 4) & 255)"
+        " * (1 - 2 * (KSIGNS[s[j // 8]] >> j % 8 & 1))"),
+    "iq3_s": Layout(
+        (Symbol("g", 9, "grid index (into IQ3S_GRID) of the 4 elements 4g .. 4g+3"),
+         Symbol("sg", 1, "sign of element j (1: negative)"),
+         Symbol("ls", 4, "scale code of the 32 elements 32b .. 32b+31")),
+        (Seg("qs", 0, 8, "g", "k"), Seg("qh", 0, 1, "g", "8*k + i", at=8, repeat=8, stride=1),
+         Seg("signs", 0, 1, "sg", "8*k + i", repeat=8, stride=1),
+         Seg("scales", 0, 4, "ls", "2*k"), Seg("scales", 4, 4, "ls", "2*k + 1")),
+        "d * (1 + 2 * ls[j // 32]) * (IQ3S_GRID[g[j // 4]] >> 8 * (j % 4) & 255) * (1 - 2 * sg[j])"),
     # mainline formats without grids (ggml-common.h, dequantize_row_* @ d99724f2)
     "iq4_nl": Layout((Symbol("q", 4, "index of element j into KVALUES_IQ4NL"),), _nibbles("qs", "k", "k + 16"),
                      "d * KVALUES_IQ4NL[q[j]]"),
