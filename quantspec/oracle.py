@@ -116,6 +116,7 @@ class Ggml:
         import mmap
 
         shared = mmap.mmap(-1, max(out.nbytes, 1))
+        self.base.ggml_quantize_init(self.type_id(fmt))  # the grid tables, once, in this process
         pid = os.fork()
         if pid == 0:  # the child: quantize, copy out, exit without running any Python cleanup
             status = 1
