@@ -1,0 +1,158 @@
+"""IQ2_XXS, IQ2_XS and IQ2_S against the real libggml: quantize byte for
+byte (``ggml_quantize_chunk``: with an importance matrix, which IQ2_XXS and
+IQ2_XS require, and without one for IQ2_S), dequantize bit for bit
+(``to_float``, on quantized rows, random bytes and special fp16 scales),
+the dot products within a stated bound of ggml's ``vec_dot``, ``validate``
+as ``ggml_validate_row_data``, and the documented quirks."""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+import pytest
+
+import quantspec as qs
+from quantspec import registry
+from quantspec.errors import ImatrixError
+from tests.bits import assert_same_bits
+
+pytestmark = pytest.mark.oracle
+
+F = np.float32
+FORMATS = ["iq2_xxs", "iq2_xs", "iq2_s"]
+
+
+def random_blocks(fmt: str, rng, nrows: int, nsuper: int) -> np.ndarray:
+    """Random bytes, with the fp16 ``d`` of the first rows made moderate
+    (random bytes elsewhere: huge, subnormal, inf and NaN scales)."""
+    spec = registry.spec(fmt)
+    q = rng.integers(0, 256, (nrows, nsuper * spec.type_size), dtype=np.uint8)
+    blocks = q.reshape(nrows, nsuper, spec.type_size)
+    d = (rng.standard_normal((nrows // 2, nsuper)) * 1e-3).astype(np.float16)
+    blocks[:nrows // 2, :, :2] = d.view(np.uint8).reshape(nrows // 2, nsuper, 2)
+    return q
+
+
+SPECIAL_D = [0x0000, 0x8000, 0x0001, 0x8001, 0x03FF, 0x0400, 0x3C00, 0x7BFF, 0xFBFF, 0x7C00, 0xFC00, 0x7E00, 0x7C01,
+             0xFE00]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_dequantize_random_bytes_matches_ggml(ggml, fmt):
+    rng = np.random.default_rng([1, FORMATS.index(fmt)])
+    q = random_blocks(fmt, rng, 8, 12)
+    with qs.use_isa("reference"):
+        ours = qs.dequantize(fmt, q)
+    assert_same_bits(ours, ggml.dequantize(fmt, q), f"{fmt} dequantize")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_dequantize_special_scales_matches_ggml(ggml, fmt):
+    """fp16 d: zeros, subnormals, the largest finite, inf, NaN; every scale code."""
+    spec = registry.spec(fmt)
+    rng = np.random.default_rng([2, FORMATS.index(fmt)])
+    q = rng.integers(0, 256, (len(SPECIAL_D), 4 * spec.type_size), dtype=np.uint8)
+    blocks = q.reshape(len(SPECIAL_D), 4, spec.type_size)
+    blocks[:, :, :2] = np.array(SPECIAL_D, dtype="<u2").view(np.uint8).reshape(-1, 1, 2)
+    with qs.use_isa("reference"):
+        ours = qs.dequantize(fmt, q)
+    assert_same_bits(ours, ggml.dequantize(fmt, q), f"{fmt} dequantize, special d")
+
+
+#: |ours - ggml| <= DOT_BOUND * sum_i |w_i * a_i|. Both sum the same exact
+#: integer super-block sums times float32 scales, in different orders (ggml's
+#: AVX2 path fuses multiply-adds and sums 8 lanes), so each is within
+#: ~(nblocks + 16) * 2^-24 of the exact sum of |terms|; 16 super-blocks give
+#: < 2^-18, and 2^-16 leaves room.
+DOT_BOUND = 2.0**-16
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_vec_dot_random_bytes_within_bound_of_ggml(ggml, fmt):
+    rng = np.random.default_rng([3, FORMATS.index(fmt)])
+    nsuper = 16
+    q = random_blocks(fmt, rng, 8, nsuper)[:4]  # the rows with moderate scales
+    a = (rng.standard_t(3, nsuper * 256)).astype(F)
+    aq = qs.quantize("q8_k", a)
+    with qs.use_isa("reference"):
+        ours = qs.vec_dot(fmt, q, aq)
+    theirs = ggml.vec_dot(fmt, q, aq)
+    magnitude = np.abs(qs.dequantize(fmt, q).astype(np.float64) * qs.dequantize("q8_k", aq)[None, :]).sum(axis=1)
+    assert np.all(np.abs(ours.astype(np.float64) - theirs) <= DOT_BOUND * magnitude), (ours, theirs)
+
+
+def _generic_dot_one_super_block(fmt: str, block: bytes, aq: np.ndarray) -> np.float32:
+    """``ggml_vec_dot_iq2_*_q8_K_generic`` for one super-block, transcribed
+    element by element (Python ints, then the float32 steps of the C)."""
+    from quantspec.reference.tables.ggml_iq2 import IQ2S_GRID, IQ2XS_GRID, IQ2XXS_GRID, KSIGNS_IQ2XS
+
+    a = registry.spec("q8_k").blocks(aq[None, :])[0, 0]
+    q8 = a["qs"].astype(int)
+    d = np.frombuffer(block[:2], dtype="<f2")[0].astype(F)
+    bsum = 0
+    for ib32 in range(8):
+        groups = []  # (grid point, sign byte, scale code) of the 4 groups
+        if fmt == "iq2_xxs":
+            aux0, aux1 = np.frombuffer(block[2 + 8 * ib32:10 + 8 * ib32], dtype="<u4").tolist()
+            groups = [(int(IQ2XXS_GRID[aux0 >> 8 * l & 255]), int(KSIGNS_IQ2XS[aux1 >> 7 * l & 127]), aux1 >> 28)
+                      for l in range(4)]
+        elif fmt == "iq2_xs":
+            qs16 = np.frombuffer(block[2 + 8 * ib32:10 + 8 * ib32], dtype="<u2").tolist()
+            sc = block[66 + ib32]
+            groups = [(int(IQ2XS_GRID[v & 511]), int(KSIGNS_IQ2XS[v >> 9]), sc >> 4 * (l // 2) & 15)
+                      for l, v in enumerate(qs16)]
+        else:
+            sc, qh = block[74 + ib32], block[66 + ib32]
+            groups = [(int(IQ2S_GRID[block[2 + 4 * ib32 + l] | (qh << (8 - 2 * l) & 0x300)]),
+                       block[34 + 4 * ib32 + l], sc >> 4 * (l // 2) & 15) for l in range(4)]
+        for l, (point, signs, ls) in enumerate(groups):
+            sumi = sum((point >> 8 * j & 255) * int(q8[32 * ib32 + 8 * l + j]) * (-1 if signs >> j & 1 else 1)
+                       for j in range(8))
+            bsum += sumi * (2 * ls + 1)
+    return F(F(0.125) * F(F(d * a["d"]) * F(bsum)))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_vec_dot_of_one_super_block_is_the_generic_c(fmt):
+    """One super-block: the canonical order adds nothing, and
+    ``(d * bsum) * 0.125`` has the bits of ggml's ``0.125f * sumf`` (a
+    build without fused multiply-adds: the generic C)."""
+    rng = np.random.default_rng([4, FORMATS.index(fmt)])
+    q = random_blocks(fmt, rng, 8, 1)[:4]
+    aq = qs.quantize("q8_k", rng.standard_t(3, 256).astype(F))
+    with qs.use_isa("reference"):
+        ours = qs.vec_dot(fmt, q, aq)
+    expected = np.array([_generic_dot_one_super_block(fmt, row.tobytes(), aq) for row in q], dtype=F)
+    assert_same_bits(ours, expected, f"{fmt} vec_dot of one super-block")
+
+
+def _ggml_validate(ggml, fmt: str, q: np.ndarray) -> bool:
+    fn = ggml.base.ggml_validate_row_data
+    fn.restype = ctypes.c_bool
+    fn.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
+    q = np.ascontiguousarray(q)
+    return bool(fn(registry.spec(fmt).type_id, q.ctypes.data, q.nbytes))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_validate_agrees_with_ggml(ggml, fmt):
+    spec = registry.spec(fmt)
+    rng = np.random.default_rng([5, FORMATS.index(fmt)])
+    for d in SPECIAL_D:
+        q = rng.integers(0, 256, (1, 3 * spec.type_size), dtype=np.uint8)
+        q.reshape(3, spec.type_size)[1, :2] = np.array([d], dtype="<u2").view(np.uint8)
+        q.reshape(3, spec.type_size)[[0, 2], :2] = 0
+        found = qs.validate(fmt, q)
+        assert (not found) == _ggml_validate(ggml, fmt, q), (fmt, hex(d), found)
+        if found:
+            assert [(v.row, v.block, v.field) for v in found] == [(0, 1, "d")]
+
+
+@pytest.mark.parametrize("fmt", ["iq2_xxs", "iq2_xs"])
+def test_imatrix_is_required(fmt):
+    x = np.ones((1, 256), dtype=F)
+    with pytest.raises(ImatrixError, match=fmt):
+        qs.quantize(fmt, x)
+    assert registry.spec(fmt).imatrix == "required"
+    assert registry.spec("iq2_s").imatrix == "accepted"
