@@ -92,6 +92,7 @@ class LatticeTables:
     map: np.ndarray         # (4096,) int32: grid index of key u, or -1
     neighbours: np.ndarray  # (4096, N) int32: neighbour grid indices of off-grid u, -1 padded
     count: np.ndarray       # (4096,) int32: number of real entries in neighbours[u]
+    odd: np.ndarray         # (4096, 4, N) float32: coordinate i (2*l_i + 1) of each neighbour, 0 for padding
 
 
 def key_levels(keys: np.ndarray) -> np.ndarray:
@@ -126,9 +127,11 @@ def lattice_tables(grid_size: int) -> LatticeTables:
     neighbours[off] = np.where(keep[:, :width], order[:, :width], -1)
     counts = np.zeros(KMAP_SIZE, dtype=np.int32)
     counts[off] = count
-    for arr in (levels, kmap, neighbours, counts):
+    odd = (2 * levels[np.maximum(neighbours, 0)].astype(np.int32) + 1).astype(F32)   # (4096, N, 4)
+    odd = np.ascontiguousarray(np.where((neighbours >= 0)[..., None], odd, F32(0)).transpose(0, 2, 1))
+    for arr in (levels, kmap, neighbours, counts, odd):
         arr.flags.writeable = False
-    return LatticeTables(levels, kmap, neighbours, counts)
+    return LatticeTables(levels, kmap, neighbours, counts, odd)
 
 
 _FLT_MAX = F32(np.finfo(np.float32).max)
@@ -150,17 +153,21 @@ def best_neighbour(tables: LatticeTables, keys: np.ndarray, xval: np.ndarray, wa
     takes the first neighbour of the list there, so that every finite input
     has a result.
     """
-    cand = tables.neighbours[keys]                          # (M, N)
-    valid = cand >= 0
-    q = (2 * tables.levels[np.where(valid, cand, 0)].astype(np.int32) + 1).astype(F32)  # (M, N, 4)
-    d2 = np.zeros(cand.shape, dtype=F32)
+    q = tables.odd[keys]                                    # (M, 4, N)
+    scale = scale[:, None]
+    d2 = np.zeros((q.shape[0], q.shape[2]), dtype=F32)
+    diff = np.empty_like(d2)
+    term = np.empty_like(d2)
     for i in range(4):
-        diff = scale[:, None] * q[..., i] - xval[:, None, i]
-        d2 = d2 + (waux[:, None, i] * diff) * diff
+        np.multiply(scale, q[:, i], out=diff)
+        np.subtract(diff, xval[:, i, None], out=diff)
+        np.multiply(waux[:, i, None], diff, out=term)
+        np.multiply(term, diff, out=term)
+        np.add(d2, term, out=d2)
     # the first strict minimum below FLT_MAX = argmin over the scores with
     # NaN, padding and values >= FLT_MAX made +inf
-    d2 = np.where(valid & (d2 < _FLT_MAX), d2, F32(np.inf))
-    return np.take_along_axis(cand, np.argmin(d2, axis=1)[:, None], axis=1)[:, 0]
+    d2[~(d2 < _FLT_MAX) | (np.arange(d2.shape[1]) >= tables.count[keys][:, None])] = np.inf
+    return tables.neighbours[keys, np.argmin(d2, axis=1)]
 
 
 def round_levels(inverse_scale: np.ndarray, xval: np.ndarray) -> np.ndarray:
