@@ -35,8 +35,9 @@ The sign table
 --------------
 ``ksigns_iq2xs[s]`` for a 7-bit ``s`` is ``s`` with bit 7 set when ``s``
 has an odd number of set bits: the 8 sign bits of a group of 8 always have
-even parity, so 7 of them are stored. Computed here (``KSIGNS``); the test
-of the tables checks it against the header.
+even parity, so 7 of them are stored. ``KSIGNS`` is the table IQ2_XXS and
+IQ2_XS share (``tables.ggml_iq2.KSIGNS_IQ2XS``, carried from the header);
+``even_parity_signs`` states the rule, and the tests check that the two agree.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ import numpy as np
 from ._format import BlockFormat
 from ._kquants import IEEE
 from ._numerics import F32, nearest_int, sequential_sum
+from .tables.ggml_iq2 import KSIGNS_IQ2XS
 from .tables.ggml_iq3 import KGRID_256, KGRID_512
 
 #: ``kmask_iq2xs``: bit j of a sign byte is the sign of element j of its group of 8.
@@ -62,8 +64,7 @@ def even_parity_signs() -> np.ndarray:
     return (s | (odd.astype(np.uint8) << 7)).astype(np.uint8)
 
 
-KSIGNS = even_parity_signs()
-KSIGNS.flags.writeable = False
+KSIGNS = KSIGNS_IQ2XS
 
 
 def signed_grid_table(grid: np.ndarray) -> np.ndarray:

@@ -20,8 +20,9 @@ d99724f2b141fed9e1a9f402213506c081433465 (MIT):
   except that level 7 decodes as 62, not 60 (tests/reference/test_iq3_tables.py
   checks both relations).
 
-The sign table ``ksigns_iq2xs`` and the neighbour lists of
-``iq3xs_init_impl`` are computed, not carried: ``reference/_iq3.py``.
+The sign table ``ksigns_iq2xs`` is shared with IQ2_XXS/IQ2_XS
+(``tables.ggml_iq2.KSIGNS_IQ2XS``); the neighbour lists of ``iq3xs_init_impl``
+are computed, not carried: ``reference/_iq3.py``.
 ``tests/reference/test_iq3_tables.py`` pins every table by checksum.
 """
 

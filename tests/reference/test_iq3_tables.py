@@ -73,7 +73,8 @@ def test_kmask_is_upstream():
     assert _upstream_values("ggml-common.h", r"GGML_TABLE_BEGIN\(uint8_t, kmask_iq2xs, 8\)") == _iq3.KMASK.tolist()
 
 
-def test_ksigns_have_even_parity_and_keep_the_low_bits():
+def test_ksigns_are_the_even_parity_completion():
+    assert np.array_equal(_iq3.KSIGNS, _iq3.even_parity_signs())
     bits = np.unpackbits(_iq3.KSIGNS[:, None], axis=1)
     assert np.all(bits.sum(axis=1) % 2 == 0)
     assert np.array_equal(_iq3.KSIGNS & 127, np.arange(128))
