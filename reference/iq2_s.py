@@ -62,9 +62,9 @@ import numpy as np
 
 from . import _iq2, q8_k
 from ._format import BlockFormat, Field, Invalid, nonfinite_f16
-from ._kquants import IEEE
-from ._numerics import F32, canonical_dot, f16_bits_to_f32
-from .iq2_xs import scale_codes
+from ._kquants import IEEE, quantize_rows
+from ._numerics import F32, canonical_dot, f16_bits_to_f32, f32_to_f16_bits, sequential_sum
+from .iq2_xs import pack_scale_codes, scale_codes
 
 QK_K = 256
 NBLOCK, BLOCK, NGROUP = 16, 16, 32
@@ -122,4 +122,30 @@ def validate(q: np.ndarray) -> list[Invalid]:
 
 
 def quantize(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
-    return _iq2.quantize_rows(FORMAT, x, imatrix)
+    return quantize_rows(FORMAT, x, imatrix, _superblocks)
+
+
+def _superblocks(xs: np.ndarray, qw: np.ndarray | None) -> np.ndarray:
+    """Super-blocks ``xs (S, 256)`` with imatrix columns ``qw`` (or None) -> blocks ``(S,)``."""
+    nsuper = xs.shape[0]
+    sigma2 = F32(2) * sequential_sum(xs * xs) / F32(QK_K)
+    weight = _iq2.weights_of(xs, qw, sigma2)
+    waux = np.sqrt(weight)
+    xval, signs = _iq2.magnitudes_and_signs(xs.reshape(-1, 8), weight.reshape(-1, 8), parity=False)
+    scale, index, flip = _iq2.search_xs(_iq2.lattice("iq2_s"), xval.reshape(-1, BLOCK), weight.reshape(-1, BLOCK),
+                                        waux.reshape(-1, BLOCK), _iq2.GROUP_MAX_EPS_IQ2_S)
+    signs = signs.reshape(-1, 2)
+    signs = np.where(flip[:, None], ~signs, signs).astype(np.uint8)
+    live = index >= 0                                       # zero blocks of 16 store nothing
+    index = np.where(live, index, 0).reshape(nsuper, NGROUP)
+    g = np.arange(NGROUP)
+    high = (index >> 8) << (2 * (g % 4))
+    max_scale, d, codes = _iq2.super_scale_codes(scale.reshape(nsuper, NBLOCK))
+    empty = max_scale == 0                                  # if (!max_scale) continue: d and scales stay 0
+    blocks = np.zeros(nsuper, dtype=FORMAT.dtype)
+    blocks["d"] = np.where(empty, 0, f32_to_f16_bits(d * F32(0.9875)))
+    blocks["qs"][:, :NGROUP] = index & 255
+    blocks["qs"][:, NGROUP:] = np.where(live, signs, 0).reshape(nsuper, NGROUP)
+    blocks["qh"] = np.bitwise_or.reduce(high.reshape(nsuper, 8, 4), axis=-1)
+    blocks["scales"] = np.where(empty[:, None], 0, pack_scale_codes(codes))
+    return blocks

@@ -61,10 +61,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from quantspec.errors import ImatrixError
+
 from . import _iq2, q8_k
 from ._format import BlockFormat, Field, Invalid, nonfinite_f16
-from ._kquants import IEEE
-from ._numerics import F32, canonical_dot, f16_bits_to_f32
+from ._kquants import IEEE, quantize_rows
+from ._numerics import F32, canonical_dot, f16_bits_to_f32, f32_to_f16_bits, sequential_sum
 
 QK_K = 256
 NBLOCK, BLOCK = 16, 16
@@ -115,4 +117,32 @@ def validate(q: np.ndarray) -> list[Invalid]:
 
 
 def quantize(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
-    return _iq2.quantize_rows(FORMAT, x, imatrix)
+    if imatrix is None:
+        raise ImatrixError("iq2_xs: an importance matrix is required (ggml_quantize_chunk asserts one)")
+    return quantize_rows(FORMAT, x, imatrix, _superblocks)
+
+
+def pack_scale_codes(codes: np.ndarray) -> np.ndarray:
+    """16 scale codes ``(..., 16)`` -> the ``scales`` bytes ``(..., 8)``."""
+    return (codes[..., 0::2] | codes[..., 1::2] << 4).astype(np.uint8)
+
+
+def _superblocks(xs: np.ndarray, qw: np.ndarray) -> np.ndarray:
+    """Super-blocks ``xs (S, 256)`` with imatrix columns ``qw`` -> blocks ``(S,)``."""
+    nsuper = xs.shape[0]
+    sigma2 = sequential_sum(xs * xs) / F32(QK_K)
+    weight = _iq2.weights_of(xs, qw, sigma2)
+    waux = np.sqrt(weight)
+    xval, signs = _iq2.magnitudes_and_signs(xs.reshape(-1, 8), weight.reshape(-1, 8), parity=True)
+    scale, index, flip = _iq2.search_xs(_iq2.lattice("iq2_xs"), xval.reshape(-1, BLOCK), weight.reshape(-1, BLOCK),
+                                        waux.reshape(-1, BLOCK), _iq2.GROUP_MAX_EPS)
+    signs = signs.reshape(-1, 2).astype(np.uint16)
+    signs = np.where(flip[:, None], ~signs & np.uint16(127), signs)
+    words = np.where(index >= 0, index.astype(np.uint16) | signs << np.uint16(9), 0).astype(np.uint16)
+    max_scale, d, codes = _iq2.super_scale_codes(scale.reshape(nsuper, NBLOCK))
+    empty = max_scale == 0                                  # if (!max_scale): 74 zero bytes
+    blocks = np.zeros(nsuper, dtype=FORMAT.dtype)
+    blocks["d"] = np.where(empty, 0, f32_to_f16_bits(d))
+    blocks["qs"] = np.where(empty[:, None], 0, words.reshape(nsuper, 32))
+    blocks["scales"] = np.where(empty[:, None], 0, pack_scale_codes(codes))
+    return blocks

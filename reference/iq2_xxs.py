@@ -75,10 +75,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from quantspec.errors import ImatrixError
+
 from . import _iq2, q8_k
 from ._format import BlockFormat, Field, Invalid, nonfinite_f16
-from ._kquants import IEEE
-from ._numerics import F32, canonical_dot, f16_bits_to_f32
+from ._kquants import IEEE, quantize_rows
+from ._numerics import F32, canonical_dot, f16_bits_to_f32, f32_to_f16_bits, sequential_sum
 
 QK_K = 256
 NBLOCK, BLOCK, GROUPS = 8, 32, 4
@@ -141,4 +143,31 @@ def validate(q: np.ndarray) -> list[Invalid]:
 
 
 def quantize(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
-    return _iq2.quantize_rows(FORMAT, x, imatrix)
+    if imatrix is None:
+        raise ImatrixError("iq2_xxs: an importance matrix is required (ggml_quantize_chunk asserts one)")
+    return quantize_rows(FORMAT, x, imatrix, _superblocks)
+
+
+def _superblocks(xs: np.ndarray, qw: np.ndarray) -> np.ndarray:
+    """Super-blocks ``xs (S, 256)`` with imatrix columns ``qw`` -> blocks ``(S,)``."""
+    nsuper = xs.shape[0]
+    sigma2 = sequential_sum(xs * xs) / F32(QK_K)
+    weight = _iq2.weights_of(xs, qw, sigma2)
+    waux = np.sqrt(weight)
+    xval, signs = _iq2.magnitudes_and_signs(xs.reshape(-1, 8), weight.reshape(-1, 8), parity=True)
+    scale, index, flip = _iq2.search_xxs(_iq2.lattice("iq2_xxs"), xval.reshape(-1, BLOCK),
+                                         weight.reshape(-1, BLOCK), waux.reshape(-1, BLOCK))
+    signs = signs.reshape(-1, GROUPS).astype(np.uint32)
+    signs = np.where(flip[:, None], ~signs & np.uint32(127), signs)
+    live = index >= 0                                       # zero blocks store nothing but their scale code
+    shifts = np.arange(GROUPS, dtype=np.uint32)
+    aux0 = (np.where(live, index, 0).astype(np.uint32) << (8 * shifts)).sum(axis=-1, dtype=np.uint32)
+    aux1 = (np.where(live, signs, 0) << (7 * shifts)).sum(axis=-1, dtype=np.uint32)
+    max_scale, d, codes = _iq2.super_scale_codes(scale.reshape(nsuper, NBLOCK))
+    aux1 = aux1.reshape(nsuper, NBLOCK) | codes.astype(np.uint32) << np.uint32(28)
+    words = np.stack((aux0.reshape(nsuper, NBLOCK), aux1), axis=-1).reshape(nsuper, 2 * NBLOCK)
+    empty = max_scale == 0                                  # if (!max_scale): 66 zero bytes
+    blocks = np.zeros(nsuper, dtype=FORMAT.dtype)
+    blocks["d"] = np.where(empty, 0, f32_to_f16_bits(d))
+    blocks["qs"] = np.where(empty[:, None], 0, words).astype("<u4").view("<u2").reshape(nsuper, 32)
+    return blocks

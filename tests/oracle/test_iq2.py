@@ -156,3 +156,136 @@ def test_imatrix_is_required(fmt):
         qs.quantize(fmt, x)
     assert registry.spec(fmt).imatrix == "required"
     assert registry.spec("iq2_s").imatrix == "accepted"
+
+
+# ------------------------------------------------------------------ quantize
+
+KINDS = ["normal", "student_t", "edges"]
+IMATRICES = ["none", "ones", "zeros", "ratios", "all_zero"]
+
+
+def inputs(kind: str, seed: int = 0, nrows: int = 4, n: int = 1024) -> np.ndarray:
+    rng = np.random.default_rng([seed, KINDS.index(kind)])
+    if kind == "normal":
+        x = rng.standard_normal((nrows, n))
+    elif kind == "student_t":
+        x = rng.standard_t(3, (nrows, n))
+    else:
+        x = edge_rows(rng, n)
+    return x.astype(F)
+
+
+def edge_rows(rng, n: int) -> np.ndarray:
+    """Every super-block of 256 an edge case: zero, signed zeros, constant
+    (all signs equal: an even or odd count of negatives per group), one
+    outlier, zero blocks of 16/32 at the start, middle and end, tiny values
+    (1e-20: weights underflow; 1e-41: subnormal), values at the zero
+    thresholds (1e-15, 1e-8), large values (1e12, below where ggml aborts),
+    exact ties, one negative element per group (the parity flip), one half
+    many orders of magnitude below the other."""
+    normal = lambda: rng.standard_normal(256)  # noqa: E731
+    cases = [np.zeros(256), np.where(rng.random(256) < 0.5, -0.0, 0.0), np.full(256, 3.0), np.full(256, -0.75)]
+    z = normal() * 0.01
+    z[77] = 50.0
+    cases.append(z)
+    for zero_ranges in ([(0, 16)], [(112, 144)], [(240, 256)], [(0, 32), (64, 96), (160, 176)], [(0, 224)]):
+        z = normal()
+        for a, b in zero_ranges:
+            z[a:b] = 0.0
+        cases.append(z)
+    cases += [normal() * 1e-20, normal() * 1e-41, normal() * 1e-15, np.abs(normal()) * 1e-8, normal() * 2e-8,
+              normal() * 1e12, np.round(normal() * 4) / 2]
+    z = np.abs(normal()) + 0.5
+    z[::8] *= -1  # one negative element per group of 8: an odd count
+    cases.append(z)
+    z = -np.abs(normal()) - 0.1
+    z[3::8] *= -1  # seven negative elements per group
+    cases.append(z)
+    z = normal()
+    z[:128] *= 1e-6
+    cases.append(z)
+    per_row = n // 256
+    rows = -(-len(cases) // per_row)
+    out = rng.standard_normal((rows * per_row, 256))
+    out[:len(cases)] = np.array(cases)
+    return out.reshape(rows, n)
+
+
+def imatrix(kind: str, n: int) -> np.ndarray | None:
+    rng = np.random.default_rng(11)
+    if kind == "none":
+        return None
+    if kind == "ones":
+        return np.ones(n, dtype=F)
+    if kind == "zeros":  # stretches of zero weights, whole groups and blocks among them
+        w = rng.random(n) * 5
+        w[rng.random(n) < 0.3] = 0
+        w[16:48] = 0
+        w[256 + 100:256 + 108] = 0
+        return w.astype(F)
+    if kind == "all_zero":
+        return np.zeros(n, dtype=F)
+    return (10.0 ** rng.uniform(-6, 6, n)).astype(F)  # huge ratios
+
+
+def imatrix_cases(fmt: str) -> list[str]:
+    return [k for k in IMATRICES if k != "none" or registry.spec(fmt).imatrix != "required"]
+
+
+def assert_same_blocks(fmt: str, ours: np.ndarray, theirs: np.ndarray) -> None:
+    spec = registry.spec(fmt)
+    if np.array_equal(ours, theirs):
+        return
+    a, b = ours.reshape(-1, spec.type_size), theirs.reshape(-1, spec.type_size)
+    bad = (a != b).any(axis=1)
+    block = int(np.argmax(bad))
+    raise AssertionError(f"{fmt}: {int(bad.sum())} of {bad.size} blocks differ from ggml; first {block}: "
+                         f"ours {a[block].tobytes().hex()} ggml {b[block].tobytes().hex()}")
+
+
+@pytest.mark.parametrize("wkind", IMATRICES)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_quantize_matches_ggml(ggml, fmt, kind, wkind):
+    if wkind not in imatrix_cases(fmt):
+        pytest.skip(f"{fmt} requires an importance matrix (test_imatrix_is_required)")
+    x = inputs(kind)
+    w = imatrix(wkind, x.shape[1])
+    with qs.use_isa("reference"):
+        ours = qs.quantize(fmt, x, imatrix=w)
+    assert_same_blocks(fmt, ours, ggml.quantize(fmt, x, w))
+
+
+@pytest.mark.parametrize("n", [256, 512, 2816])
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_quantize_row_lengths_match_ggml(ggml, fmt, n):
+    """The imatrix is per column: its super-block slices follow the column."""
+    rng = np.random.default_rng([7, n])
+    x = rng.standard_normal((3, n)).astype(F)
+    w = imatrix("ratios", n)
+    with qs.use_isa("reference"):
+        ours = qs.quantize(fmt, x, imatrix=w)
+    assert_same_blocks(fmt, ours, ggml.quantize(fmt, x, w))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_quantize_many_rows_match_ggml(ggml, fmt, seed):
+    rng = np.random.default_rng([8, seed])
+    n = 4096
+    x = (rng.standard_t(4, (64, n)) * 10.0 ** rng.uniform(-3, 3, (64, 1))).astype(F)
+    for w in (imatrix("ratios", n), imatrix("zeros", n)) + ((None,) if fmt == "iq2_s" else ()):
+        with qs.use_isa("reference"):
+            ours = qs.quantize(fmt, x, imatrix=w)
+        assert_same_blocks(fmt, ours, ggml.quantize(fmt, x, w))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_quantized_rows_dequantize_and_dot_like_ggml(ggml, fmt):
+    x = inputs("edges")
+    w = imatrix("ratios", x.shape[1])
+    q = ggml.quantize(fmt, x, w)
+    with qs.use_isa("reference"):
+        ours = qs.dequantize(fmt, q)
+    assert_same_bits(ours, ggml.dequantize(fmt, q), f"{fmt} dequantize of quantized rows")
