@@ -34,7 +34,8 @@ matrix)::
     ls_b       = clamp(nearest_int(0.5f*(id*scale_b - 1)), 0, 15),  id = 1/d (float32 d)
     max scale 0: d = +0.0 and no scale codes (all 0); qs, qh and signs as written
 
-Quirks, all kept because they are in the bytes ggml writes:
+Quirks, all kept because they are in the bytes ggml writes (and one
+decision where ggml writes nothing):
 
 * **A zero block of 32 shifts the blocks after it.** ggml writes block b's
   8 indices and 4 sign bytes through pointers that advance only after a
@@ -46,15 +47,22 @@ Quirks, all kept because they are in the bytes ggml writes:
   ones quantized (the blocks after a zero block read their neighbours'
   indices and signs). The spec reproduces the packing.
 * A zero block (``max == 0``, e.g. ``-0.0`` and ``0.0`` only) has scale code
-  0 and decodes to ``d * grid bytes``, not to 0.
+  0 (``db = d``) and decodes to ``d`` times the grid bytes of whatever its
+  slots hold, not to 0.
 * Values small enough that every ``w = x^2`` underflows to 0 are not a zero
   block: they get a scale (``max/15``, or 0 where the re-fit's ``sumqx``
   underflows) and their grid indices and signs are written; if every block
   ends with scale 0, ``d`` is 0 and the indices and signs remain.
 * The fudge factor 1.033 enlarges the stored ``d`` relative to the ``d``
   the codes were rounded with.
-* A negative scale ("should never happen" upstream; it can with extreme
-  importance weights) is negated and the block's 4 sign bytes complemented.
+* A negative scale would be negated and the block's 4 sign bytes
+  complemented (upstream: "should never happen"; with non-negative weights
+  and magnitudes it cannot, and the spec states the rule for completeness).
+* Where every weighted distance of a neighbour search overflows float32
+  (``|x|`` beyond about 1e12), ggml aborts on ``GGML_ASSERT(grid_index >=
+  0)``; the spec takes the first neighbour of the list (the nearest lattice
+  point of lowest index), so that every finite input has bytes. Such inputs
+  overflow the fp16 ``d`` anyway.
 
 Dot product with Q8_K (``ggml_vec_dot_iq3_s_q8_K_generic``), per super-block::
 

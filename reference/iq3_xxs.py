@@ -42,7 +42,8 @@ importance matrix)::
     ls_b       = clamp(nearest_int(0.5f*(id*scale_b - 1)), 0, 15),  id = 1/d (float32 d)
     an all-zero super-block (max scale 0) is all zero bytes (d = +0.0)
 
-Quirks, all kept because they are in the bytes ggml writes:
+Quirks, all kept because they are in the bytes ggml writes (and one
+decision where ggml writes nothing):
 
 * A zero block of 32 inside a non-zero super-block stores index 0, signs 0
   and ``ls = 0``: it decodes to ``d/4 * 4 = d``, not to 0 (ggml's ``continue``
@@ -51,9 +52,15 @@ Quirks, all kept because they are in the bytes ggml writes:
   the codes were rounded with.
 * The parity fix makes the flipped element's ``xval`` negative; it still
   enters the searches as a negative magnitude (its level is clamped to 0).
-* A negative scale ("should never happen" upstream; it can with extreme
-  importance weights) is negated and the 7 stored sign bits of the block
-  complemented (their parity stays even).
+* A negative scale ("should never happen" upstream; only the parity fix's
+  negative ``xval`` could cause it, with extreme importance weights) is
+  negated and the stored 7-bit sign indices of the block complemented (the
+  completed 8 bits stay of even parity).
+* Where every weighted distance of a neighbour search overflows float32
+  (``|x|`` beyond about 1e12), ggml aborts on ``GGML_ASSERT(grid_index >=
+  0)``; the spec takes the first neighbour of the list (the nearest lattice
+  point of lowest index), so that every finite input has bytes. Such inputs
+  overflow the fp16 ``d`` anyway.
 
 Dot product with Q8_K (``ggml_vec_dot_iq3_xxs_q8_K_generic``), per
 super-block::
