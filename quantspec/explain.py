@@ -184,6 +184,23 @@ LAYOUTS: dict[str, Layout] = {
         "d * scales[j // 16] * (q[j] - 32)"),
     "q8_k": Layout(value="d * qs[j]"),
     # mainline grid formats (ggml-common.h, dequantize_row_iq3_* @ 353b63b4 = d99724f2)
+    "iq2_xxs": Layout(
+        (Symbol("g", 8, "codebook index (into IQ2XXS_GRID) of the 8 elements 8g .. 8g+7"),
+         Symbol("s", 7, "sign index of the 8 elements 8g .. 8g+7 (into KSIGNS_IQ2XS: bit e = sign of element 8g+e)"),
+         Symbol("ls", 4, "scale code of the 32 elements 32b .. 32b+31")),
+        (Seg("qs", 0, 8, "g", "4*k + i", unit=64, repeat=4, stride=8),
+         Seg("qs", 32, 7, "s", "4*k + i", unit=64, repeat=4, stride=7),
+         Seg("qs", 60, 4, "ls", "k", unit=64)),
+        "d * (0.5 + ls[j // 32]) * 0.25 * (IQ2XXS_GRID[g[j // 8]] >> 8 * (j % 8) & 255)"
+        " * (1 - 2 * (KSIGNS_IQ2XS[s[j // 8]] >> j % 8 & 1))"),
+    "iq2_xs": Layout(
+        (Symbol("g", 9, "codebook index (into IQ2XS_GRID) of the 8 elements 8g .. 8g+7"),
+         Symbol("s", 7, "sign index of the 8 elements 8g .. 8g+7 (into KSIGNS_IQ2XS: bit e = sign of element 8g+e)"),
+         Symbol("ls", 4, "scale code of the 16 elements 16b .. 16b+15")),
+        (Seg("qs", 0, 9, "g", "k", unit=16), Seg("qs", 9, 7, "s", "k", unit=16),
+         Seg("scales", 0, 4, "ls", "2*k"), Seg("scales", 4, 4, "ls", "2*k + 1")),
+        "d * (0.5 + ls[j // 16]) * 0.25 * (IQ2XS_GRID[g[j // 8]] >> 8 * (j % 8) & 255)"
+        " * (1 - 2 * (KSIGNS_IQ2XS[s[j // 8]] >> j % 8 & 1))"),
     "iq3_xxs": Layout(
         (Symbol("g", 8, "grid index (into IQ3XXS_GRID) of the 4 elements 4g .. 4g+3"),
          Symbol("s", 7, "sign index of the 8 elements 8t .. 8t+7 (into KSIGNS: bit e = sign of element 8t+e)"),
@@ -201,6 +218,15 @@ LAYOUTS: dict[str, Layout] = {
          Seg("signs", 0, 1, "sg", "8*k + i", repeat=8, stride=1),
          Seg("scales", 0, 4, "ls", "2*k"), Seg("scales", 4, 4, "ls", "2*k + 1")),
         "d * (1 + 2 * ls[j // 32]) * (IQ3S_GRID[g[j // 4]] >> 8 * (j % 4) & 255) * (1 - 2 * sg[j])"),
+    "iq2_s": Layout(
+        (Symbol("g", 10, "codebook index (into IQ2S_GRID) of the 8 elements 8g .. 8g+7"),
+         Symbol("sg", 1, "sign of element j (1: negative)"),
+         Symbol("ls", 4, "scale code of the 16 elements 16b .. 16b+15")),
+        (Seg("qs", 0, 8, "g", "k", units=(0, 32)), Seg("qs", 0, 1, "sg", "8*(k - 32) + i", units=(32, 64), repeat=8,
+                                                      stride=1),
+         Seg("qh", 0, 2, "g", "4*k + i", at=8, repeat=4, stride=2),
+         Seg("scales", 0, 4, "ls", "2*k"), Seg("scales", 4, 4, "ls", "2*k + 1")),
+        "d * (0.5 + ls[j // 16]) * 0.25 * (IQ2S_GRID[g[j // 8]] >> 8 * (j % 8) & 255) * (1 - 2 * sg[j])"),
     # mainline formats without grids (ggml-common.h, dequantize_row_* @ d99724f2)
     "iq4_nl": Layout((Symbol("q", 4, "index of element j into KVALUES_IQ4NL"),), _nibbles("qs", "k", "k + 16"),
                      "d * KVALUES_IQ4NL[q[j]]"),

@@ -67,6 +67,7 @@ from . import _iq2, q8_k
 from ._format import BlockFormat, Field, Invalid, nonfinite_f16
 from ._kquants import IEEE, quantize_rows
 from ._numerics import F32, canonical_dot, f16_bits_to_f32, f32_to_f16_bits, sequential_sum
+from .tables.ggml_iq2 import IQ2XS_GRID, KSIGNS_IQ2XS  # noqa: F401 - named by the bit map formula (quantspec.explain)
 
 QK_K = 256
 NBLOCK, BLOCK = 16, 16
