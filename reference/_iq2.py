@@ -12,7 +12,13 @@ Searching (the quantizers): ggml searches the odd-integer lattice
 codebook points as 2-bit level indices (``l_j`` at bits ``2j``), and
 ``iq2xs_init_impl`` builds from them a map from every one of the ``4**8``
 lattice keys ``u = sum l_j << 2j`` to the codebook index, or, for keys off
-the codebook, to a list of nearby codebook points (:func:`neighbours`).
+the codebook, to a list of nearby codebook points (:class:`Lattice`).
+
+Arithmetic: float32 in C order without fused multiply-adds, as x86-64
+``libggml-base`` computes it; the searches run with every block (and every
+off-codebook group) in flight and loop over the trial scales and over the 8
+elements of a group. A build of ggml that contracts ``a*b + c`` into FMAs
+can pick other trial scales or neighbours and so write other bytes.
 
 Upstream: ggml ``src/ggml-quants.c`` ``iq2xs_init_impl``,
 ``iq2_find_best_neighbour``, ``dequantize_row_iq2_xxs/xs/s`` as vendored by
@@ -325,7 +331,7 @@ def search_xxs(lat: Lattice, xval: np.ndarray, weight: np.ndarray, waux: np.ndar
     refine = live & (scale > 0)
     inverse = F32(1) / np.where(refine, scale, F32(1))
     again = round_levels(inverse[:, None, None], xg)
-    index, _ = snap_to_codebook(lat, again, xg, wg, scale, refine[:, None].repeat(4, axis=1))
+    snap_to_codebook(lat, again, xg, wg, scale, refine[:, None].repeat(4, axis=1))
     np.copyto(levels, again, where=refine[:, None, None])
     sumqx, sumq2 = weighted_sums(weight, xval, levels.reshape(nb, 32))
     np.copyto(scale, sumqx / sumq2, where=refine & (sumq2 > 0))

@@ -21,7 +21,10 @@ has an even number of negative elements (the sign parity trick, 7 bits for
 8 signs).
 
 Quantize (``quantize_row_iq2_xxs_impl``; an importance matrix ``qw`` is
-required, as in ggml), per super-block (``reference/_iq2.py`` has the
+required: ggml's ``GGML_ASSERT(quant_weights)`` aborts without one and the
+type has no reference row quantizer; the spec raises
+``quantspec.errors.ImatrixError``, and ``FORMAT.imatrix`` is
+``"required"``), per super-block (``reference/_iq2.py`` has the
 search)::
 
     sigma2     = sum(x^2) / 256                       (sequential float sum)
@@ -41,8 +44,10 @@ search)::
     d          = max_scale / 31                       stored as fp16(d)
     ls_b       = clamp(nearest_int(0.5 * ((1/d) * scale_b - 1)), 0, 15)
 
-A super-block whose block scales are all 0 stores 66 zero bytes; a zero
-block in a non-zero super-block stores index 0, sign index 0 and ls = 0.
+A super-block whose block scales are all 0 stores 66 zero bytes. A zero
+block (max < 1e-15) in a live super-block stores index 0, sign index 0 and
+ls = 0, which decodes to d * 0.5 * 0.25 * 8 = d per element, not 0
+(codebook point 0 is eight 8s), as in ggml.
 
 Where ggml's quantizer aborts the process (GGML_ASSERT in
 ``iq2_find_best_neighbour``: every candidate's weighted distance overflows
