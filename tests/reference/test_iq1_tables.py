@@ -96,11 +96,12 @@ def test_grid_is_the_upstream_header():
     header = _source("ggml-common.h")
     if header is None:
         pytest.skip("ggml-common.h is not available (set GGML_SRC to a ggml src folder)")
-    body = re.search(r"GGML_TABLE_BEGIN\(uint64_t, iq1s_grid, NGRID_IQ1S\)(.*?)GGML_TABLE_END", header.read_text(), re.S)
+    text = header.read_text()
+    body = re.search(r"GGML_TABLE_BEGIN\(uint64_t, iq1s_grid, NGRID_IQ1S\)(.*?)GGML_TABLE_END", text, re.S)
     assert body, f"iq1s_grid not found in {header}"
     assert [int(v, 16) for v in re.findall(r"0x[0-9a-fA-F]+", body.group(1))] == ggml_iq1.IQ1S_GRID.tolist()
-    assert re.search(r"#define IQ1S_DELTA 0\.125f", header.read_text())
-    assert re.search(r"#define IQ1M_DELTA 0\.125f", header.read_text())
+    assert re.search(r"#define IQ1S_DELTA 0\.125f", text)
+    assert re.search(r"#define IQ1M_DELTA 0\.125f", text)
 
 
 def test_kgrid_is_the_upstream_init_table():
