@@ -80,6 +80,8 @@ FORMATS = (
         ref=dict(search="qx", nmax=32, weights="square", scale_quant="signed_max_zero", levels=128),
         imatrix=dict(search="qx", nmax=32, sigma2_factor=None, scale_quant="signed_max_zero", levels=128))),
     ("q8_k", "kquant_q8.c.j2", ("quantize", "dequantize"), dict(kquant=True)),
+    # ik_llama.cpp's Q6_0: 32-blocks, 6-bit codes offset by nmax = 32, ik's make_qx_quants (reference/q6_0.py)
+    ("q6_0", "q6_0.c.j2", OPS, dict(nmax=32)),
     # ik_llama.cpp's IQK super-blocks (256 = 16 sub-blocks of 16, codebook values, a shift bit per
     # sub-block); codegen/iqk.py reads the grid, bit planes and constants from reference/iq*_k.py:
     #   grid        the reference/_iqk.py Grid of the format

@@ -54,6 +54,9 @@ cdef extern from "qs_kernels_avx512.h" nogil:
     int64_t qs_q5_k_quantize__avx512(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
     void qs_q5_k_dequantize__avx512(const uint8_t *q, float *y, int64_t n)
     int qs_q5_k_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    int64_t qs_q6_0_quantize__avx512(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
+    void qs_q6_0_dequantize__avx512(const uint8_t *q, float *y, int64_t n)
+    int qs_q6_0_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
     int64_t qs_q6_k_quantize__avx512(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
     void qs_q6_k_dequantize__avx512(const uint8_t *q, float *y, int64_t n)
     int qs_q6_k_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
@@ -119,6 +122,9 @@ KERNELS = (
     ("q5_k", "quantize"),
     ("q5_k", "dequantize"),
     ("q5_k", "vec_dot"),
+    ("q6_0", "quantize"),
+    ("q6_0", "dequantize"),
+    ("q6_0", "vec_dot"),
     ("q6_k", "quantize"),
     ("q6_k", "dequantize"),
     ("q6_k", "vec_dot"),
@@ -131,7 +137,7 @@ KERNELS = (
     ("q8_k", "dequantize"),
 )
 
-cdef quantize_fn _quantize[20]
+cdef quantize_fn _quantize[21]
 _quantize[0] = qs_bf16_quantize__avx512
 _quantize[1] = qs_f16_quantize__avx512
 _quantize[2] = qs_f32_quantize__avx512
@@ -148,13 +154,14 @@ _quantize[12] = qs_q4_k_quantize__avx512
 _quantize[13] = qs_q5_0_quantize__avx512
 _quantize[14] = qs_q5_1_quantize__avx512
 _quantize[15] = qs_q5_k_quantize__avx512
-_quantize[16] = qs_q6_k_quantize__avx512
-_quantize[17] = qs_q8_0_quantize__avx512
-_quantize[18] = qs_q8_1_quantize__avx512
-_quantize[19] = qs_q8_k_quantize__avx512
-_QUANTIZE_INDEX = { "bf16": 0, "f16": 1, "f32": 2, "iq2_k": 3, "iq3_k": 4, "iq4_k": 5, "iq5_k": 6, "iq6_k": 7, "q2_k": 8, "q3_k": 9, "q4_0": 10, "q4_1": 11, "q4_k": 12, "q5_0": 13, "q5_1": 14, "q5_k": 15, "q6_k": 16, "q8_0": 17, "q8_1": 18, "q8_k": 19, }
+_quantize[16] = qs_q6_0_quantize__avx512
+_quantize[17] = qs_q6_k_quantize__avx512
+_quantize[18] = qs_q8_0_quantize__avx512
+_quantize[19] = qs_q8_1_quantize__avx512
+_quantize[20] = qs_q8_k_quantize__avx512
+_QUANTIZE_INDEX = { "bf16": 0, "f16": 1, "f32": 2, "iq2_k": 3, "iq3_k": 4, "iq4_k": 5, "iq5_k": 6, "iq6_k": 7, "q2_k": 8, "q3_k": 9, "q4_0": 10, "q4_1": 11, "q4_k": 12, "q5_0": 13, "q5_1": 14, "q5_k": 15, "q6_0": 16, "q6_k": 17, "q8_0": 18, "q8_1": 19, "q8_k": 20, }
 
-cdef dequantize_fn _dequantize[20]
+cdef dequantize_fn _dequantize[21]
 _dequantize[0] = qs_bf16_dequantize__avx512
 _dequantize[1] = qs_f16_dequantize__avx512
 _dequantize[2] = qs_f32_dequantize__avx512
@@ -171,13 +178,14 @@ _dequantize[12] = qs_q4_k_dequantize__avx512
 _dequantize[13] = qs_q5_0_dequantize__avx512
 _dequantize[14] = qs_q5_1_dequantize__avx512
 _dequantize[15] = qs_q5_k_dequantize__avx512
-_dequantize[16] = qs_q6_k_dequantize__avx512
-_dequantize[17] = qs_q8_0_dequantize__avx512
-_dequantize[18] = qs_q8_1_dequantize__avx512
-_dequantize[19] = qs_q8_k_dequantize__avx512
-_DEQUANTIZE_INDEX = { "bf16": 0, "f16": 1, "f32": 2, "iq2_k": 3, "iq3_k": 4, "iq4_k": 5, "iq5_k": 6, "iq6_k": 7, "q2_k": 8, "q3_k": 9, "q4_0": 10, "q4_1": 11, "q4_k": 12, "q5_0": 13, "q5_1": 14, "q5_k": 15, "q6_k": 16, "q8_0": 17, "q8_1": 18, "q8_k": 19, }
+_dequantize[16] = qs_q6_0_dequantize__avx512
+_dequantize[17] = qs_q6_k_dequantize__avx512
+_dequantize[18] = qs_q8_0_dequantize__avx512
+_dequantize[19] = qs_q8_1_dequantize__avx512
+_dequantize[20] = qs_q8_k_dequantize__avx512
+_DEQUANTIZE_INDEX = { "bf16": 0, "f16": 1, "f32": 2, "iq2_k": 3, "iq3_k": 4, "iq4_k": 5, "iq5_k": 6, "iq6_k": 7, "q2_k": 8, "q3_k": 9, "q4_0": 10, "q4_1": 11, "q4_k": 12, "q5_0": 13, "q5_1": 14, "q5_k": 15, "q6_0": 16, "q6_k": 17, "q8_0": 18, "q8_1": 19, "q8_k": 20, }
 
-cdef vec_dot_fn _vec_dot[18]
+cdef vec_dot_fn _vec_dot[19]
 _vec_dot[0] = qs_bf16_vec_dot__avx512
 _vec_dot[1] = qs_f16_vec_dot__avx512
 _vec_dot[2] = qs_f32_vec_dot__avx512
@@ -194,9 +202,10 @@ _vec_dot[12] = qs_q4_k_vec_dot__avx512
 _vec_dot[13] = qs_q5_0_vec_dot__avx512
 _vec_dot[14] = qs_q5_1_vec_dot__avx512
 _vec_dot[15] = qs_q5_k_vec_dot__avx512
-_vec_dot[16] = qs_q6_k_vec_dot__avx512
-_vec_dot[17] = qs_q8_0_vec_dot__avx512
-_VEC_DOT_INDEX = { "bf16": 0, "f16": 1, "f32": 2, "iq2_k": 3, "iq3_k": 4, "iq4_k": 5, "iq5_k": 6, "iq6_k": 7, "q2_k": 8, "q3_k": 9, "q4_0": 10, "q4_1": 11, "q4_k": 12, "q5_0": 13, "q5_1": 14, "q5_k": 15, "q6_k": 16, "q8_0": 17, }
+_vec_dot[16] = qs_q6_0_vec_dot__avx512
+_vec_dot[17] = qs_q6_k_vec_dot__avx512
+_vec_dot[18] = qs_q8_0_vec_dot__avx512
+_VEC_DOT_INDEX = { "bf16": 0, "f16": 1, "f32": 2, "iq2_k": 3, "iq3_k": 4, "iq4_k": 5, "iq5_k": 6, "iq6_k": 7, "q2_k": 8, "q3_k": 9, "q4_0": 10, "q4_1": 11, "q4_k": 12, "q5_0": 13, "q5_1": 14, "q5_k": 15, "q6_0": 16, "q6_k": 17, "q8_0": 18, }
 
 
 def quantize(str fmt, const float[:, ::1] x, uint8_t[:, ::1] q, const float[::1] imatrix=None):

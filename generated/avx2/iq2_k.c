@@ -14,6 +14,7 @@
 
 #include "qs_common.h"
 #include "qs_avx2.h"
+#include "qs_ksearch.h"
 
 #define QK 256
 #define SUB 16

@@ -19,6 +19,7 @@
 
 #include "qs_common.h"
 #include "qs_avx2.h"
+#include "qs_ksearch.h"
 
 #define QK 256
 #define SUB 16
@@ -324,54 +325,108 @@ static inline void superblock_weights(const float *x, const float *qw, float sig
     for (int j = 0; j < QK; ++j) w[j] = 0.25f * sigma2 + x[j] * x[j];
 }
 
-/* sum w*q*x and sum w*q*q over a sub-block, q = the nearest values (half `shift`) to +-al */
-static inline void candidate_sums(const float *x, const float *w, const float *al, int negate, int shift,
-                                  float *sumqx, float *sumq2) {
-    const float *half = GRID_F + GRID_SIZE * shift;
-    float sqx = 0, sq2 = 0;
+/* The grid padded by one value: a lane whose index is already fixed may read one past the end. */
+static const float GRID_F_PAD[17] = { -63.f, -40.f, -23.f, -10.f, 1.f, 13.f, 28.f, 47.f, -59.f, -36.f, -19.f, -6.f, 5.f, 17.f, 32.f, 51.f, 0.f };
+static const int32_t GRID_INDEX32[111] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 8, 8, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 9, 9, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 10, 10, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 11, 11, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 12, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 13, 13, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 14, 14, 7, 7, 7, 7, 7, 7, 7, 7, 7 };
+
+/* nearest_index on 8 lanes, as the value (float) of the chosen index; `base` = 8*shift per lane,
+ * `first` = the half's first value (float and int). The same decisions as the scalar form:
+ * out-of-table lanes take index 0 or 7, a direct entry its index, else the nearer neighbour. */
+QS_ALWAYS_INLINE __m256 nearest_value8(__m256 x, __m256i base, __m256 first_f, __m256i first_i) {
+    /* cvttps gives INT_MIN for NaN and out-of-range values, as qs_trunc_to_int; every half
+     * starts below 0, so subtracting its first value cannot wrap */
+    const __m256i ix = _mm256_sub_epi32(_mm256_cvttps_epi32(x), first_i);
+    (void)first_f;
+    const __m256i below = _mm256_cmpgt_epi32(_mm256_setzero_si256(), ix);
+    const __m256i above = _mm256_cmpgt_epi32(ix, _mm256_set1_epi32(110));
+    const __m256i t = _mm256_i32gather_epi32(GRID_INDEX32, qs_avx2_clamp_epi32(ix, 0, 110), 4);
+    const __m256i direct = _mm256_cmpgt_epi32(_mm256_set1_epi32(GRID_SIZE), t);
+    __m256i lo = _mm256_blendv_epi8(_mm256_sub_epi32(t, _mm256_set1_epi32(GRID_SIZE)), t, direct);
+    lo = _mm256_blendv_epi8(lo, _mm256_setzero_si256(), below);
+    lo = _mm256_blendv_epi8(lo, _mm256_set1_epi32(GRID_SIZE - 1), above);
+    const __m256i fixed = _mm256_or_si256(direct, _mm256_or_si256(below, above));
+    const __m256i at = _mm256_add_epi32(base, lo);
+    const __m256 vlo = _mm256_i32gather_ps(GRID_F_PAD, at, 4);
+    const __m256 vhi = _mm256_i32gather_ps(GRID_F_PAD, _mm256_add_epi32(at, _mm256_set1_epi32(1)), 4);
+    const __m256 take_lo = _mm256_or_ps(_mm256_castsi256_ps(fixed),
+                                        _mm256_cmp_ps(_mm256_sub_ps(x, vlo), _mm256_sub_ps(vhi, x), _CMP_LT_OQ));
+    return _mm256_blendv_ps(vhi, vlo, take_lo);
+}
+
+/* candidate_sums on 8 sub-blocks (element-major xt, wt: element i of every lane in xt[i]) */
+QS_ALWAYS_INLINE void candidate_sums8(const __m256 xt[SUB], const __m256 wt[SUB], __m256 inv, int negate,
+                                      __m256i base, __m256 first_f, __m256i first_i, __m256 *sumqx, __m256 *sumq2) {
+    __m256 sqx = _mm256_setzero_ps(), sq2 = _mm256_setzero_ps();
     for (int j = 0; j < SUB; ++j) {
-        const float q = half[nearest_index(negate ? -al[j] : al[j], shift)];
-        const float wq = w[j] * q;
-        sqx += wq * x[j];
-        sq2 += wq * q;
+        __m256 al = _mm256_mul_ps(inv, xt[j]);
+        if (negate) al = _mm256_xor_ps(al, _mm256_set1_ps(-0.0f));
+        const __m256 q = nearest_value8(al, base, first_f, first_i);
+        const __m256 wq = _mm256_mul_ps(wt[j], q);
+        sqx = _mm256_add_ps(sqx, _mm256_mul_ps(wq, xt[j]));
+        sq2 = _mm256_add_ps(sq2, _mm256_mul_ps(wq, q));
     }
     *sumqx = sqx;
     *sumq2 = sq2;
 }
 
-/* The sub-block scale search (reference/_iqk.py shift_sweep, ntry = 3, step 2, refit, guard_first). */
-static float shift_sweep(const float *x, const float *w, float vmax, int *shifted) {
-    float al[SUB], sqx, sq2;
-    float d = -vmax / GRID_F[0];
-    float inv = 1.f / d;
-    for (int j = 0; j < SUB; ++j) al[j] = inv * x[j];
-    candidate_sums(x, w, al, 0, 0, &sqx, &sq2);
-    float best;
-    if (sq2 > 0) {
-        d = sqx / sq2;
-        best = d * sqx;
-    } else {
-        best = 0;
+/* shift_sweep on 8 sub-blocks at once, one per lane (lanes never interact: each
+ * returns the bits the scalar form returns for its sub-block). */
+static void shift_sweep8(const float *x, const float *w, const float vmax_in[8], float d_out[8], int sh_out[8]) {
+    __m256 xt[SUB], wt[SUB];
+    qs_avx2_element_major(1, 0, SUB, x, xt);
+    qs_avx2_element_major(1, 0, SUB, w, wt);
+    const __m256 vmax = _mm256_loadu_ps(vmax_in);
+    const __m256i base0 = _mm256_setzero_si256(), base1 = _mm256_set1_epi32(GRID_SIZE);
+    const __m256 first0 = _mm256_set1_ps(GRID_F[0]), first1 = _mm256_set1_ps(GRID_F[GRID_SIZE]);
+    const __m256i ifirst0 = _mm256_set1_epi32(GRID[0]), ifirst1 = _mm256_set1_epi32(GRID[GRID_SIZE]);
+    __m256 sqx, sq2;
+    __m256 d = _mm256_div_ps(_mm256_xor_ps(vmax, _mm256_set1_ps(-0.0f)), first0);
+    __m256 inv = _mm256_div_ps(_mm256_set1_ps(1.f), d);
+    candidate_sums8(xt, wt, inv, 0, base0, first0, ifirst0, &sqx, &sq2);
+    __m256 best;
+    {
+        const __m256 first = _mm256_cmp_ps(sq2, _mm256_setzero_ps(), _CMP_GT_OQ);
+        d = _mm256_blendv_ps(d, _mm256_div_ps(sqx, sq2), first);
+        best = _mm256_and_ps(_mm256_mul_ps(d, sqx), first);
     }
-    candidate_sums(x, w, al, 1, 0, &sqx, &sq2);
-    if (sq2 > 0 && sqx * sqx > best * sq2) { d = sqx / sq2; best = d * sqx; }
-    int sh = 0;
+    __m256 sh = _mm256_setzero_ps(); /* all-ones lanes: the shifted half won */
+#define TAKE_IF_BETTER(shift_mask)                                                                       \
+    do {                                                                                                 \
+        const __m256 better = _mm256_and_ps(_mm256_cmp_ps(sq2, _mm256_setzero_ps(), _CMP_GT_OQ),         \
+                                            _mm256_cmp_ps(_mm256_mul_ps(sqx, sqx), _mm256_mul_ps(best, sq2), _CMP_GT_OQ)); \
+        d = _mm256_blendv_ps(d, _mm256_div_ps(sqx, sq2), better);                                         \
+        best = _mm256_blendv_ps(best, _mm256_mul_ps(d, sqx), better);                                     \
+        sh = _mm256_blendv_ps(sh, (shift_mask), better);                                                  \
+    } while (0)
+    candidate_sums8(xt, wt, inv, 1, base0, first0, ifirst0, &sqx, &sq2);
+    TAKE_IF_BETTER(sh);
     for (int itry = -3; itry <= 3; ++itry) {
         for (int shift = 0; shift < 2; ++shift) {
-            inv = ((float)itry * 2.f + GRID_F[GRID_SIZE * shift]) / vmax;
-            for (int j = 0; j < SUB; ++j) al[j] = inv * x[j];
-            for (int negate = 0; negate < 2; ++negate) {
-                candidate_sums(x, w, al, negate, shift, &sqx, &sq2);
-                if (sq2 > 0 && sqx * sqx > best * sq2) { d = sqx / sq2; best = d * sqx; sh = shift; }
-            }
+            const float f = GRID_F[GRID_SIZE * shift];
+            inv = _mm256_div_ps(_mm256_set1_ps((float)itry * 2.f + f), vmax);
+            const __m256i base = shift ? base1 : base0;
+            const __m256 first = shift ? first1 : first0;
+            const __m256i ifirst = shift ? ifirst1 : ifirst0;
+            const __m256 mask = shift ? _mm256_castsi256_ps(_mm256_set1_epi32(-1)) : _mm256_setzero_ps();
+            candidate_sums8(xt, wt, inv, 0, base, first, ifirst, &sqx, &sq2);
+            TAKE_IF_BETTER(mask);
+            candidate_sums8(xt, wt, inv, 1, base, first, ifirst, &sqx, &sq2);
+            TAKE_IF_BETTER(mask);
         }
     }
-    inv = 1.f / d;
-    for (int j = 0; j < SUB; ++j) al[j] = inv * x[j];
-    candidate_sums(x, w, al, 0, sh, &sqx, &sq2);
-    if (d != 0 && sq2 > 0) d = sqx / sq2;
-    *shifted = sh;
-    return d;
+#undef TAKE_IF_BETTER
+    {
+        inv = _mm256_div_ps(_mm256_set1_ps(1.f), d);
+        const __m256i base = _mm256_and_si256(_mm256_castps_si256(sh), base1);
+        candidate_sums8(xt, wt, inv, 0, base, _mm256_blendv_ps(first0, first1, sh),
+                        _mm256_blendv_epi8(ifirst0, ifirst1, _mm256_castps_si256(sh)), &sqx, &sq2);
+        const __m256 refit = _mm256_and_ps(_mm256_cmp_ps(d, _mm256_setzero_ps(), _CMP_NEQ_UQ),
+                                           _mm256_cmp_ps(sq2, _mm256_setzero_ps(), _CMP_GT_OQ));
+        d = _mm256_blendv_ps(d, _mm256_div_ps(sqx, sq2), refit);
+    }
+    _mm256_storeu_ps(d_out, d);
+    const int m = _mm256_movemask_ps(sh);
+    for (int k = 0; k < 8; ++k) sh_out[k] = (m >> k) & 1;
 }
 
 /* Every sub-block of a super-block requantized at 1/(d*ls_b) (sub-blocks with
@@ -416,12 +471,20 @@ static int quantize_superblock(const float *x, const float *qw, uint8_t *b) {
     int shifted[NSUB], ls[NSUB];
     uint8_t idx[QK];
     unsigned extra = 0;
+    /* 8 sub-blocks per lane search; an empty sub-block's lane runs with vmax = 1 and is dropped */
+    float vmax[NSUB];
+    int empty[NSUB];
     for (int s = 0; s < NSUB; ++s) {
-        float vmax;
-        shifted[s] = 0;
-        scales[s] = 0;
-        if (signed_max(x + SUB * s, SUB, &vmax) < 1e-16f) continue;
-        scales[s] = shift_sweep(x + SUB * s, w + SUB * s, vmax, &shifted[s]);
+        empty[s] = signed_max(x + SUB * s, SUB, &vmax[s]) < 1e-16f;
+        if (empty[s]) vmax[s] = 1.f;
+    }
+    shift_sweep8(x, w, vmax, scales, shifted);
+    shift_sweep8(x + QK / 2, w + QK / 2, vmax + 8, scales + 8, shifted + 8);
+    for (int s = 0; s < NSUB; ++s) {
+        if (empty[s]) {
+            scales[s] = 0;
+            shifted[s] = 0;
+        }
         if (scales[s] == 0) shifted[s] = 0;
     }
     /* d = max|scale|/31 (MAX takes a NaN); scale_b = +-(2m+1), m = clamp(nearest_int((|scale|/d - 1)/2), 0, 15) */

@@ -18,6 +18,7 @@
 
 #include "qs_common.h"
 #include "qs_avx2.h"
+#include "qs_ksearch.h"
 
 #define QK 256
 #define SUB 16
@@ -383,50 +384,103 @@ static inline void superblock_weights(const float *x, const float *qw, float sig
     for (int j = 0; j < QK; ++j) w[j] = 0.25f * sigma2 + x[j] * x[j];
 }
 
-/* sum w*q*x and sum w*q*q over a sub-block, q = the nearest values (half `shift`) to +-al */
-static inline void candidate_sums(const float *x, const float *w, const float *al, int negate, int shift,
-                                  float *sumqx, float *sumq2) {
-    const float *half = GRID_F + GRID_SIZE * shift;
-    float sqx = 0, sq2 = 0;
+/* The grid padded by one value: a lane whose index is already fixed may read one past the end. */
+static const float GRID_F_PAD[129] = { -127.f, -121.f, -115.f, -109.f, -104.f, -98.f, -93.f, -88.f, -84.f, -79.f, -74.f, -70.f, -66.f, -62.f, -58.f, -54.f, -51.f, -47.f, -44.f, -40.f, -37.f, -34.f, -31.f, -28.f, -25.f, -22.f, -19.f, -16.f, -13.f, -11.f, -8.f, -5.f, -2.f, 0.f, 3.f, 6.f, 9.f, 12.f, 14.f, 17.f, 20.f, 23.f, 27.f, 30.f, 33.f, 36.f, 40.f, 44.f, 47.f, 51.f, 55.f, 59.f, 63.f, 68.f, 72.f, 77.f, 82.f, 87.f, 92.f, 98.f, 103.f, 109.f, 115.f, 121.f, -126.f, -120.f, -114.f, -108.f, -103.f, -97.f, -92.f, -87.f, -83.f, -78.f, -73.f, -69.f, -65.f, -61.f, -57.f, -53.f, -50.f, -46.f, -43.f, -39.f, -36.f, -33.f, -30.f, -27.f, -24.f, -21.f, -18.f, -15.f, -12.f, -10.f, -7.f, -4.f, -1.f, 1.f, 4.f, 7.f, 10.f, 13.f, 15.f, 18.f, 21.f, 24.f, 28.f, 31.f, 34.f, 37.f, 41.f, 45.f, 48.f, 52.f, 56.f, 60.f, 64.f, 69.f, 73.f, 78.f, 83.f, 88.f, 93.f, 99.f, 104.f, 110.f, 116.f, 122.f, 0.f };
+static const int32_t GRID_INDEX32[249] = { 0, 0, 0, 64, 1, 1, 1, 1, 1, 65, 2, 2, 2, 2, 2, 66, 3, 3, 3, 3, 67, 67, 4, 4, 4, 4, 68, 5, 5, 5, 5, 69, 69, 6, 6, 6, 70, 70, 7, 7, 7, 71, 8, 8, 8, 72, 72, 9, 9, 9, 73, 73, 10, 10, 10, 74, 11, 11, 11, 75, 12, 12, 12, 76, 13, 13, 13, 77, 14, 14, 14, 78, 15, 15, 79, 79, 16, 16, 80, 17, 17, 81, 81, 18, 18, 82, 19, 19, 83, 83, 20, 84, 84, 21, 85, 85, 22, 86, 86, 23, 87, 87, 24, 88, 88, 25, 89, 89, 26, 90, 90, 27, 91, 91, 28, 92, 29, 93, 93, 30, 94, 94, 31, 95, 95, 32, 96, 33, 97, 97, 34, 98, 98, 35, 99, 99, 36, 100, 100, 37, 101, 38, 102, 102, 39, 103, 103, 40, 104, 104, 41, 41, 105, 42, 42, 106, 106, 43, 107, 107, 44, 108, 108, 45, 45, 109, 46, 46, 46, 110, 47, 47, 111, 111, 48, 48, 112, 49, 49, 49, 113, 50, 50, 50, 114, 51, 51, 51, 115, 52, 52, 52, 116, 116, 53, 53, 53, 117, 54, 54, 54, 118, 118, 55, 55, 55, 119, 119, 56, 56, 56, 120, 120, 57, 57, 57, 121, 121, 58, 58, 58, 58, 122, 59, 59, 59, 59, 123, 123, 60, 60, 60, 60, 124, 61, 61, 61, 61, 61, 125, 62, 62, 62, 62, 62, 126, 63, 63, 63 };
+
+/* nearest_index on 8 lanes, as the value (float) of the chosen index; `base` = 64*shift per lane,
+ * `first` = the half's first value (float and int). The same decisions as the scalar form:
+ * out-of-table lanes take index 0 or 63, a direct entry its index, else the nearer neighbour. */
+QS_ALWAYS_INLINE __m256 nearest_value8(__m256 x, __m256i base, __m256 first_f, __m256i first_i) {
+    const __m256i ix = _mm256_cvttps_epi32(_mm256_sub_ps(x, first_f));
+    (void)first_i;
+    const __m256i below = _mm256_cmpgt_epi32(_mm256_setzero_si256(), ix);
+    const __m256i above = _mm256_cmpgt_epi32(ix, _mm256_set1_epi32(248));
+    const __m256i t = _mm256_i32gather_epi32(GRID_INDEX32, qs_avx2_clamp_epi32(ix, 0, 248), 4);
+    const __m256i direct = _mm256_cmpgt_epi32(_mm256_set1_epi32(GRID_SIZE), t);
+    __m256i lo = _mm256_blendv_epi8(_mm256_sub_epi32(t, _mm256_set1_epi32(GRID_SIZE)), t, direct);
+    lo = _mm256_blendv_epi8(lo, _mm256_setzero_si256(), below);
+    lo = _mm256_blendv_epi8(lo, _mm256_set1_epi32(GRID_SIZE - 1), above);
+    const __m256i fixed = _mm256_or_si256(direct, _mm256_or_si256(below, above));
+    const __m256i at = _mm256_add_epi32(base, lo);
+    const __m256 vlo = _mm256_i32gather_ps(GRID_F_PAD, at, 4);
+    const __m256 vhi = _mm256_i32gather_ps(GRID_F_PAD, _mm256_add_epi32(at, _mm256_set1_epi32(1)), 4);
+    const __m256 take_lo = _mm256_or_ps(_mm256_castsi256_ps(fixed),
+                                        _mm256_cmp_ps(_mm256_sub_ps(x, vlo), _mm256_sub_ps(vhi, x), _CMP_LT_OQ));
+    return _mm256_blendv_ps(vhi, vlo, take_lo);
+}
+
+/* candidate_sums on 8 sub-blocks (element-major xt, wt: element i of every lane in xt[i]) */
+QS_ALWAYS_INLINE void candidate_sums8(const __m256 xt[SUB], const __m256 wt[SUB], __m256 inv, int negate,
+                                      __m256i base, __m256 first_f, __m256i first_i, __m256 *sumqx, __m256 *sumq2) {
+    __m256 sqx = _mm256_setzero_ps(), sq2 = _mm256_setzero_ps();
     for (int j = 0; j < SUB; ++j) {
-        const float q = half[nearest_index(negate ? -al[j] : al[j], shift)];
-        const float wq = w[j] * q;
-        sqx += wq * x[j];
-        sq2 += wq * q;
+        __m256 al = _mm256_mul_ps(inv, xt[j]);
+        if (negate) al = _mm256_xor_ps(al, _mm256_set1_ps(-0.0f));
+        const __m256 q = nearest_value8(al, base, first_f, first_i);
+        const __m256 wq = _mm256_mul_ps(wt[j], q);
+        sqx = _mm256_add_ps(sqx, _mm256_mul_ps(wq, xt[j]));
+        sq2 = _mm256_add_ps(sq2, _mm256_mul_ps(wq, q));
     }
     *sumqx = sqx;
     *sumq2 = sq2;
 }
 
-/* The sub-block scale search (reference/_iqk.py shift_sweep, ntry = 5, step 1, refit). */
-static float shift_sweep(const float *x, const float *w, float vmax, int *shifted) {
-    float al[SUB], sqx, sq2;
-    float d = -vmax / GRID_F[0];
-    float inv = 1.f / d;
-    for (int j = 0; j < SUB; ++j) al[j] = inv * x[j];
-    candidate_sums(x, w, al, 0, 0, &sqx, &sq2);
-    float best;
-    d = sqx / sq2;
-    best = d * sqx;
-    candidate_sums(x, w, al, 1, 0, &sqx, &sq2);
-    if (sq2 > 0 && sqx * sqx > best * sq2) { d = sqx / sq2; best = d * sqx; }
-    int sh = 0;
+/* shift_sweep on 8 sub-blocks at once, one per lane (lanes never interact: each
+ * returns the bits the scalar form returns for its sub-block). */
+static void shift_sweep8(const float *x, const float *w, const float vmax_in[8], float d_out[8], int sh_out[8]) {
+    __m256 xt[SUB], wt[SUB];
+    qs_avx2_element_major(1, 0, SUB, x, xt);
+    qs_avx2_element_major(1, 0, SUB, w, wt);
+    const __m256 vmax = _mm256_loadu_ps(vmax_in);
+    const __m256i base0 = _mm256_setzero_si256(), base1 = _mm256_set1_epi32(GRID_SIZE);
+    const __m256 first0 = _mm256_set1_ps(GRID_F[0]), first1 = _mm256_set1_ps(GRID_F[GRID_SIZE]);
+    const __m256i ifirst0 = _mm256_set1_epi32(GRID[0]), ifirst1 = _mm256_set1_epi32(GRID[GRID_SIZE]);
+    __m256 sqx, sq2;
+    __m256 d = _mm256_div_ps(_mm256_xor_ps(vmax, _mm256_set1_ps(-0.0f)), first0);
+    __m256 inv = _mm256_div_ps(_mm256_set1_ps(1.f), d);
+    candidate_sums8(xt, wt, inv, 0, base0, first0, ifirst0, &sqx, &sq2);
+    __m256 best;
+    d = _mm256_div_ps(sqx, sq2);
+    best = _mm256_mul_ps(d, sqx);
+    __m256 sh = _mm256_setzero_ps(); /* all-ones lanes: the shifted half won */
+#define TAKE_IF_BETTER(shift_mask)                                                                       \
+    do {                                                                                                 \
+        const __m256 better = _mm256_and_ps(_mm256_cmp_ps(sq2, _mm256_setzero_ps(), _CMP_GT_OQ),         \
+                                            _mm256_cmp_ps(_mm256_mul_ps(sqx, sqx), _mm256_mul_ps(best, sq2), _CMP_GT_OQ)); \
+        d = _mm256_blendv_ps(d, _mm256_div_ps(sqx, sq2), better);                                         \
+        best = _mm256_blendv_ps(best, _mm256_mul_ps(d, sqx), better);                                     \
+        sh = _mm256_blendv_ps(sh, (shift_mask), better);                                                  \
+    } while (0)
+    candidate_sums8(xt, wt, inv, 1, base0, first0, ifirst0, &sqx, &sq2);
+    TAKE_IF_BETTER(sh);
     for (int itry = -5; itry <= 5; ++itry) {
         for (int shift = 0; shift < 2; ++shift) {
-            inv = ((float)itry * 1.f + GRID_F[GRID_SIZE * shift]) / vmax;
-            for (int j = 0; j < SUB; ++j) al[j] = inv * x[j];
-            for (int negate = 0; negate < 2; ++negate) {
-                candidate_sums(x, w, al, negate, shift, &sqx, &sq2);
-                if (sq2 > 0 && sqx * sqx > best * sq2) { d = sqx / sq2; best = d * sqx; sh = shift; }
-            }
+            const float f = GRID_F[GRID_SIZE * shift];
+            inv = _mm256_div_ps(_mm256_set1_ps((float)itry * 1.f + f), vmax);
+            const __m256i base = shift ? base1 : base0;
+            const __m256 first = shift ? first1 : first0;
+            const __m256i ifirst = shift ? ifirst1 : ifirst0;
+            const __m256 mask = shift ? _mm256_castsi256_ps(_mm256_set1_epi32(-1)) : _mm256_setzero_ps();
+            candidate_sums8(xt, wt, inv, 0, base, first, ifirst, &sqx, &sq2);
+            TAKE_IF_BETTER(mask);
+            candidate_sums8(xt, wt, inv, 1, base, first, ifirst, &sqx, &sq2);
+            TAKE_IF_BETTER(mask);
         }
     }
-    inv = 1.f / d;
-    for (int j = 0; j < SUB; ++j) al[j] = inv * x[j];
-    candidate_sums(x, w, al, 0, sh, &sqx, &sq2);
-    if (d != 0 && sq2 > 0) d = sqx / sq2;
-    *shifted = sh;
-    return d;
+#undef TAKE_IF_BETTER
+    {
+        inv = _mm256_div_ps(_mm256_set1_ps(1.f), d);
+        const __m256i base = _mm256_and_si256(_mm256_castps_si256(sh), base1);
+        candidate_sums8(xt, wt, inv, 0, base, _mm256_blendv_ps(first0, first1, sh),
+                        _mm256_blendv_epi8(ifirst0, ifirst1, _mm256_castps_si256(sh)), &sqx, &sq2);
+        const __m256 refit = _mm256_and_ps(_mm256_cmp_ps(d, _mm256_setzero_ps(), _CMP_NEQ_UQ),
+                                           _mm256_cmp_ps(sq2, _mm256_setzero_ps(), _CMP_GT_OQ));
+        d = _mm256_blendv_ps(d, _mm256_div_ps(sqx, sq2), refit);
+    }
+    _mm256_storeu_ps(d_out, d);
+    const int m = _mm256_movemask_ps(sh);
+    for (int k = 0; k < 8; ++k) sh_out[k] = (m >> k) & 1;
 }
 
 /* Every sub-block of a super-block requantized at 1/(d*ls_b) (sub-blocks with
@@ -471,12 +525,20 @@ static int quantize_superblock(const float *x, const float *qw, uint8_t *b) {
     int shifted[NSUB], ls[NSUB];
     uint8_t idx[QK];
     unsigned extra = 0;
+    /* 8 sub-blocks per lane search; an empty sub-block's lane runs with vmax = 1 and is dropped */
+    float vmax[NSUB];
+    int empty[NSUB];
     for (int s = 0; s < NSUB; ++s) {
-        float vmax;
-        shifted[s] = 0;
-        scales[s] = 0;
-        if (signed_max(x + SUB * s, SUB, &vmax) < 1e-16f) continue;
-        scales[s] = shift_sweep(x + SUB * s, w + SUB * s, vmax, &shifted[s]);
+        empty[s] = signed_max(x + SUB * s, SUB, &vmax[s]) < 1e-16f;
+        if (empty[s]) vmax[s] = 1.f;
+    }
+    shift_sweep8(x, w, vmax, scales, shifted);
+    shift_sweep8(x + QK / 2, w + QK / 2, vmax + 8, scales + 8, shifted + 8);
+    for (int s = 0; s < NSUB; ++s) {
+        if (empty[s]) {
+            scales[s] = 0;
+            shifted[s] = 0;
+        }
     }
     /* d = -max_scale/127, codes clamp(nearest_int(scale/d), -127, 127) */
     float max_scale;

@@ -69,6 +69,10 @@ int64_t qs_q5_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int6
 void qs_q5_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
 int qs_q5_k_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
+int64_t qs_q6_0_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void qs_q6_0_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
+int qs_q6_0_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
 int64_t qs_q6_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
 void qs_q6_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
 int qs_q6_k_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
