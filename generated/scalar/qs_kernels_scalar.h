@@ -17,6 +17,26 @@ int64_t qs_f32_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64
 void qs_f32_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
 int qs_f32_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
+int64_t qs_iq2_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void qs_iq2_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
+int qs_iq2_k_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+int64_t qs_iq3_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void qs_iq3_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
+int qs_iq3_k_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+int64_t qs_iq4_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void qs_iq4_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
+int qs_iq4_k_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+int64_t qs_iq5_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void qs_iq5_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
+int qs_iq5_k_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+int64_t qs_iq6_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void qs_iq6_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
+int qs_iq6_k_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
 int64_t qs_q2_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
 void qs_q2_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
 int qs_q2_k_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
@@ -48,6 +68,10 @@ int qs_q5_1_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t 
 int64_t qs_q5_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
 void qs_q5_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
 int qs_q5_k_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+int64_t qs_q6_0_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void qs_q6_0_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
+int qs_q6_0_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
 int64_t qs_q6_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
 void qs_q6_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
