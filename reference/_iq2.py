@@ -120,7 +120,8 @@ class Lattice:
     """The quantizer's tables of one codebook (``iq2xs_init_impl``).
 
     * ``levels[k]``: codebook point k as 8 levels 0..2 (int8);
-    * ``level_of[j][k]``: level of element j of codebook point k (int64, element-major);
+    * ``term_of[j][k]``: ``3*j + level`` of element j of codebook point k
+      (int64, element-major): where its term sits among a group's 24;
     * ``index[u]``: for every 16-bit key ``u = sum_j l_j << 2j``, the codebook
       index of the point with those levels, or -1 when it is off the codebook;
     * ``row[u]``: for an off-codebook key with every ``l_j <= 2``, its row of
@@ -140,7 +141,7 @@ class Lattice:
     """
 
     levels: np.ndarray
-    level_of: np.ndarray
+    term_of: np.ndarray
     index: np.ndarray
     row: np.ndarray
     starts: np.ndarray
@@ -170,10 +171,10 @@ def lattice(fmt: str) -> Lattice:
     row[all_keys[off]] = np.arange(int(off.sum()), dtype=np.int32)
     starts = np.concatenate(([0], np.cumsum(np.bincount(key_row, minlength=int(off.sum()))))).astype(np.int64)
     flat = point[order].astype(np.int32)
-    level_of = np.ascontiguousarray(levels.T.astype(np.int64))
-    for arr in (levels, level_of, index, row, starts, flat):
+    term_of = np.ascontiguousarray(levels.T.astype(np.int64) + 3 * np.arange(8)[:, None])
+    for arr in (levels, term_of, index, row, starts, flat):
         arr.flags.writeable = False
-    return Lattice(levels, level_of, index, row, starts, flat)
+    return Lattice(levels, term_of, index, row, starts, flat)
 
 
 def neighbour_list(lat: Lattice, key: int) -> list[int]:
@@ -222,7 +223,7 @@ def best_neighbour(lat: Lattice, keys: np.ndarray, xval: np.ndarray, waux: np.nd
     at = np.repeat(np.arange(0, 24 * keys.size, 24), counts)
     d2 = np.zeros(total, dtype=F32)
     for j in range(8):
-        d2 += term[at + (3 * j + lat.level_of[j][cand])]
+        d2 += term[at + lat.term_of[j][cand]]
     d2 = np.where(d2 < _FLT_MAX, d2, F32(np.inf))               # NaN and overflow never qualify
     least = np.minimum.reduceat(d2, seg)
     position = np.where(d2 == np.repeat(least, counts), np.arange(total), total)
