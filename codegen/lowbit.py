@@ -155,9 +155,15 @@ def ternary_context(fmt: str, spec, extra: dict) -> dict:
     ctx = dict(act=_activation(spec), mul=extra["mul"], code_bits=extra.get("code_bits", 0), codes=extra["codes"])
     if extra["codes"] == "base3":
         byte = mod.TRIT_BYTE + spec.offsets()["qs"]
-        ctx["chunks"] = _chunks16(byte, spec.type_size)
-        for c, ch in enumerate(ctx["chunks"]):
-            ch["pow3"] = [int(v) for v in mod.TRIT_POW3[16 * c: 16 * c + 16]]
+        chunks = _chunks16(byte, spec.type_size)
+        # run r = chunks 2r (low 128 bits) and 2r+1 (high); one 32-byte load where they are contiguous;
+        # the 16-bit lanes multiply their even (low) and odd (high) byte by 3^n separately
+        ctx["base3_runs"] = [dict(lo=chunks[2 * r], hi=chunks[2 * r + 1],
+                                  whole=chunks[2 * r + 1]["base"] == chunks[2 * r]["base"] + 16
+                                  and chunks[2 * r]["idx"] == list(range(16)) == chunks[2 * r + 1]["idx"],
+                                  pow_even=[int(v) for v in mod.TRIT_POW3[32 * r: 32 * r + 32: 2]],
+                                  pow_odd=[int(v) for v in mod.TRIT_POW3[32 * r + 1: 32 * r + 32: 2]])
+                             for r in range(spec.block_size // 32)]
         ctx["code_byte"] = [int(v) for v in byte]
         ctx["code_pow3"] = [int(v) for v in mod.TRIT_POW3]
     else:
@@ -194,4 +200,8 @@ def ternary_context(fmt: str, spec, extra: dict) -> dict:
     ctx["ngroups"] = max(spec.block_size // act["block_size"], 1)
     ctx["group"] = spec.block_size // ctx["ngroups"]
     ctx["outer_scale"] = ctx["ngroups"] > 1  # dw * sum_g (da_g * s_g)
+    # the SIMD dot adds the int16 pair sums (code * a, two each) of a group's 32-element runs before widening
+    max_code = 2 if extra["codes"] == "base3" else (1 << extra["code_bits"]) - 1
+    if 2 * max_code * 128 * (ctx["group"] // 32) > 32767:
+        raise ValueError(f"{fmt}: a group's pair sums could overflow int16")
     return ctx

@@ -233,18 +233,15 @@ int64_t qs_iq4_xs_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int6
 /* Per-call facts of the activation (q8_k), shared by every weight row. */
 typedef struct {
     float *da; /* its float32 scale per q8_k block */
-    int exact; /* an activation byte of -128 rules out the sign trick */
 } act_facts;
 
 static int act_prepare(act_facts *f, const uint8_t *a, int64_t nb) {
     const int64_t nact = nb * ACT_STRIDE / ACT_SIZE;
     f->da = (float *)malloc((size_t)(nact + 1) * sizeof(float));
     if (!f->da) return -1;
-    f->exact = 0;
     for (int64_t k = 0; k < nact; ++k) {
         const uint8_t *ab = a + k * ACT_SIZE;
         f->da[k] = qs_load_f32(ab + ACT_OFF_D);
-        f->exact |= qs_avx2_has_min128(ab + ACT_OFF_QS, ACT_QK);
     }
     return 0;
 }
@@ -275,9 +272,9 @@ static inline float dot_block(const uint8_t *w, const uint8_t *a, const act_fact
 }
 
 /* 8 int32 lanes whose totals are the sums of one 32-element run: lanes 0..3
- * elements 0..15 of the run, lanes 4..7 elements 16..31 */
-static inline __m256i run_partials(const uint8_t *q, const uint8_t *a, int exact) {
-    return qs_avx2_dot_i8_signed(levels32(q), _mm256_loadu_si256((const __m256i *)a), exact);
+ * elements 0..15 of the run, lanes 4..7 elements 16..31 (levels: |level| <= 127) */
+static inline __m256i run_partials(const uint8_t *q, const uint8_t *a) {
+    return qs_avx2_dot_i8_small(levels32(q), _mm256_loadu_si256((const __m256i *)a));
 }
 
 /* The float32 contributions of blocks ib .. ib+7, one per lane. */
@@ -285,14 +282,27 @@ static inline __m256 contributions8(const uint8_t *w, const uint8_t *a, const ac
     const uint8_t *wb = w + ib * TYPE_SIZE, *ab = a + ib * ACT_STRIDE;
     __m256i p[8];
     const __m256 x = _mm256_mul_ps(qs_avx2_load_fp16x8(wb + OFF_D, TYPE_SIZE), _mm256_loadu_ps(f->da + ib));
+    /* the block scale fields of the 8 super-blocks, one per lane */
+    __m256i sh = _mm256_setzero_si256(), sl = _mm256_setzero_si256();
+    {
+        int32_t h[8], l[8];
+        for (int j = 0; j < 8; ++j) {
+            h[j] = qs_load_u16(wb + j * TYPE_SIZE + OFF_SCALES_H);
+            l[j] = (int32_t)qs_load_u32(wb + j * TYPE_SIZE + OFF_SCALES_L);
+        }
+        sh = _mm256_loadu_si256((const __m256i *)h);
+        sl = _mm256_loadu_si256((const __m256i *)l);
+    }
     __m256 contribution = _mm256_setzero_ps();
     for (int g = 0; g < NGROUPS; ++g) {
         for (int j = 0; j < 8; ++j)
-            p[j] = run_partials(wb + j * TYPE_SIZE + OFF_QS + 16 * g, ab + j * ACT_STRIDE + ACT_OFF_QS + 32 * g, f->exact);
+            p[j] = run_partials(wb + j * TYPE_SIZE + OFF_QS + 16 * g, ab + j * ACT_STRIDE + ACT_OFF_QS + 32 * g);
         const __m256 sumi = _mm256_cvtepi32_ps(qs_avx2_hsum_8x8(p));
-        int ls[8];
-        for (int j = 0; j < 8; ++j) ls[j] = block_scale_code(wb + j * TYPE_SIZE, g);
-        const __m256 y = _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)ls));
+        /* ls_g - 32 = (bits 4g..4g+3 of scales_l | bits 2g, 2g+1 of scales_h << 4) - 32 */
+        const __m256i low = _mm256_and_si256(_mm256_srli_epi32(sl, 4 * g), _mm256_set1_epi32(15));
+        const __m256i high = _mm256_and_si256(_mm256_srli_epi32(sh, 2 * g), _mm256_set1_epi32(3));
+        const __m256 y = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_or_si256(low, _mm256_slli_epi32(high, 4)),
+                                                             _mm256_set1_epi32(32)));
         contribution = _mm256_add_ps(contribution, _mm256_mul_ps(_mm256_mul_ps(x, y), sumi));
     }
     return contribution;

@@ -112,18 +112,15 @@ void qs_nvfp4_dequantize__avx2(const uint8_t *q, float *y, int64_t n) {
 /* Per-call facts of the activation (q8_0), shared by every weight row. */
 typedef struct {
     float *da; /* its float32 scale per q8_0 block */
-    int exact; /* an activation byte of -128 rules out the sign trick */
 } act_facts;
 
 static int act_prepare(act_facts *f, const uint8_t *a, int64_t nb) {
     const int64_t nact = nb * ACT_STRIDE / ACT_SIZE;
     f->da = (float *)malloc((size_t)(nact + 1) * sizeof(float));
     if (!f->da) return -1;
-    f->exact = 0;
     for (int64_t k = 0; k < nact; ++k) {
         const uint8_t *ab = a + k * ACT_SIZE;
         f->da[k] = load_fp16(ab + ACT_OFF_D);
-        f->exact |= qs_avx2_has_min128(ab + ACT_OFF_QS, ACT_QK);
     }
     return 0;
 }
@@ -154,9 +151,9 @@ static inline float dot_block(const uint8_t *w, const uint8_t *a, const act_fact
 }
 
 /* 8 int32 lanes whose totals are the sums of one 32-element run: lanes 0..3
- * elements 0..15 of the run, lanes 4..7 elements 16..31 */
-static inline __m256i run_partials(const uint8_t *q, const uint8_t *a, int exact) {
-    return qs_avx2_dot_i8_signed(levels32(q), _mm256_loadu_si256((const __m256i *)a), exact);
+ * elements 0..15 of the run, lanes 4..7 elements 16..31 (levels: |level| <= 12) */
+static inline __m256i run_partials(const uint8_t *q, const uint8_t *a) {
+    return qs_avx2_dot_i8_small(levels32(q), _mm256_loadu_si256((const __m256i *)a));
 }
 
 /* The float32 contributions of blocks ib .. ib+7, one per lane. */
@@ -167,7 +164,7 @@ static inline __m256 contributions8(const uint8_t *w, const uint8_t *a, const ac
     __m256 contribution = _mm256_setzero_ps();
     for (int k = 0; k < QK / 32; ++k) {
         for (int j = 0; j < 8; ++j)
-            p[j] = run_partials(wb + j * TYPE_SIZE + OFF_QS + 16 * k, ab + j * ACT_STRIDE + k * ACT_SIZE + ACT_OFF_QS, f->exact);
+            p[j] = run_partials(wb + j * TYPE_SIZE + OFF_QS + 16 * k, ab + j * ACT_STRIDE + k * ACT_SIZE + ACT_OFF_QS);
         __m256i s[2];
         qs_avx2_hsum_8x8_halves(p, &s[0], &s[1]);
         const int64_t ka = ib * (QK / 32) + k; /* activation block of lane 0 */

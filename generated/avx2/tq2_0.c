@@ -140,14 +140,14 @@ static inline __m256 contributions8(const uint8_t *w, const uint8_t *a, const ac
     const __m256i ones = _mm256_set1_epi16(1);
     const __m256 dw = qs_avx2_load_fp16x8(wb + OFF_D, TYPE_SIZE);
     __m256i p[8];
+    /* unsigned codes <= 3 times signed bytes: the pair sums of all 8 runs stay within int16 */
     for (int j = 0; j < 8; ++j) {
         const uint8_t *aq = ab + j * ACT_STRIDE + ACT_OFF_QS;
         __m256i acc = _mm256_setzero_si256();
         for (int r = 0; r < QK / 32; ++r)
-            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(codes32(wb + j * TYPE_SIZE, r),
-                                                                               _mm256_loadu_si256((const __m256i *)(aq + 32 * r))),
-                                                          ones));
-        p[j] = acc;
+            acc = _mm256_add_epi16(acc, _mm256_maddubs_epi16(codes32(wb + j * TYPE_SIZE, r),
+                                                             _mm256_loadu_si256((const __m256i *)(aq + 32 * r))));
+        p[j] = _mm256_madd_epi16(acc, ones);
     }
     __m256i s = qs_avx2_hsum_8x8(p);
     s = _mm256_sub_epi32(s, _mm256_loadu_si256((const __m256i *)(f->asum + ib)));

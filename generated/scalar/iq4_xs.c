@@ -186,14 +186,12 @@ int64_t qs_iq4_xs_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, in
 /* Per-call facts of the activation (q8_k), shared by every weight row. */
 typedef struct {
     float *da; /* its float32 scale per q8_k block */
-    int exact; /* an activation byte of -128 rules out the sign trick */
 } act_facts;
 
 static int act_prepare(act_facts *f, const uint8_t *a, int64_t nb) {
     const int64_t nact = nb * ACT_STRIDE / ACT_SIZE;
     f->da = (float *)malloc((size_t)(nact + 1) * sizeof(float));
     if (!f->da) return -1;
-    f->exact = 0;
     for (int64_t k = 0; k < nact; ++k) {
         const uint8_t *ab = a + k * ACT_SIZE;
         f->da[k] = qs_load_f32(ab + ACT_OFF_D);
