@@ -80,6 +80,24 @@ FORMATS = (
         ref=dict(search="qx", nmax=32, weights="square", scale_quant="signed_max_zero", levels=128),
         imatrix=dict(search="qx", nmax=32, sigma2_factor=None, scale_quant="signed_max_zero", levels=128))),
     ("q8_k", "kquant_q8.c.j2", ("quantize", "dequantize"), dict(kquant=True)),
+    # codebook formats (codegen/lowbit.py): 4-bit indices into a 16-entry table of reference/tables/ggml.py
+    #   group    elements per scale; scale  how a group's float scale is decoded
+    #   imatrix  the IQ4 weighted scale search (reference/_iq4.py) quantizes them
+    ("iq4_nl", "codebook.c.j2", OPS, dict(family="codebook", table="KVALUES_IQ4NL", group=32, scale="fp16",
+                                          imatrix=True)),
+    ("iq4_xs", "codebook.c.j2", OPS, dict(family="codebook", table="KVALUES_IQ4NL", group=32, scale="iq4_xs",
+                                          imatrix=True)),
+    ("mxfp4", "codebook.c.j2", ("dequantize", "vec_dot"), dict(family="codebook", table="KVALUES_MXFP4", group=32,
+                                                               scale="e8m0_half")),
+    ("nvfp4", "codebook.c.j2", ("dequantize", "vec_dot"), dict(family="codebook", table="KVALUES_MXFP4", group=16,
+                                                               scale="ue4m3_half")),
+    # ternary and 1-2-bit formats (codegen/lowbit.py): unsigned codes c, element = (mul*c - 1) * d;
+    #   codes  how the codes are stored: "bits" (a bit field per element, found by probing the spec), "base3"
+    #          (five trits per byte, reference/tq1_0.py TRIT_BYTE / TRIT_POW3)
+    ("tq1_0", "ternary.c.j2", ("dequantize", "vec_dot"), dict(family="ternary", codes="base3", mul=1)),
+    ("tq2_0", "ternary.c.j2", ("dequantize", "vec_dot"), dict(family="ternary", codes="bits", code_bits=2, mul=1)),
+    ("q1_0", "ternary.c.j2", ("dequantize", "vec_dot"), dict(family="ternary", codes="bits", code_bits=1, mul=2)),
+    ("q2_0", "ternary.c.j2", ("dequantize", "vec_dot"), dict(family="ternary", codes="bits", code_bits=2, mul=1)),
     # ik_llama.cpp's Q6_0: 32-blocks, 6-bit codes offset by nmax = 32, ik's make_qx_quants (reference/q6_0.py)
     ("q6_0", "q6_0.c.j2", OPS, dict(nmax=32)),
     # ik_llama.cpp's IQK super-blocks (256 = 16 sub-blocks of 16, codebook values, a shift bit per
