@@ -143,7 +143,7 @@ class Kernel:
 
     @property
     def path(self) -> str:
-        return f"generated/{self.isa}/{self.fmt}.c"
+        return kernel_file(self.isa, self.fmt, self.template)
 
 
 # The architectures whose SIMD sections a template has (the portable scalar
@@ -159,5 +159,28 @@ def isas_for(template: str) -> tuple[str, ...]:
 KERNELS = tuple(Kernel(fmt, op, isa, template)
                 for fmt, template, ops, _ in FORMATS for op in ops for isa in isas_for(template))
 
-CONTEXT = {fmt: ctx for fmt, _, _, ctx in FORMATS}
-TEMPLATE = {fmt: template for fmt, template, _, _ in FORMATS}
+# A format may have several entries with disjoint ops (e.g. its quantizer from a
+# search template, its decoders from another): each entry renders its own file.
+CONTEXT = {(fmt, template): ctx for fmt, template, _, ctx in FORMATS}
+FIRST_TEMPLATE = {}
+for _fmt, _template, _, _ in FORMATS:
+    FIRST_TEMPLATE.setdefault(_fmt, _template)
+
+
+def kernel_file(isa: str, fmt: str, template: str) -> str:
+    """generated/<isa>/<fmt>.c; a format's further templates add their stem."""
+    if FIRST_TEMPLATE[fmt] == template:
+        return f"generated/{isa}/{fmt}.c"
+    return f"generated/{isa}/{fmt}.{template.split('.')[0]}.c"
+
+
+def _check_disjoint_ops():
+    seen = {}
+    for fmt, template, ops, _ in FORMATS:
+        for op in ops:
+            if (fmt, op) in seen:
+                raise ValueError(f"codegen.kernels: {fmt} {op} comes from both {seen[fmt, op]} and {template}")
+            seen[fmt, op] = template
+
+
+_check_disjoint_ops()
