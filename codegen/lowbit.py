@@ -69,6 +69,29 @@ def _check_codebook_layout(fmt: str, group: int, table: np.ndarray) -> None:
         raise ValueError(f"{fmt}: the layout probe needs non-zero scales")
 
 
+def _e8m0_half_bits(e: np.ndarray) -> np.ndarray:
+    """The SIMD kernels' E8M0_HALF (e8m0_half8 in codebook.c.j2): float bits
+    (e - 1) << 23, and (e + 1) << 21 for e < 2."""
+    e = e.astype(np.int64)
+    return np.where(e < 2, (e + 1) << 21, (e - 1) << 23) & 0xFFFFFFFF
+
+
+def _ue4m3_half_bits(b: np.ndarray) -> np.ndarray:
+    """The SIMD kernels' UE4M3_HALF (ue4m3_half8 in codebook.c.j2): with
+    v = b & 0x7F, float bits (v << 20) + (119 << 23), the float v * 2^-10 for
+    v < 8, 0 for b = 0x7F."""
+    v = b.astype(np.int64) & 0x7F
+    small = (v.astype(np.float32) * np.float32(2.0**-10)).astype(np.float32).view(np.uint32)
+    bits = np.where(v < 8, small, (v << 20) + (119 << 23))
+    return np.where(b == 0x7F, 0, bits)
+
+
+def _check_scale_formula(name: str, table: np.ndarray, formula) -> None:
+    b = np.arange(256)
+    if not np.array_equal(formula(b).astype(np.uint32), np.asarray(table, dtype=np.float32).view(np.uint32)):
+        raise ValueError(f"the SIMD decoding of {name} differs from the spec's table")
+
+
 def codebook_context(fmt: str, spec, extra: dict) -> dict:
     tables = _ref("tables.ggml")
     table = np.asarray(getattr(tables, extra["table"]), dtype=np.int8)
@@ -80,8 +103,10 @@ def codebook_context(fmt: str, spec, extra: dict) -> dict:
     fp4 = _ref("_fp4")
     if extra["scale"] == "e8m0_half":
         ctx["scale_table"] = _f32_hex(fp4.E8M0_HALF)
+        _check_scale_formula("E8M0_HALF", fp4.E8M0_HALF, _e8m0_half_bits)
     elif extra["scale"] == "ue4m3_half":
         ctx["scale_table"] = _f32_hex(fp4.UE4M3_HALF)
+        _check_scale_formula("UE4M3_HALF", fp4.UE4M3_HALF, _ue4m3_half_bits)
     if "imatrix" in extra and extra["imatrix"]:
         iq4 = _ref("_iq4")
         ctx["thresholds"] = _f32_hex(iq4.UPPER_LEVEL_FROM)
@@ -200,8 +225,63 @@ def ternary_context(fmt: str, spec, extra: dict) -> dict:
     ctx["ngroups"] = max(spec.block_size // act["block_size"], 1)
     ctx["group"] = spec.block_size // ctx["ngroups"]
     ctx["outer_scale"] = ctx["ngroups"] > 1  # dw * sum_g (da_g * s_g)
-    # the SIMD dot adds the int16 pair sums (code * a, two each) of a group's 32-element runs before widening
+    # the SIMD dot adds the int16 pair sums (code * a, two each) of a group's 32-element runs, and then
+    # the two 128-bit halves of that sum, before widening
     max_code = 2 if extra["codes"] == "base3" else (1 << extra["code_bits"]) - 1
-    if 2 * max_code * 128 * (ctx["group"] // 32) > 32767:
+    ctx["max_code"] = max_code
+    ctx["fold_bound"] = 2 * max_code * 128 * (ctx["group"] // 32) * 2
+    if ctx["fold_bound"] > 32767:
         raise ValueError(f"{fmt}: a group's pair sums could overflow int16")
+    # runs whose codes sit at a shift s > 0 whose products (c << s) * a still pair up within int16 over all
+    # runs at that shift are multiplied in place (masked, not shifted) and their sum divided by 2^s exactly
+    ctx["inplace_shifts"] = []
+    if ctx.get("runs"):
+        for r in ctx["runs"]:
+            r["mask"] = ctx["code_mask"] << r["shift"]
+        for sh in sorted({r["shift"] for r in ctx["runs"]} - {0}):
+            count = sum(r["shift"] == sh for r in ctx["runs"])
+            if (max_code << sh) < 128 and 2 * (max_code << sh) * 128 * count <= 32767:
+                ctx["inplace_shifts"].append(sh)
+        total = 2 * max_code * 128 * len(ctx["runs"])  # after the exact divisions
+        if ctx["ngroups"] == 1 and 2 * total > 32767:
+            raise ValueError(f"{fmt}: the runs' pair sums could overflow int16")
+    if extra["codes"] == "base3":
+        ctx["base3_plan"] = _base3_plan(fmt, ctx["base3_runs"], [int(v) for v in mod.TRIT_POW3])
+        ctx["trit_cut"] = _trit_cuts()
     return ctx
+
+
+def _trit_cuts() -> list[int]:
+    """The top base-3 digit of a byte y, (y * 3) >> 8, is [y >= t1] + [y >= t2]:
+    the SIMD kernels compare y ^ 0x80 as signed bytes with t - 129."""
+    y = np.arange(256)
+    top = (y * 3) >> 8
+    cuts = [int(np.flatnonzero(top >= t)[0]) for t in (1, 2)]
+    if not np.array_equal(top, sum((y >= t).astype(int) for t in cuts)):
+        raise ValueError("the top trit is not two thresholds")
+    return [t - 129 for t in cuts]
+
+
+def _base3_plan(fmt: str, runs: list[dict], pow3: list[int]) -> list[dict]:
+    """How the SIMD dot forms each 32-element run's bytes y = byte * 3^k (mod 256): a whole run from one
+    32-byte load and one power; else per 16-element half, a 16-byte load and one power, or one 4-byte
+    load broadcast to four groups of 4 with a power each. Anything else is refused."""
+    log3 = {3 ** k: k for k in range(5)}
+    plan = []
+    for r, run in enumerate(runs):
+        pows = pow3[32 * r: 32 * r + 32]
+        if run["whole"] and len(set(pows)) == 1:
+            plan.append(dict(whole=True, base=run["lo"]["base"], k=log3[pows[0]]))
+            continue
+        halves = []
+        for chunk, p in ((run["lo"], pows[:16]), (run["hi"], pows[16:])):
+            idx = chunk["idx"]
+            if idx == list(range(16)) and len(set(p)) == 1:
+                halves.append(dict(src="load16", base=chunk["base"], k=log3[p[0]]))
+            elif idx == idx[:4] * 4 and idx[:4] == list(range(idx[0], idx[0] + 4)) and all(
+                    len(set(p[4 * m: 4 * m + 4])) == 1 for m in range(4)):
+                halves.append(dict(src="bcast4", base=chunk["base"] + idx[0], ks=[log3[p[4 * m]] for m in range(4)]))
+            else:
+                raise ValueError(f"{fmt}: run {r} is neither a whole load nor 16-byte / 4-byte halves")
+        plan.append(dict(whole=False, lo=halves[0], hi=halves[1]))
+    return plan

@@ -4,38 +4,63 @@
 
 #include "qs_avx2.h"
 
-/* The totals of the low and of the high 128-bit halves of eight int32x8
- * vectors: lo = [sum(lo(p[0])), ..., sum(lo(p[7]))], hi likewise (the sum of
- * the two is qs_avx2_hsum_8x8). */
-static inline void qs_avx2_hsum_8x8_halves(const __m256i p[8], __m256i *lo, __m256i *hi) {
-    const __m256i h01 = _mm256_hadd_epi32(p[0], p[1]), h23 = _mm256_hadd_epi32(p[2], p[3]);
-    const __m256i h45 = _mm256_hadd_epi32(p[4], p[5]), h67 = _mm256_hadd_epi32(p[6], p[7]);
-    const __m256i h0123 = _mm256_hadd_epi32(h01, h23), h4567 = _mm256_hadd_epi32(h45, h67);
-    *lo = _mm256_permute2x128_si256(h0123, h4567, 0x20);
-    *hi = _mm256_permute2x128_si256(h0123, h4567, 0x31);
+/* Fields of 8 records at a stride, packed in general-purpose registers (the
+ * integer units are idle in the dot products; lane inserts are not). */
+static inline uint64_t qs_pack_u16x4(const uint8_t *p, int64_t stride) {
+    return (uint64_t)qs_load_u16(p) | (uint64_t)qs_load_u16(p + stride) << 16 |
+           (uint64_t)qs_load_u16(p + 2 * stride) << 32 | (uint64_t)qs_load_u16(p + 3 * stride) << 48;
+}
+
+static inline uint64_t qs_pack_u32x2(const uint8_t *p, int64_t stride) {
+    return (uint64_t)qs_load_u32(p) | (uint64_t)qs_load_u32(p + stride) << 32;
+}
+
+/* 8 u16 fields at a stride -> 8 u16 lanes */
+static inline __m128i qs_sse_gather_u16x8(const uint8_t *p, int64_t stride) {
+    return _mm_set_epi64x((long long)qs_pack_u16x4(p + 4 * stride, stride), (long long)qs_pack_u16x4(p, stride));
+}
+
+/* 8 u32 fields at a stride -> 8 int32 lanes */
+static inline __m256i qs_avx2_gather_u32x8(const uint8_t *p, int64_t stride) {
+    return _mm256_set_epi64x((long long)qs_pack_u32x2(p + 6 * stride, stride), (long long)qs_pack_u32x2(p + 4 * stride, stride),
+                             (long long)qs_pack_u32x2(p + 2 * stride, stride), (long long)qs_pack_u32x2(p, stride));
+}
+
+/* 8 bytes at a stride -> 8 int32 lanes (zero-extended) */
+static inline __m256i qs_avx2_gather_u8x8(const uint8_t *p, int64_t stride) {
+    uint64_t v = 0;
+    for (int j = 0; j < 8; ++j) v |= (uint64_t)p[j * stride] << (8 * j);
+    return _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)v));
 }
 
 /* 8 fp16 fields at a stride -> 8 floats */
 static inline __m256 qs_avx2_load_fp16x8(const uint8_t *p, int64_t stride) {
-    const __m128i h = _mm_setr_epi16((short)qs_load_u16(p), (short)qs_load_u16(p + stride),
-                                     (short)qs_load_u16(p + 2 * stride), (short)qs_load_u16(p + 3 * stride),
-                                     (short)qs_load_u16(p + 4 * stride), (short)qs_load_u16(p + 5 * stride),
-                                     (short)qs_load_u16(p + 6 * stride), (short)qs_load_u16(p + 7 * stride));
-    return _mm256_cvtph_ps(h);
+    return _mm256_cvtph_ps(qs_sse_gather_u16x8(p, stride));
 }
 
-/* 8 floats at a stride of bytes -> one vector */
-static inline __m256 qs_avx2_load_f32x8(const uint8_t *p, int64_t stride) {
-    return _mm256_setr_ps(qs_load_f32(p), qs_load_f32(p + stride), qs_load_f32(p + 2 * stride),
-                          qs_load_f32(p + 3 * stride), qs_load_f32(p + 4 * stride), qs_load_f32(p + 5 * stride),
-                          qs_load_f32(p + 6 * stride), qs_load_f32(p + 7 * stride));
+/* Per 128-bit lane, [sum(d0), sum(d1), sum(d2), sum(d3)] of that lane's four int32 of each of four
+ * vectors, by unpacks and adds (hadd costs more). */
+static inline __m256i qs_avx2_hsum_4x4_lanes(__m256i d0, __m256i d1, __m256i d2, __m256i d3) {
+    const __m256i s01 = _mm256_add_epi32(_mm256_unpacklo_epi32(d0, d1), _mm256_unpackhi_epi32(d0, d1));
+    const __m256i s23 = _mm256_add_epi32(_mm256_unpacklo_epi32(d2, d3), _mm256_unpackhi_epi32(d2, d3));
+    return _mm256_add_epi32(_mm256_unpacklo_epi64(s01, s23), _mm256_unpackhi_epi64(s01, s23));
 }
 
-/* Sum over 32 lanes of w[j]*a[j], exact, as 8 int32 lanes (lane k: elements
- * 4k .. 4k+3), for |w| <= 127 and any a: |a| (as unsigned, -128 -> 128) times
- * w with a's sign, so that pairs stay within 2*128*127 < 2^15. */
-static inline __m256i qs_avx2_dot_i8_small(__m256i w, __m256i a) {
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(a), _mm256_sign_epi8(w, a)), _mm256_set1_epi16(1));
+/* Per 128-bit lane, four vectors' [a_j, a'_j, b_j, b'_j] -> *a = [a_j + a'_j]_j, *b = [b_j + b'_j]_j. */
+static inline void qs_avx2_hsum_pairs_4x4_lanes(__m256i d0, __m256i d1, __m256i d2, __m256i d3, __m256i *a, __m256i *b) {
+    const __m256 u01 = _mm256_castsi256_ps(_mm256_unpacklo_epi64(d0, d1)), u23 = _mm256_castsi256_ps(_mm256_unpacklo_epi64(d2, d3));
+    const __m256 v01 = _mm256_castsi256_ps(_mm256_unpackhi_epi64(d0, d1)), v23 = _mm256_castsi256_ps(_mm256_unpackhi_epi64(d2, d3));
+    *a = _mm256_add_epi32(_mm256_castps_si256(_mm256_shuffle_ps(u01, u23, _MM_SHUFFLE(2, 0, 2, 0))),
+                          _mm256_castps_si256(_mm256_shuffle_ps(u01, u23, _MM_SHUFFLE(3, 1, 3, 1))));
+    *b = _mm256_add_epi32(_mm256_castps_si256(_mm256_shuffle_ps(v01, v23, _MM_SHUFFLE(2, 0, 2, 0))),
+                          _mm256_castps_si256(_mm256_shuffle_ps(v01, v23, _MM_SHUFFLE(3, 1, 3, 1))));
+}
+
+/* [sum(d0), sum(d1), sum(d2), sum(d3)] of four int32x4 vectors */
+static inline __m128i qs_sse_hsum_4x4(__m128i d0, __m128i d1, __m128i d2, __m128i d3) {
+    const __m128i s01 = _mm_add_epi32(_mm_unpacklo_epi32(d0, d1), _mm_unpackhi_epi32(d0, d1));
+    const __m128i s23 = _mm_add_epi32(_mm_unpacklo_epi32(d2, d3), _mm_unpackhi_epi32(d2, d3));
+    return _mm_add_epi32(_mm_unpacklo_epi64(s01, s23), _mm_unpackhi_epi64(s01, s23));
 }
 
 #endif

@@ -230,23 +230,53 @@ int64_t qs_iq4_xs_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int6
 
 /* ------------------------------------------------------------ dot product */
 
+/* q8_k blocks per weight block */
+#define ACT_PER_BLOCK 1
+
 /* Per-call facts of the activation (q8_k), shared by every weight row. */
 typedef struct {
-    float *da; /* its float32 scale per q8_k block */
+    float *da; /* the float32 scale of q8_k block i * ACT_PER_BLOCK + k at [k * nb + i] */
+    int64_t nb;
+    /* the activation quants, arranged for the SIMD loop (run_pair_sums8), two runs of 32 quants in 64
+     * bytes: [16 | 16 | 16 | 16] = the first and then the second half of each run, the first run's before
+     * the second's, each in the order its levels are decoded (the low nibbles of its 16 qs bytes, then
+     * the high nibbles). The pairs: runs g, g+1 (g even) of super-block i at i*QK + 32g.
+     * And their magnitudes (|-128| = 128): computed once, not per row. */
+    int8_t *aq;
+    uint8_t *au;
 } act_facts;
 
 static int act_prepare(act_facts *f, const uint8_t *a, int64_t nb) {
-    const int64_t nact = nb * ACT_STRIDE / ACT_SIZE;
-    f->da = (float *)malloc((size_t)(nact + 1) * sizeof(float));
-    if (!f->da) return -1;
-    for (int64_t k = 0; k < nact; ++k) {
-        const uint8_t *ab = a + k * ACT_SIZE;
-        f->da[k] = qs_load_f32(ab + ACT_OFF_D);
+    f->nb = nb;
+    f->da = (float *)malloc((size_t)(nb * ACT_PER_BLOCK + 1) * sizeof(float));
+    f->aq = (int8_t *)malloc((size_t)(nb * QK + 32));
+    f->au = (uint8_t *)malloc((size_t)(nb * QK + 32));
+    if (!f->da || !f->aq || !f->au) return -1;
+    for (int64_t i = 0; i < nb; ++i) {
+        for (int k = 0; k < ACT_PER_BLOCK; ++k) {
+            const uint8_t *ab = a + i * ACT_STRIDE + k * ACT_SIZE;
+            f->da[k * nb + i] = qs_load_f32(ab + ACT_OFF_D);
+        }
     }
+    for (int64_t i = 0; i < nb; ++i)
+        for (int g = 0; g < NGROUPS; g += 2) {
+            const __m256i v0 = _mm256_loadu_si256((const __m256i *)(a + i * ACT_STRIDE + ACT_OFF_QS + 32 * g));
+            const __m256i v1 = _mm256_loadu_si256((const __m256i *)(a + i * ACT_STRIDE + ACT_OFF_QS + 32 * g + 32));
+            const __m256i lo = _mm256_permute2x128_si256(v0, v1, 0x20), hi = _mm256_permute2x128_si256(v0, v1, 0x31);
+            const int64_t at = i * QK + 32 * g;
+            _mm256_storeu_si256((__m256i *)(f->aq + at), lo);
+            _mm256_storeu_si256((__m256i *)(f->aq + at + 32), hi);
+            _mm256_storeu_si256((__m256i *)(f->au + at), _mm256_abs_epi8(lo));
+            _mm256_storeu_si256((__m256i *)(f->au + at + 32), _mm256_abs_epi8(hi));
+        }
     return 0;
 }
 
-static void act_release(act_facts *f) { free(f->da); }
+static void act_release(act_facts *f) {
+    free(f->da);
+    free(f->aq);
+    free(f->au);
+}
 
 /* The activation quants of element e of weight block ib */
 #define ACT_Q(a, e) ((const int8_t *)(a))[((e) / ACT_QK) * ACT_SIZE + ACT_OFF_QS + (e) % ACT_QK]
@@ -271,39 +301,51 @@ static inline float dot_block(const uint8_t *w, const uint8_t *a, const act_fact
     return contribution;
 }
 
-/* 8 int32 lanes whose totals are the sums of one 32-element run: lanes 0..3
- * elements 0..15 of the run, lanes 4..7 elements 16..31 (levels: |level| <= 127) */
-static inline __m256i run_partials(const uint8_t *q, const uint8_t *a) {
-    return qs_avx2_dot_i8_small(levels32(q), _mm256_loadu_si256((const __m256i *)a));
+/* One run (32 elements, 16 qs bytes) of two blocks at once, q0 in the lower 128-bit lane and q1 in the
+ * upper: 4 int32 lanes per block whose total is sum level * a, exactly. The 32 levels of each run's
+ * qs bytes (low nibbles in l0, high in l1) meet the activation in decode order (aq, au: the 64 bytes
+ * of act_facts), as |a| * (level with a's sign): pairs <= 2*128*127 < 2^15. Lane k of a
+ * block's four: decode positions 4k .. 4k+3 and 16+4k .. 16+4k+3. */
+static inline __m256i run_pair_sums8(__m256i raw, const int8_t *aq, const uint8_t *au) {
+    const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)LEVELS));
+    const __m256i low4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
+    const __m256i l0 = _mm256_shuffle_epi8(table, _mm256_and_si256(raw, low4));
+    const __m256i l1 = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4));
+    const __m256i p0 = _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)au),
+                                            _mm256_sign_epi8(l0, _mm256_loadu_si256((const __m256i *)aq)));
+    const __m256i p1 = _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)(au + 32)),
+                                            _mm256_sign_epi8(l1, _mm256_loadu_si256((const __m256i *)(aq + 32))));
+    return _mm256_add_epi32(_mm256_madd_epi16(p0, ones), _mm256_madd_epi16(p1, ones));
 }
+
 
 /* The float32 contributions of blocks ib .. ib+7, one per lane. */
 static inline __m256 contributions8(const uint8_t *w, const uint8_t *a, const act_facts *f, int64_t ib) {
-    const uint8_t *wb = w + ib * TYPE_SIZE, *ab = a + ib * ACT_STRIDE;
-    __m256i p[8];
+    (void)a;
+    const uint8_t *wb = w + ib * TYPE_SIZE;
     const __m256 x = _mm256_mul_ps(qs_avx2_load_fp16x8(wb + OFF_D, TYPE_SIZE), _mm256_loadu_ps(f->da + ib));
     /* the block scale fields of the 8 super-blocks, one per lane */
-    __m256i sh = _mm256_setzero_si256(), sl = _mm256_setzero_si256();
-    {
-        int32_t h[8], l[8];
-        for (int j = 0; j < 8; ++j) {
-            h[j] = qs_load_u16(wb + j * TYPE_SIZE + OFF_SCALES_H);
-            l[j] = (int32_t)qs_load_u32(wb + j * TYPE_SIZE + OFF_SCALES_L);
-        }
-        sh = _mm256_loadu_si256((const __m256i *)h);
-        sl = _mm256_loadu_si256((const __m256i *)l);
-    }
+    const __m256i sl = qs_avx2_gather_u32x8(wb + OFF_SCALES_L, TYPE_SIZE);
+    const __m256i sh = _mm256_cvtepu16_epi32(qs_sse_gather_u16x8(wb + OFF_SCALES_H, TYPE_SIZE));
     __m256 contribution = _mm256_setzero_ps();
-    for (int g = 0; g < NGROUPS; ++g) {
+    for (int g = 0; g < NGROUPS; g += 2) {
+        /* groups g and g+1 (32 contiguous qs bytes) of super-blocks ib+j, j < 8 */
+        __m256i p[8];
         for (int j = 0; j < 8; ++j)
-            p[j] = run_partials(wb + j * TYPE_SIZE + OFF_QS + 16 * g, ab + j * ACT_STRIDE + ACT_OFF_QS + 32 * g);
-        const __m256 sumi = _mm256_cvtepi32_ps(qs_avx2_hsum_8x8(p));
-        /* ls_g - 32 = (bits 4g..4g+3 of scales_l | bits 2g, 2g+1 of scales_h << 4) - 32 */
-        const __m256i low = _mm256_and_si256(_mm256_srli_epi32(sl, 4 * g), _mm256_set1_epi32(15));
-        const __m256i high = _mm256_and_si256(_mm256_srli_epi32(sh, 2 * g), _mm256_set1_epi32(3));
-        const __m256 y = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_or_si256(low, _mm256_slli_epi32(high, 4)),
-                                                             _mm256_set1_epi32(32)));
-        contribution = _mm256_add_ps(contribution, _mm256_mul_ps(_mm256_mul_ps(x, y), sumi));
+            p[j] = run_pair_sums8(_mm256_loadu_si256((const __m256i *)(wb + j * TYPE_SIZE + OFF_QS + 16 * g)),
+                                  f->aq + (ib + j) * QK + 32 * g, f->au + (ib + j) * QK + 32 * g);
+        /* lower lanes: group g of super-blocks 0..3 (t) and 4..7 (u); upper lanes: group g+1 */
+        const __m256i t = qs_avx2_hsum_4x4_lanes(p[0], p[1], p[2], p[3]), u = qs_avx2_hsum_4x4_lanes(p[4], p[5], p[6], p[7]);
+        const __m256i sums[2] = { _mm256_permute2x128_si256(t, u, 0x20), _mm256_permute2x128_si256(t, u, 0x31) };
+        for (int h = 0; h < 2; ++h) {
+            const int gh = g + h;
+            /* ls - 32 = (bits 4gh..4gh+3 of scales_l | bits 2gh, 2gh+1 of scales_h << 4) - 32 */
+            const __m256i low = _mm256_and_si256(_mm256_srli_epi32(sl, 4 * gh), _mm256_set1_epi32(15));
+            const __m256i high = _mm256_and_si256(_mm256_srli_epi32(sh, 2 * gh), _mm256_set1_epi32(3));
+            const __m256 y = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_or_si256(low, _mm256_slli_epi32(high, 4)),
+                                                                 _mm256_set1_epi32(32)));
+            contribution = _mm256_add_ps(contribution, _mm256_mul_ps(_mm256_mul_ps(x, y), _mm256_cvtepi32_ps(sums[h])));
+        }
     }
     return contribution;
 }

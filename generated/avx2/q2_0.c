@@ -52,6 +52,7 @@ static inline __m256i codes32(const uint8_t *b, int r) {
     return _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_setr_epi8(0, 1, 2, 3, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0)), folded);
 }
 
+
 /* ------------------------------------------------------------ dequantize */
 
 static inline __attribute__((always_inline)) void dequantize_block(const uint8_t *b, float *y, int stream) {
@@ -126,20 +127,28 @@ static inline float dot_block(const uint8_t *w, const uint8_t *a, const act_fact
     return dw * sumf;
 }
 
+/* The exact int32 sums of 8 blocks' int16 pair-sum vectors, one per lane: the two 128-bit halves
+ * added in int16 (pairs of at most 1536 each, so no overflow), then widened and reduced. */
+static inline __m256i block_sums8(const __m256i acc[8]) {
+    const __m128i ones = _mm_set1_epi16(1);
+    __m128i d[8];
+    for (int j = 0; j < 8; ++j)
+        d[j] = _mm_madd_epi16(_mm_add_epi16(_mm256_castsi256_si128(acc[j]), _mm256_extracti128_si256(acc[j], 1)), ones);
+    return _mm256_set_m128i(qs_sse_hsum_4x4(d[4], d[5], d[6], d[7]), qs_sse_hsum_4x4(d[0], d[1], d[2], d[3]));
+}
+
 /* The float32 contributions of blocks ib .. ib+7, one per lane. */
 static inline __m256 contributions8(const uint8_t *w, const uint8_t *a, const act_facts *f, int64_t ib) {
     const uint8_t *wb = w + ib * TYPE_SIZE, *ab = a + ib * ACT_STRIDE;
-    const __m256i ones = _mm256_set1_epi16(1);
     const __m256 dw = qs_avx2_load_fp16x8(wb + OFF_D, TYPE_SIZE);
     __m256i p[8];
     __m256 sumf = _mm256_setzero_ps();
     for (int g = 0; g < NGROUPS; ++g) {
         /* group g is run g: unsigned codes <= 1 times signed bytes, exact pairs */
         for (int j = 0; j < 8; ++j)
-            p[j] = _mm256_madd_epi16(_mm256_maddubs_epi16(codes32(wb + j * TYPE_SIZE, g),
-                                                          _mm256_loadu_si256((const __m256i *)(ab + j * ACT_STRIDE + g * ACT_SIZE + ACT_OFF_QS))),
-                                     ones);
-        __m256i s = qs_avx2_hsum_8x8(p);
+            p[j] = _mm256_maddubs_epi16(codes32(wb + j * TYPE_SIZE, g),
+                                        _mm256_loadu_si256((const __m256i *)(ab + j * ACT_STRIDE + g * ACT_SIZE + ACT_OFF_QS)));
+        __m256i s = block_sums8(p);
         s = _mm256_sub_epi32(s, _mm256_loadu_si256((const __m256i *)(f->asum + g * f->nb + ib)));
         sumf = _mm256_add_ps(sumf, _mm256_mul_ps(_mm256_loadu_ps(f->da + g * f->nb + ib), _mm256_cvtepi32_ps(s)));
     }

@@ -111,23 +111,59 @@ void qs_nvfp4_dequantize__avx512(const uint8_t *q, float *y, int64_t n) {
 
 /* ------------------------------------------------------------ dot product */
 
+/* q8_0 blocks per weight block */
+#define ACT_PER_BLOCK 2
+
 /* Per-call facts of the activation (q8_0), shared by every weight row. */
 typedef struct {
-    float *da; /* its float32 scale per q8_0 block */
+    float *da; /* the float32 scale of q8_0 block i * ACT_PER_BLOCK + k at [k * nb + i] */
+    int64_t nb;
+    /* the activation quants, arranged for the SIMD loop (run_pair_sums8), two runs of 32 quants in 64
+     * bytes: [16 | 16 | 16 | 16] = the first and then the second half of each run, the first run's before
+     * the second's, each in the order its levels are decoded (the low nibbles of its 16 qs bytes, then
+     * the high nibbles). The pairs: in each group of 8 blocks from i0 (a multiple of 8), run r of blocks i0+j and i0+j+4 (j < 4) at i0*QK + (4r + j)*64.
+     * And their magnitudes (|-128| = 128): computed once, not per row. */
+    int8_t *aq;
+    uint8_t *au;
 } act_facts;
 
 static int act_prepare(act_facts *f, const uint8_t *a, int64_t nb) {
-    const int64_t nact = nb * ACT_STRIDE / ACT_SIZE;
-    f->da = (float *)malloc((size_t)(nact + 1) * sizeof(float));
-    if (!f->da) return -1;
-    for (int64_t k = 0; k < nact; ++k) {
-        const uint8_t *ab = a + k * ACT_SIZE;
-        f->da[k] = load_fp16(ab + ACT_OFF_D);
+    f->nb = nb;
+    f->da = (float *)malloc((size_t)(nb * ACT_PER_BLOCK + 1) * sizeof(float));
+    f->aq = (int8_t *)malloc((size_t)(nb * QK + 32));
+    f->au = (uint8_t *)malloc((size_t)(nb * QK + 32));
+    if (!f->da || !f->aq || !f->au) return -1;
+    for (int64_t i = 0; i < nb; ++i) {
+        for (int k = 0; k < ACT_PER_BLOCK; ++k) {
+            const uint8_t *ab = a + i * ACT_STRIDE + k * ACT_SIZE;
+            f->da[k * nb + i] = load_fp16(ab + ACT_OFF_D);
+        }
     }
+    for (int64_t i0 = 0; i0 + 8 <= nb; i0 += 8)
+        for (int r = 0; r < QK / 32; ++r)
+            for (int j = 0; j < 4; ++j) {
+                __m256i v[2];
+                for (int h = 0; h < 2; ++h) {
+                    const uint8_t *run = a + (i0 + j + 4 * h) * ACT_STRIDE + (32 * r / ACT_QK) * ACT_SIZE + ACT_OFF_QS + (32 * r) % ACT_QK;
+                    v[h] = _mm256_loadu_si256((const __m256i *)run);
+                    /* decode order: elements 0-7, 16-23 (low nibbles), 8-15, 24-31 (high nibbles) */
+                    v[h] = _mm256_permute4x64_epi64(v[h], 0xD8);
+                }
+                const __m256i lo = _mm256_permute2x128_si256(v[0], v[1], 0x20), hi = _mm256_permute2x128_si256(v[0], v[1], 0x31);
+                const int64_t at = i0 * QK + (4 * r + j) * 64;
+                _mm256_storeu_si256((__m256i *)(f->aq + at), lo);
+                _mm256_storeu_si256((__m256i *)(f->aq + at + 32), hi);
+                _mm256_storeu_si256((__m256i *)(f->au + at), _mm256_abs_epi8(lo));
+                _mm256_storeu_si256((__m256i *)(f->au + at + 32), _mm256_abs_epi8(hi));
+            }
     return 0;
 }
 
-static void act_release(act_facts *f) { free(f->da); }
+static void act_release(act_facts *f) {
+    free(f->da);
+    free(f->aq);
+    free(f->au);
+}
 
 /* The activation quants of element e of weight block ib */
 #define ACT_Q(a, e) ((const int8_t *)(a))[((e) / ACT_QK) * ACT_SIZE + ACT_OFF_QS + (e) % ACT_QK]
@@ -145,46 +181,69 @@ static inline float dot_block(const uint8_t *w, const uint8_t *a, const act_fact
             sumi += LEVELS[q[j] & 15] * ACT_Q(a, g * GROUP + j);
             sumi += LEVELS[q[j] >> 4] * ACT_Q(a, g * GROUP + GROUP / 2 + j);
         }
-        const float x = f->da[2 * ib + g / 2], y = qs_bits_f32(SCALE_BITS[w[OFF_D + g]]);
+        const float x = f->da[(g / 2) * f->nb + ib], y = qs_bits_f32(SCALE_BITS[w[OFF_D + g]]);
         const float term = (x * y) * (float)sumi;
         contribution += term;
     }
     return contribution;
 }
 
-/* 8 int32 lanes whose totals are the sums of one 32-element run: lanes 0..3
- * elements 0..15 of the run, lanes 4..7 elements 16..31 (levels: |level| <= 12) */
-static inline __m256i run_partials(const uint8_t *q, const uint8_t *a) {
-    return qs_avx2_dot_i8_small(levels32(q), _mm256_loadu_si256((const __m256i *)a));
+/* One run (32 elements, 16 qs bytes) of two blocks at once, q0 in the lower 128-bit lane and q1 in the
+ * upper: 4 int32 lanes per block whose total is sum level * a, exactly. The 32 levels of each run's
+ * qs bytes (low nibbles in l0, high in l1) meet the activation in decode order (aq, au: the 64 bytes
+ * of act_facts), as |a| * (level with a's sign): pairs <= 2*128*12 < 2^15. Lane k of a
+ * block's four: decode positions 4k .. 4k+3 and 16+4k .. 16+4k+3. */
+static inline __m256i run_pair_sums8(__m256i raw, const int8_t *aq, const uint8_t *au) {
+    const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)LEVELS));
+    const __m256i low4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
+    const __m256i l0 = _mm256_shuffle_epi8(table, _mm256_and_si256(raw, low4));
+    const __m256i l1 = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4));
+    const __m256i p0 = _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)au),
+                                            _mm256_sign_epi8(l0, _mm256_loadu_si256((const __m256i *)aq)));
+    const __m256i p1 = _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)(au + 32)),
+                                            _mm256_sign_epi8(l1, _mm256_loadu_si256((const __m256i *)(aq + 32))));
+    return _mm256_add_epi32(_mm256_madd_epi16(p0, ones), _mm256_madd_epi16(p1, ones));
+}
+
+/* Run r of blocks ib .. ib+7: e[j] = blocks ib+j (lower lane) and ib+j+4 (upper lane), j < 4 */
+static inline void run_sums8x4(const uint8_t *wb, const act_facts *f, int64_t ib, int r, __m256i e[4]) {
+    const int8_t *aq = f->aq + ib * QK + 4 * r * 64;
+    const uint8_t *au = f->au + ib * QK + 4 * r * 64;
+    for (int j = 0; j < 4; ++j) {
+        const uint8_t *q0 = wb + j * TYPE_SIZE + OFF_QS + 16 * r, *q1 = wb + (j + 4) * TYPE_SIZE + OFF_QS + 16 * r;
+        const __m256i raw = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)q0)),
+                                                    _mm_loadu_si128((const __m128i *)q1), 1);
+        e[j] = run_pair_sums8(raw, aq + 64 * j, au + 64 * j);
+    }
+}
+
+/* UE4M3_HALF of 8 scale bytes b (int32 lanes): with v = b & 0x7F, (v << 20) + (119 << 23) as float bits,
+ * v * 2^-10 for v < 8, and 0 for b = 0x7F (checked against the table at codegen time) */
+static inline __m256 ue4m3_half8(__m256i b) {
+    const __m256i v = _mm256_and_si256(b, _mm256_set1_epi32(0x7F));
+    const __m256 normal = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_slli_epi32(v, 20), _mm256_set1_epi32(119 << 23)));
+    const __m256 subnormal = _mm256_mul_ps(_mm256_cvtepi32_ps(v), _mm256_set1_ps(0x1p-10f));
+    const __m256 y = _mm256_blendv_ps(normal, subnormal, _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(8), v)));
+    return _mm256_andnot_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(b, _mm256_set1_epi32(0x7F))), y);
 }
 
 /* The float32 contributions of blocks ib .. ib+7, one per lane. */
 static inline __m256 contributions8(const uint8_t *w, const uint8_t *a, const act_facts *f, int64_t ib) {
-    const uint8_t *wb = w + ib * TYPE_SIZE, *ab = a + ib * ACT_STRIDE;
-    __m256i p[8];
-    /* groups of 16: run k (activation block k) holds groups 2k (low half) and 2k+1 (high half) */
+    (void)a;
+    const uint8_t *wb = w + ib * TYPE_SIZE;
+    /* groups of 16: run k (activation block k) holds groups 2k (lanes 0, 1 of each block's four, in
+     * decode order) and 2k+1 (lanes 2, 3) */
+    __m256i e[4];
+    const __m256i scales = qs_avx2_gather_u32x8(wb + OFF_D, TYPE_SIZE); /* lane j: the 4 scale bytes of block ib+j */
     __m256 contribution = _mm256_setzero_ps();
     for (int k = 0; k < QK / 32; ++k) {
-        for (int j = 0; j < 8; ++j)
-            p[j] = run_partials(wb + j * TYPE_SIZE + OFF_QS + 16 * k, ab + j * ACT_STRIDE + k * ACT_SIZE + ACT_OFF_QS);
+        run_sums8x4(wb, f, ib, k, e);
         __m256i s[2];
-        qs_avx2_hsum_8x8_halves(p, &s[0], &s[1]);
-        const int64_t ka = ib * (QK / 32) + k; /* activation block of lane 0 */
-        const __m256 x = _mm256_setr_ps(f->da[ka], f->da[ka + QK / 32], f->da[ka + 2 * (QK / 32)], f->da[ka + 3 * (QK / 32)],
-                                        f->da[ka + 4 * (QK / 32)], f->da[ka + 5 * (QK / 32)], f->da[ka + 6 * (QK / 32)],
-                                        f->da[ka + 7 * (QK / 32)]);
+        qs_avx2_hsum_pairs_4x4_lanes(e[0], e[1], e[2], e[3], &s[0], &s[1]);
+        const __m256 x = _mm256_loadu_ps(f->da + k * f->nb + ib);
         for (int h = 0; h < 2; ++h) {
             const int g = 2 * k + h;
-            const __m256 y = _mm256_castsi256_ps(_mm256_setr_epi32(
-                (int)SCALE_BITS[wb[0 * TYPE_SIZE + OFF_D + g]],
-                (int)SCALE_BITS[wb[1 * TYPE_SIZE + OFF_D + g]],
-                (int)SCALE_BITS[wb[2 * TYPE_SIZE + OFF_D + g]],
-                (int)SCALE_BITS[wb[3 * TYPE_SIZE + OFF_D + g]],
-                (int)SCALE_BITS[wb[4 * TYPE_SIZE + OFF_D + g]],
-                (int)SCALE_BITS[wb[5 * TYPE_SIZE + OFF_D + g]],
-                (int)SCALE_BITS[wb[6 * TYPE_SIZE + OFF_D + g]],
-                (int)SCALE_BITS[wb[7 * TYPE_SIZE + OFF_D + g]]
-                ));
+            const __m256 y = ue4m3_half8(_mm256_and_si256(_mm256_srli_epi32(scales, 8 * g), _mm256_set1_epi32(0xFF)));
             contribution = _mm256_add_ps(contribution, _mm256_mul_ps(_mm256_mul_ps(x, y), _mm256_cvtepi32_ps(s[h])));
         }
     }

@@ -134,6 +134,55 @@ static inline __m256i codes32(const uint8_t *b, int r) {
     return _mm256_or_si256(_mm256_mulhi_epu16(even, three), _mm256_slli_epi16(_mm256_mulhi_epu16(odd, three), 8));
 }
 
+
+/* x * 3^k mod 256 in every byte (k <= 4), by shifts and adds: 3x = x + 2x, 9x = 8x + x */
+static inline __m256i mul3_u8(__m256i x) { return _mm256_add_epi8(x, _mm256_add_epi8(x, x)); }
+static inline __m256i mul9_u8(__m256i x) {
+    return _mm256_add_epi8(_mm256_and_si256(_mm256_slli_epi16(x, 3), _mm256_set1_epi8((char)0xF8)), x);
+}
+static inline __m256i pow3_u8(__m256i x, int k) {
+    return k == 0 ? x : k == 1 ? mul3_u8(x) : k == 2 ? mul9_u8(x) : k == 3 ? mul9_u8(mul3_u8(x)) : mul9_u8(mul9_u8(x));
+}
+static inline __m128i mul3_u8x16(__m128i x) { return _mm_add_epi8(x, _mm_add_epi8(x, x)); }
+static inline __m128i mul9_u8x16(__m128i x) {
+    return _mm_add_epi8(_mm_and_si128(_mm_slli_epi16(x, 3), _mm_set1_epi8((char)0xF8)), x);
+}
+static inline __m128i pow3_u8x16(__m128i x, int k) {
+    return k == 0 ? x : k == 1 ? mul3_u8x16(x) : k == 2 ? mul9_u8x16(x) : k == 3 ? mul9_u8x16(mul3_u8x16(x)) : mul9_u8x16(mul9_u8x16(x));
+}
+
+/* The trits (y * 3) >> 8 of bytes y given as y ^ 0x80: [y >= t1] + [y >= t2], as signed compares.
+ * (x ^ 0x80) * 3^k = (x * 3^k) ^ 0x80 mod 256, 3^k being odd: one flip serves every power. */
+static inline __m256i trits_of_flipped(__m256i yf) {
+    const __m256i ge1 = _mm256_cmpgt_epi8(yf, _mm256_set1_epi8(-43));
+    const __m256i ge2 = _mm256_cmpgt_epi8(yf, _mm256_set1_epi8(42));
+    return _mm256_sub_epi8(_mm256_sub_epi8(_mm256_setzero_si256(), ge1), ge2);
+}
+
+/* 4 bytes at p, flipped, in four groups of 4 with the powers 3^k0 .. 3^k3 */
+static inline __m128i bcast4_pow3(const uint8_t *p, int k0, int k1, int k2, int k3) {
+    const __m128i x = _mm_xor_si128(_mm_set1_epi32((int)qs_load_u32(p)), _mm_set1_epi8((char)0x80));
+    __m128i v = pow3_u8x16(x, k0);
+    v = _mm_blend_epi32(v, pow3_u8x16(x, k1), 0x2);
+    v = _mm_blend_epi32(v, pow3_u8x16(x, k2), 0x4);
+    return _mm_blend_epi32(v, pow3_u8x16(x, k3), 0x8);
+}
+
+/* The codes of every run of a block (run r: elements 32r .. 32r+31), one byte each, in order. */
+static inline void codes_all(const uint8_t *b, __m256i c[QK / 32]) {
+    c[0] = trits_of_flipped(pow3_u8(_mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(b + 0)), _mm256_set1_epi8((char)0x80)), 0));
+    c[1] = trits_of_flipped(pow3_u8(_mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(b + 0)), _mm256_set1_epi8((char)0x80)), 1));
+    c[2] = trits_of_flipped(pow3_u8(_mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(b + 0)), _mm256_set1_epi8((char)0x80)), 2));
+    c[3] = trits_of_flipped(pow3_u8(_mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(b + 0)), _mm256_set1_epi8((char)0x80)), 3));
+    c[4] = trits_of_flipped(pow3_u8(_mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(b + 0)), _mm256_set1_epi8((char)0x80)), 4));
+    c[5] = trits_of_flipped(_mm256_set_m128i(pow3_u8x16(_mm_xor_si128(_mm_loadu_si128((const __m128i *)(b + 32)), _mm_set1_epi8((char)0x80)), 1),
+                                            pow3_u8x16(_mm_xor_si128(_mm_loadu_si128((const __m128i *)(b + 32)), _mm_set1_epi8((char)0x80)), 0)));
+    c[6] = trits_of_flipped(_mm256_set_m128i(pow3_u8x16(_mm_xor_si128(_mm_loadu_si128((const __m128i *)(b + 32)), _mm_set1_epi8((char)0x80)), 3),
+                                            pow3_u8x16(_mm_xor_si128(_mm_loadu_si128((const __m128i *)(b + 32)), _mm_set1_epi8((char)0x80)), 2)));
+    c[7] = trits_of_flipped(_mm256_set_m128i(bcast4_pow3(b + 48, 0, 1, 2, 3),
+                                            pow3_u8x16(_mm_xor_si128(_mm_loadu_si128((const __m128i *)(b + 32)), _mm_set1_epi8((char)0x80)), 4)));
+}
+
 /* ------------------------------------------------------------ dequantize */
 
 static inline __attribute__((always_inline)) void dequantize_block(const uint8_t *b, float *y, int stream) {
@@ -207,22 +256,33 @@ static inline float dot_block(const uint8_t *w, const uint8_t *a, const act_fact
     return 0.0f;
 }
 
+/* The exact int32 sums of 8 blocks' int16 pair-sum vectors, one per lane: the two 128-bit halves
+ * added in int16 (pairs of at most 8192 each, so no overflow), then widened and reduced. */
+static inline __m256i block_sums8(const __m256i acc[8]) {
+    const __m128i ones = _mm_set1_epi16(1);
+    __m128i d[8];
+    for (int j = 0; j < 8; ++j)
+        d[j] = _mm_madd_epi16(_mm_add_epi16(_mm256_castsi256_si128(acc[j]), _mm256_extracti128_si256(acc[j], 1)), ones);
+    return _mm256_set_m128i(qs_sse_hsum_4x4(d[4], d[5], d[6], d[7]), qs_sse_hsum_4x4(d[0], d[1], d[2], d[3]));
+}
+
 /* The float32 contributions of blocks ib .. ib+7, one per lane. */
 static inline __m256 contributions8(const uint8_t *w, const uint8_t *a, const act_facts *f, int64_t ib) {
     const uint8_t *wb = w + ib * TYPE_SIZE, *ab = a + ib * ACT_STRIDE;
-    const __m256i ones = _mm256_set1_epi16(1);
     const __m256 dw = qs_avx2_load_fp16x8(wb + OFF_D, TYPE_SIZE);
     __m256i p[8];
     /* unsigned codes <= 2 times signed bytes: the pair sums of all 8 runs stay within int16 */
     for (int j = 0; j < 8; ++j) {
         const uint8_t *aq = ab + j * ACT_STRIDE + ACT_OFF_QS;
+        __m256i c[QK / 32];
+        codes_all(wb + j * TYPE_SIZE, c);
         __m256i acc = _mm256_setzero_si256();
         for (int r = 0; r < QK / 32; ++r)
-            acc = _mm256_add_epi16(acc, _mm256_maddubs_epi16(codes32(wb + j * TYPE_SIZE, r),
+            acc = _mm256_add_epi16(acc, _mm256_maddubs_epi16(c[r],
                                                              _mm256_loadu_si256((const __m256i *)(aq + 32 * r))));
-        p[j] = _mm256_madd_epi16(acc, ones);
+        p[j] = acc;
     }
-    __m256i s = qs_avx2_hsum_8x8(p);
+    __m256i s = block_sums8(p);
     s = _mm256_sub_epi32(s, _mm256_loadu_si256((const __m256i *)(f->asum + ib)));
     return _mm256_mul_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, _mm256_loadu_ps(f->da + ib)));
 }

@@ -63,6 +63,7 @@ static inline __m256i codes32(const uint8_t *b, int r) {
                             _mm256_set1_epi8(3));
 }
 
+
 /* ------------------------------------------------------------ dequantize */
 
 static inline __attribute__((always_inline)) void dequantize_block(const uint8_t *b, float *y, int stream) {
@@ -136,22 +137,53 @@ static inline float dot_block(const uint8_t *w, const uint8_t *a, const act_fact
     return 0.0f;
 }
 
+/* The exact int32 sums of 8 blocks' int16 pair-sum vectors, one per lane: the two 128-bit halves
+ * added in int16 (pairs of at most 12288 each, so no overflow), then widened and reduced. */
+static inline __m256i block_sums8(const __m256i acc[8]) {
+    const __m128i ones = _mm_set1_epi16(1);
+    __m128i d[8];
+    for (int j = 0; j < 8; ++j)
+        d[j] = _mm_madd_epi16(_mm_add_epi16(_mm256_castsi256_si128(acc[j]), _mm256_extracti128_si256(acc[j], 1)), ones);
+    return _mm256_set_m128i(qs_sse_hsum_4x4(d[4], d[5], d[6], d[7]), qs_sse_hsum_4x4(d[0], d[1], d[2], d[3]));
+}
+
 /* The float32 contributions of blocks ib .. ib+7, one per lane. */
 static inline __m256 contributions8(const uint8_t *w, const uint8_t *a, const act_facts *f, int64_t ib) {
     const uint8_t *wb = w + ib * TYPE_SIZE, *ab = a + ib * ACT_STRIDE;
-    const __m256i ones = _mm256_set1_epi16(1);
     const __m256 dw = qs_avx2_load_fp16x8(wb + OFF_D, TYPE_SIZE);
     __m256i p[8];
     /* unsigned codes <= 3 times signed bytes: the pair sums of all 8 runs stay within int16 */
     for (int j = 0; j < 8; ++j) {
         const uint8_t *aq = ab + j * ACT_STRIDE + ACT_OFF_QS;
         __m256i acc = _mm256_setzero_si256();
-        for (int r = 0; r < QK / 32; ++r)
-            acc = _mm256_add_epi16(acc, _mm256_maddubs_epi16(codes32(wb + j * TYPE_SIZE, r),
-                                                             _mm256_loadu_si256((const __m256i *)(aq + 32 * r))));
-        p[j] = _mm256_madd_epi16(acc, ones);
+        /* codes at bits 2, 4 multiplied in place, as c << s (their sums divided back exactly) */
+        __m256i acc2 = _mm256_setzero_si256();
+        __m256i acc4 = _mm256_setzero_si256();
+        acc = _mm256_add_epi16(acc, _mm256_maddubs_epi16(codes32(wb + j * TYPE_SIZE, 0),
+                                                         _mm256_loadu_si256((const __m256i *)(aq + 0))));
+        acc2 = _mm256_add_epi16(acc2, _mm256_maddubs_epi16(
+            _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(wb + j * TYPE_SIZE + 0)), _mm256_set1_epi8(12)),
+            _mm256_loadu_si256((const __m256i *)(aq + 32))));
+        acc4 = _mm256_add_epi16(acc4, _mm256_maddubs_epi16(
+            _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(wb + j * TYPE_SIZE + 0)), _mm256_set1_epi8(48)),
+            _mm256_loadu_si256((const __m256i *)(aq + 64))));
+        acc = _mm256_add_epi16(acc, _mm256_maddubs_epi16(codes32(wb + j * TYPE_SIZE, 3),
+                                                         _mm256_loadu_si256((const __m256i *)(aq + 96))));
+        acc = _mm256_add_epi16(acc, _mm256_maddubs_epi16(codes32(wb + j * TYPE_SIZE, 4),
+                                                         _mm256_loadu_si256((const __m256i *)(aq + 128))));
+        acc2 = _mm256_add_epi16(acc2, _mm256_maddubs_epi16(
+            _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(wb + j * TYPE_SIZE + 32)), _mm256_set1_epi8(12)),
+            _mm256_loadu_si256((const __m256i *)(aq + 160))));
+        acc4 = _mm256_add_epi16(acc4, _mm256_maddubs_epi16(
+            _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(wb + j * TYPE_SIZE + 32)), _mm256_set1_epi8(48)),
+            _mm256_loadu_si256((const __m256i *)(aq + 192))));
+        acc = _mm256_add_epi16(acc, _mm256_maddubs_epi16(codes32(wb + j * TYPE_SIZE, 7),
+                                                         _mm256_loadu_si256((const __m256i *)(aq + 224))));
+        acc = _mm256_add_epi16(acc, _mm256_srai_epi16(acc2, 2));
+        acc = _mm256_add_epi16(acc, _mm256_srai_epi16(acc4, 4));
+        p[j] = acc;
     }
-    __m256i s = qs_avx2_hsum_8x8(p);
+    __m256i s = block_sums8(p);
     s = _mm256_sub_epi32(s, _mm256_loadu_si256((const __m256i *)(f->asum + ib)));
     return _mm256_mul_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, _mm256_loadu_ps(f->da + ib)));
 }

@@ -152,23 +152,31 @@ int64_t qs_iq4_nl_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, in
 
 /* ------------------------------------------------------------ dot product */
 
+/* q8_0 blocks per weight block */
+#define ACT_PER_BLOCK 1
+
 /* Per-call facts of the activation (q8_0), shared by every weight row. */
 typedef struct {
-    float *da; /* its float32 scale per q8_0 block */
+    float *da; /* the float32 scale of q8_0 block i * ACT_PER_BLOCK + k at [k * nb + i] */
+    int64_t nb;
 } act_facts;
 
 static int act_prepare(act_facts *f, const uint8_t *a, int64_t nb) {
-    const int64_t nact = nb * ACT_STRIDE / ACT_SIZE;
-    f->da = (float *)malloc((size_t)(nact + 1) * sizeof(float));
+    f->nb = nb;
+    f->da = (float *)malloc((size_t)(nb * ACT_PER_BLOCK + 1) * sizeof(float));
     if (!f->da) return -1;
-    for (int64_t k = 0; k < nact; ++k) {
-        const uint8_t *ab = a + k * ACT_SIZE;
-        f->da[k] = load_fp16(ab + ACT_OFF_D);
+    for (int64_t i = 0; i < nb; ++i) {
+        for (int k = 0; k < ACT_PER_BLOCK; ++k) {
+            const uint8_t *ab = a + i * ACT_STRIDE + k * ACT_SIZE;
+            f->da[k * nb + i] = load_fp16(ab + ACT_OFF_D);
+        }
     }
     return 0;
 }
 
-static void act_release(act_facts *f) { free(f->da); }
+static void act_release(act_facts *f) {
+    free(f->da);
+}
 
 /* The activation quants of element e of weight block ib */
 #define ACT_Q(a, e) ((const int8_t *)(a))[((e) / ACT_QK) * ACT_SIZE + ACT_OFF_QS + (e) % ACT_QK]

@@ -94,23 +94,31 @@ void qs_nvfp4_dequantize__scalar(const uint8_t *q, float *y, int64_t n) {
 
 /* ------------------------------------------------------------ dot product */
 
+/* q8_0 blocks per weight block */
+#define ACT_PER_BLOCK 2
+
 /* Per-call facts of the activation (q8_0), shared by every weight row. */
 typedef struct {
-    float *da; /* its float32 scale per q8_0 block */
+    float *da; /* the float32 scale of q8_0 block i * ACT_PER_BLOCK + k at [k * nb + i] */
+    int64_t nb;
 } act_facts;
 
 static int act_prepare(act_facts *f, const uint8_t *a, int64_t nb) {
-    const int64_t nact = nb * ACT_STRIDE / ACT_SIZE;
-    f->da = (float *)malloc((size_t)(nact + 1) * sizeof(float));
+    f->nb = nb;
+    f->da = (float *)malloc((size_t)(nb * ACT_PER_BLOCK + 1) * sizeof(float));
     if (!f->da) return -1;
-    for (int64_t k = 0; k < nact; ++k) {
-        const uint8_t *ab = a + k * ACT_SIZE;
-        f->da[k] = load_fp16(ab + ACT_OFF_D);
+    for (int64_t i = 0; i < nb; ++i) {
+        for (int k = 0; k < ACT_PER_BLOCK; ++k) {
+            const uint8_t *ab = a + i * ACT_STRIDE + k * ACT_SIZE;
+            f->da[k * nb + i] = load_fp16(ab + ACT_OFF_D);
+        }
     }
     return 0;
 }
 
-static void act_release(act_facts *f) { free(f->da); }
+static void act_release(act_facts *f) {
+    free(f->da);
+}
 
 /* The activation quants of element e of weight block ib */
 #define ACT_Q(a, e) ((const int8_t *)(a))[((e) / ACT_QK) * ACT_SIZE + ACT_OFF_QS + (e) % ACT_QK]
@@ -128,7 +136,7 @@ static inline float dot_block(const uint8_t *w, const uint8_t *a, const act_fact
             sumi += LEVELS[q[j] & 15] * ACT_Q(a, g * GROUP + j);
             sumi += LEVELS[q[j] >> 4] * ACT_Q(a, g * GROUP + GROUP / 2 + j);
         }
-        const float x = f->da[2 * ib + g / 2], y = qs_bits_f32(SCALE_BITS[w[OFF_D + g]]);
+        const float x = f->da[(g / 2) * f->nb + ib], y = qs_bits_f32(SCALE_BITS[w[OFF_D + g]]);
         const float term = (x * y) * (float)sumi;
         contribution += term;
     }

@@ -55,6 +55,7 @@ static inline float load_fp16(const uint8_t *p) {
     return qs_fp16_to_fp32(qs_load_u16(p));
 }
 
+
 /* ------------------------------------------------------------ dequantize */
 
 static inline __attribute__((always_inline)) void dequantize_block(const uint8_t *b, float *y, int stream) {
