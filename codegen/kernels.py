@@ -80,6 +80,13 @@ FORMATS = (
         ref=dict(search="qx", nmax=32, weights="square", scale_quant="signed_max_zero", levels=128),
         imatrix=dict(search="qx", nmax=32, sigma2_factor=None, scale_quant="signed_max_zero", levels=128))),
     ("q8_k", "kquant_q8.c.j2", ("quantize", "dequantize"), dict(kquant=True)),
+    # ik_llama.cpp (codegen/iqk.py reads the rest from the spec modules):
+    #   layout   how a trellis super-block stores its sub-block scales and seeds (kt.c.j2 decoders)
+    #   group    values per seed
+    ("iq1_kt", "kt.c.j2", ("dequantize", "vec_dot"), dict(family="kt", layout="iq1", group=8)),
+    ("iq2_kt", "kt.c.j2", ("dequantize", "vec_dot"), dict(family="kt", layout="iq2", group=8)),
+    ("iq3_kt", "kt.c.j2", ("dequantize", "vec_dot"), dict(family="kt", layout="iq3", group=8)),
+    ("iq4_kt", "kt.c.j2", ("dequantize", "vec_dot"), dict(family="kt", layout="iq4", group=4, two_codebooks=True)),
 )
 
 
