@@ -87,6 +87,9 @@ FORMATS = (
     ("iq2_kt", "kt.c.j2", ("dequantize", "vec_dot"), dict(family="kt", layout="iq2", group=8)),
     ("iq3_kt", "kt.c.j2", ("dequantize", "vec_dot"), dict(family="kt", layout="iq3", group=8)),
     ("iq4_kt", "kt.c.j2", ("dequantize", "vec_dot"), dict(family="kt", layout="iq4", group=4, two_codebooks=True)),
+    ("iq1_bn", "bn.c.j2", ("dequantize", "vec_dot"), dict(family="bn")),
+    ("iq2_bn", "bn.c.j2", ("dequantize", "vec_dot"), dict(family="bn")),
+    ("q1_0_g128", "binary.c.j2", ("dequantize", "vec_dot"), dict(family="binary")),
 )
 
 
