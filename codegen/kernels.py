@@ -80,7 +80,36 @@ FORMATS = (
         ref=dict(search="qx", nmax=32, weights="square", scale_quant="signed_max_zero", levels=128),
         imatrix=dict(search="qx", nmax=32, sigma2_factor=None, scale_quant="signed_max_zero", levels=128))),
     ("q8_k", "kquant_q8.c.j2", ("quantize", "dequantize"), dict(kquant=True)),
-    # ik_llama.cpp (codegen/iqk.py reads the rest from the spec modules):
+    # ik_llama.cpp's Q6_0: 32-blocks, 6-bit codes offset by nmax = 32, ik's make_qx_quants (reference/q6_0.py)
+    ("q6_0", "q6_0.c.j2", OPS, dict(nmax=32)),
+    # ik_llama.cpp's IQK super-blocks (256 = 16 sub-blocks of 16, codebook values, a shift bit per
+    # sub-block); codegen/iqk.py reads the grid, bit planes and constants from reference/iq*_k.py:
+    #   grid        the reference/_iqk.py Grid of the format
+    #   scales      how the sub-block scale bytes are coded (nibbles - bias; 4+2 bits - bias;
+    #               +-(2m+1) with sign bits; int8)
+    #   quantizer   search: "sweep" (shift_sweep) or "partition" (partition_search); sigma2 and
+    #               the weights without an imatrix as the module writes them; how the scales
+    #               are quantized ("superblock": quantize_superblocks); sub-blocks with d*ls == 0
+    #               keep index 0 (skip_unused)
+    ("iq2_k", "iqk.c.j2", OPS, dict(iqk=True, grid="IQ2NL", scales="nibbles", scale_bias=8, quantizer=dict(
+        search="partition", sigma2="(1.5f * sum_x2) / 256.f", quarter_sigma=True, scales="qx", nmax=8,
+        skip_unused=True))),
+    ("iq3_k", "iqk.c.j2", OPS, dict(iqk=True, grid="IQ3NL", scales="odd_signed", scale_bias=0, quantizer=dict(
+        search="sweep", step=2, refit=True, guard_first=True, sigma2="(1.5f * sum_x2) / 256.f",
+        quarter_sigma=True, scales="odd_signed", skip_unused=True))),
+    ("iq4_k", "iqk.c.j2", OPS, dict(iqk=True, grid="IQ4K", scales="nibbles_h2", scale_bias=32, quantizer=dict(
+        search="sweep", step=1, refit=False, guard_first=False, sigma2="sum_x2 * (2.f / 256.f)",
+        quarter_sigma=False, scales="superblock", divisor=32, code_lo=-32, code_hi=31, skip_empty=False,
+        skip_unused=False))),
+    ("iq5_k", "iqk.c.j2", OPS, dict(iqk=True, grid="IQ5NL", scales="nibbles_h2", scale_bias=32, quantizer=dict(
+        search="sweep", step=1, refit=True, guard_first=False, sigma2="(2.f * sum_x2) / 256.f",
+        quarter_sigma=True, scales="superblock", divisor=32, code_lo=-32, code_hi=31, skip_empty=True,
+        skip_unused=True))),
+    ("iq6_k", "iqk.c.j2", OPS, dict(iqk=True, grid="IQ6NL", scales="int8", scale_bias=0, quantizer=dict(
+        search="sweep", step=1, refit=True, guard_first=False, sigma2="(2.f * sum_x2) / 256.f",
+        quarter_sigma=True, scales="superblock", divisor=127, code_lo=-127, code_hi=127, skip_empty=True,
+        skip_unused=True))),
+    # ik_llama.cpp's low-bit families (codegen/lowbit.py reads the rest from the spec modules):
     #   layout   how a trellis super-block stores its sub-block scales and seeds (kt.c.j2 decoders)
     #   group    values per seed
     ("iq1_kt", "kt.c.j2", ("dequantize", "vec_dot"), dict(family="kt", layout="iq1", group=8)),

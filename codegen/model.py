@@ -292,8 +292,12 @@ def context(fmt: str, isa: str, ops: tuple[str, ...], extra: dict) -> dict:
     ctx = dict(fmt=fmt, isa=isa, ops=ops, block_size=spec.block_size, type_size=spec.type_size,
                fields=_fields(spec), act=None)
     ctx.update(extra)
-    if extra.get("family"):  # the ik_llama.cpp families (codegen/iqk.py)
-        from codegen.iqk import context as iqk_context
+    if extra.get("family"):  # ik_llama.cpp's low-bit families (codegen/lowbit.py)
+        from codegen.lowbit import context as lowbit_context
+        ctx.update(lowbit_context(fmt, spec, extra))
+        return ctx
+    if extra.get("iqk"):
+        from codegen.iqk import iqk_context
         ctx.update(iqk_context(fmt, spec, extra))
         return ctx
     if extra.get("kquant"):

@@ -26,14 +26,34 @@ int qs_iq1_kt_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_
 void qs_iq2_bn_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
 int qs_iq2_bn_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
+int64_t qs_iq2_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void qs_iq2_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
+int qs_iq2_k_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
 void qs_iq2_kt_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
 int qs_iq2_kt_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+int64_t qs_iq3_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void qs_iq3_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
+int qs_iq3_k_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
 void qs_iq3_kt_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
 int qs_iq3_kt_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
+int64_t qs_iq4_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void qs_iq4_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
+int qs_iq4_k_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
 void qs_iq4_kt_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
 int qs_iq4_kt_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+int64_t qs_iq5_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void qs_iq5_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
+int qs_iq5_k_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+int64_t qs_iq6_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void qs_iq6_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
+int qs_iq6_k_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
 void qs_q1_0_g128_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
 int qs_q1_0_g128_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
@@ -69,6 +89,10 @@ int qs_q5_1_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t 
 int64_t qs_q5_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
 void qs_q5_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
 int qs_q5_k_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+int64_t qs_q6_0_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void qs_q6_0_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
+int qs_q6_0_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
 int64_t qs_q6_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
 void qs_q6_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
