@@ -107,27 +107,41 @@ void qs_iq2_kt_dequantize__avx512(const uint8_t *q, float *y, int64_t n) {
 
 /* ----------------------------------------------------------- dot product */
 
-/* 8 int32 lanes whose total is sum_j value_j * a_j over sub-block sb, exactly. */
+/* 8 int32 lanes whose total is sum_j total_j * a_j over sub-block sb, exactly
+ * (value_j = total_j - 126: the caller subtracts 126 * sum_j a_j). The four
+ * bytes of each state (<= 63 each) meet a_j spread over the state's int32 lane. */
 static inline __m256i sub_partials(const uint8_t *b, int sb, const uint8_t *ab) {
-    __m256i t[4];
-    sub_totals(b, sb, t);
-    /* totals 0..252 as bytes in element order, less 126: the values as int8 */
-    __m256i v = _mm256_sub_epi8(qs_avx2_pack_u8(t[0], t[1], t[2], t[3]), _mm256_set1_epi8(126));
-    const __m256i av = _mm256_loadu_si256((const __m256i *)(ab + ACT_OFF_QS));
-    /* |a| (<= 128, unsigned) times value*sign(a) (|.| <= 126): pairs <= 2*128*126, no saturation */
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(av), _mm256_sign_epi8(v, av)),
-                             _mm256_set1_epi16(1));
+    uint32_t x0[NG];
+    sub_states(b, sb, x0);
+    const __m256i pow = _mm256_setr_epi32((int)0xCBAC1FEDu, (int)0xC8734169u, (int)0xBD2B4535u, (int)0xE50C7D11u, (int)0x1220D7BDu, (int)0x94839CF9u, (int)0x58267985u, (int)0x60B19B21u);
+    const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3,
+                                            4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7);
+    __m256i sum[2];
+    for (int i = 0; i < 4; ++i) {
+        const __m256i x = _mm256_set1_epi32((int)x0[i]);
+        const __m256i s = _mm256_and_si256(_mm256_mullo_epi32(x, pow), _mm256_set1_epi32(0x3F3F3F3F));
+        uint64_t a8;
+        memcpy(&a8, ab + ACT_OFF_QS + 8 * i, 8);
+        const __m256i a = _mm256_shuffle_epi8(_mm256_set1_epi64x((long long)a8), spread);
+        /* bytes <= 63 times signed bytes: pairs <= 2*63*128, two vectors summed <= 32256 */
+        const __m256i p = _mm256_maddubs_epi16(s, a);
+        sum[i / 2] = i % 2 ? _mm256_add_epi16(sum[i / 2], p) : p;
+    }
+    const __m256i one = _mm256_set1_epi16(1);
+    return _mm256_add_epi32(_mm256_madd_epi16(sum[0], one), _mm256_madd_epi16(sum[1], one));
 }
 
 /* Super-block ib's term: t_b = ((d * scale_b) * a.d_b) * (float)sumi_b, added left to right. */
-static inline float superblock_term(const uint8_t *b, float d, const uint8_t *a, const float *da) {
+static inline float superblock_term(const uint8_t *b, float d, const uint8_t *a, const float *da,
+                                    const int32_t *asum) {
     __m256i p[NSUB];
     int32_t scale[NSUB];
     for (int sb = 0; sb < NSUB; ++sb) {
         p[sb] = sub_partials(b, sb, a + sb * ACT_SIZE);
         scale[sb] = sub_scale(b, sb);
     }
-    const __m256 sumi = _mm256_cvtepi32_ps(qs_avx2_hsum_8x8(p));
+    const __m256i offset = _mm256_mullo_epi32(_mm256_loadu_si256((const __m256i *)asum), _mm256_set1_epi32(126));
+    const __m256 sumi = _mm256_cvtepi32_ps(_mm256_sub_epi32(qs_avx2_hsum_8x8(p), offset));
     const __m256 ds = _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)scale)));
     float t[NSUB];
     _mm256_storeu_ps(t, _mm256_mul_ps(_mm256_mul_ps(ds, _mm256_loadu_ps(da)), sumi));
@@ -136,23 +150,35 @@ static inline float superblock_term(const uint8_t *b, float d, const uint8_t *a,
     return term;
 }
 
-static float dot_row(int64_t nb, const uint8_t *w, const uint8_t *a, const float *da) {
+static float dot_row(int64_t nb, const uint8_t *w, const uint8_t *a, const float *da, const int32_t *asum) {
     float lanes[QS_LANES] = {0};
     const float d = qs_load_f32(w);
     const uint8_t *blocks = w + ROW_META;
     for (int64_t ib = 0; ib < nb; ++ib)
-        lanes[ib % QS_LANES] += superblock_term(blocks + ib * TYPE_SIZE, d, a + ib * NSUB * ACT_SIZE, da + ib * NSUB);
+        lanes[ib % QS_LANES] += superblock_term(blocks + ib * TYPE_SIZE, d, a + ib * NSUB * ACT_SIZE, da + ib * NSUB,
+                                                asum + ib * NSUB);
     return qs_fold_lanes(lanes);
 }
 
 int qs_iq2_kt_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride,
                        const uint8_t *a, float *out) {
     const int64_t nb = n / QK;
-    /* the activation's scales, decoded once and shared by every row */
+    /* the activation's scales and the sums of its quants, decoded once and shared by every row */
     float *da = (float *)malloc((size_t)(nb * NSUB + 1) * sizeof(float));
-    if (!da) return -1;
-    for (int64_t k = 0; k < nb * NSUB; ++k) da[k] = load_fp16(a + k * ACT_SIZE + ACT_OFF_D);
-    for (int64_t r = 0; r < nrows; ++r) out[r] = dot_row(nb, w + r * row_stride, a, da);
+    int32_t *asum = (int32_t *)malloc((size_t)(nb * NSUB + 1) * sizeof(int32_t));
+    if (!da || !asum) {
+        free(da);
+        free(asum);
+        return -1;
+    }
+    for (int64_t k = 0; k < nb * NSUB; ++k) {
+        da[k] = load_fp16(a + k * ACT_SIZE + ACT_OFF_D);
+        int32_t s = 0;
+        for (int j = 0; j < 32; ++j) s += (int8_t)a[k * ACT_SIZE + ACT_OFF_QS + j];
+        asum[k] = s;
+    }
+    for (int64_t r = 0; r < nrows; ++r) out[r] = dot_row(nb, w + r * row_stride, a, da, asum);
     free(da);
+    free(asum);
     return 0;
 }

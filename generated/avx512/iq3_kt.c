@@ -115,9 +115,8 @@ void qs_iq3_kt_dequantize__avx512(const uint8_t *q, float *y, int64_t n) {
 static inline __m256i sub_partials(const uint8_t *b, int sb, const uint8_t *ab) {
     __m256i t[4];
     sub_totals(b, sb, t);
-    /* totals 0..252 as bytes in element order, less 126: the values as int8 */
-    __m256i v = _mm256_sub_epi8(qs_avx2_pack_u8(t[0], t[1], t[2], t[3]), _mm256_set1_epi8(126));
-    v = _mm256_abs_epi8(v);
+    /* totals 0..252 as bytes in element order, less 126, in absolute value: |value| as int8 */
+    __m256i v = _mm256_abs_epi8(_mm256_sub_epi8(qs_avx2_pack_u8(t[0], t[1], t[2], t[3]), _mm256_set1_epi8(126)));
     const __m256i bit = _mm256_set1_epi8((char)(1 << sb));
     const __m256i neg = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_loadu_si256((const __m256i *)(b + OFF_QH)), bit), bit);
     v = _mm256_sub_epi8(_mm256_xor_si256(v, neg), neg);
@@ -128,13 +127,15 @@ static inline __m256i sub_partials(const uint8_t *b, int sb, const uint8_t *ab) 
 }
 
 /* Super-block ib's term: t_b = ((d * scale_b) * a.d_b) * (float)sumi_b, added left to right. */
-static inline float superblock_term(const uint8_t *b, float d, const uint8_t *a, const float *da) {
+static inline float superblock_term(const uint8_t *b, float d, const uint8_t *a, const float *da,
+                                    const int32_t *asum) {
     __m256i p[NSUB];
     int32_t scale[NSUB];
     for (int sb = 0; sb < NSUB; ++sb) {
         p[sb] = sub_partials(b, sb, a + sb * ACT_SIZE);
         scale[sb] = sub_scale(b, sb);
     }
+    (void)asum;
     const __m256 sumi = _mm256_cvtepi32_ps(qs_avx2_hsum_8x8(p));
     const __m256 ds = _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)scale)));
     float t[NSUB];
@@ -144,23 +145,35 @@ static inline float superblock_term(const uint8_t *b, float d, const uint8_t *a,
     return term;
 }
 
-static float dot_row(int64_t nb, const uint8_t *w, const uint8_t *a, const float *da) {
+static float dot_row(int64_t nb, const uint8_t *w, const uint8_t *a, const float *da, const int32_t *asum) {
     float lanes[QS_LANES] = {0};
     const float d = qs_load_f32(w);
     const uint8_t *blocks = w + ROW_META;
     for (int64_t ib = 0; ib < nb; ++ib)
-        lanes[ib % QS_LANES] += superblock_term(blocks + ib * TYPE_SIZE, d, a + ib * NSUB * ACT_SIZE, da + ib * NSUB);
+        lanes[ib % QS_LANES] += superblock_term(blocks + ib * TYPE_SIZE, d, a + ib * NSUB * ACT_SIZE, da + ib * NSUB,
+                                                asum + ib * NSUB);
     return qs_fold_lanes(lanes);
 }
 
 int qs_iq3_kt_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride,
                        const uint8_t *a, float *out) {
     const int64_t nb = n / QK;
-    /* the activation's scales, decoded once and shared by every row */
+    /* the activation's scales and the sums of its quants, decoded once and shared by every row */
     float *da = (float *)malloc((size_t)(nb * NSUB + 1) * sizeof(float));
-    if (!da) return -1;
-    for (int64_t k = 0; k < nb * NSUB; ++k) da[k] = load_fp16(a + k * ACT_SIZE + ACT_OFF_D);
-    for (int64_t r = 0; r < nrows; ++r) out[r] = dot_row(nb, w + r * row_stride, a, da);
+    int32_t *asum = (int32_t *)malloc((size_t)(nb * NSUB + 1) * sizeof(int32_t));
+    if (!da || !asum) {
+        free(da);
+        free(asum);
+        return -1;
+    }
+    for (int64_t k = 0; k < nb * NSUB; ++k) {
+        da[k] = load_fp16(a + k * ACT_SIZE + ACT_OFF_D);
+        int32_t s = 0;
+        for (int j = 0; j < 32; ++j) s += (int8_t)a[k * ACT_SIZE + ACT_OFF_QS + j];
+        asum[k] = s;
+    }
+    for (int64_t r = 0; r < nrows; ++r) out[r] = dot_row(nb, w + r * row_stride, a, da, asum);
     free(da);
+    free(asum);
     return 0;
 }

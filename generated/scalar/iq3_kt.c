@@ -90,7 +90,9 @@ void qs_iq3_kt_dequantize__scalar(const uint8_t *q, float *y, int64_t n) {
 
 
 /* Super-block ib's term: t_b = ((d * scale_b) * a.d_b) * (float)sumi_b, added left to right. */
-static inline float superblock_term(const uint8_t *b, float d, const uint8_t *a, const float *da) {
+static inline float superblock_term(const uint8_t *b, float d, const uint8_t *a, const float *da,
+                                    const int32_t *asum) {
+    (void)asum;
     float term = 0.0f;
     for (int sb = 0; sb < NSUB; ++sb) {
         int32_t v[32];
@@ -107,23 +109,35 @@ static inline float superblock_term(const uint8_t *b, float d, const uint8_t *a,
     return term;
 }
 
-static float dot_row(int64_t nb, const uint8_t *w, const uint8_t *a, const float *da) {
+static float dot_row(int64_t nb, const uint8_t *w, const uint8_t *a, const float *da, const int32_t *asum) {
     float lanes[QS_LANES] = {0};
     const float d = qs_load_f32(w);
     const uint8_t *blocks = w + ROW_META;
     for (int64_t ib = 0; ib < nb; ++ib)
-        lanes[ib % QS_LANES] += superblock_term(blocks + ib * TYPE_SIZE, d, a + ib * NSUB * ACT_SIZE, da + ib * NSUB);
+        lanes[ib % QS_LANES] += superblock_term(blocks + ib * TYPE_SIZE, d, a + ib * NSUB * ACT_SIZE, da + ib * NSUB,
+                                                asum + ib * NSUB);
     return qs_fold_lanes(lanes);
 }
 
 int qs_iq3_kt_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride,
                        const uint8_t *a, float *out) {
     const int64_t nb = n / QK;
-    /* the activation's scales, decoded once and shared by every row */
+    /* the activation's scales and the sums of its quants, decoded once and shared by every row */
     float *da = (float *)malloc((size_t)(nb * NSUB + 1) * sizeof(float));
-    if (!da) return -1;
-    for (int64_t k = 0; k < nb * NSUB; ++k) da[k] = load_fp16(a + k * ACT_SIZE + ACT_OFF_D);
-    for (int64_t r = 0; r < nrows; ++r) out[r] = dot_row(nb, w + r * row_stride, a, da);
+    int32_t *asum = (int32_t *)malloc((size_t)(nb * NSUB + 1) * sizeof(int32_t));
+    if (!da || !asum) {
+        free(da);
+        free(asum);
+        return -1;
+    }
+    for (int64_t k = 0; k < nb * NSUB; ++k) {
+        da[k] = load_fp16(a + k * ACT_SIZE + ACT_OFF_D);
+        int32_t s = 0;
+        for (int j = 0; j < 32; ++j) s += (int8_t)a[k * ACT_SIZE + ACT_OFF_QS + j];
+        asum[k] = s;
+    }
+    for (int64_t r = 0; r < nrows; ++r) out[r] = dot_row(nb, w + r * row_stride, a, da, asum);
     free(da);
+    free(asum);
     return 0;
 }
