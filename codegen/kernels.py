@@ -80,6 +80,24 @@ FORMATS = (
         ref=dict(search="qx", nmax=32, weights="square", scale_quant="signed_max_zero", levels=128),
         imatrix=dict(search="qx", nmax=32, sigma2_factor=None, scale_quant="signed_max_zero", levels=128))),
     ("q8_k", "kquant_q8.c.j2", ("quantize", "dequantize"), dict(kquant=True)),
+    # codebook formats (codegen/lowbit.py): 4-bit indices into a 16-entry table of reference/tables/ggml.py
+    #   group    elements per scale; scale  how a group's float scale is decoded
+    #   imatrix  the IQ4 weighted scale search (reference/_iq4.py) quantizes them
+    ("iq4_nl", "codebook.c.j2", OPS, dict(family="codebook", table="KVALUES_IQ4NL", group=32, scale="fp16",
+                                          imatrix=True)),
+    ("iq4_xs", "codebook.c.j2", OPS, dict(family="codebook", table="KVALUES_IQ4NL", group=32, scale="iq4_xs",
+                                          imatrix=True)),
+    ("mxfp4", "codebook.c.j2", ("dequantize", "vec_dot"), dict(family="codebook", table="KVALUES_MXFP4", group=32,
+                                                               scale="e8m0_half")),
+    ("nvfp4", "codebook.c.j2", ("dequantize", "vec_dot"), dict(family="codebook", table="KVALUES_MXFP4", group=16,
+                                                               scale="ue4m3_half")),
+    # ternary and 1-2-bit formats (codegen/lowbit.py): unsigned codes c, element = (mul*c - 1) * d;
+    #   codes  how the codes are stored: "bits" (a bit field per element, found by probing the spec), "base3"
+    #          (five trits per byte, reference/tq1_0.py TRIT_BYTE / TRIT_POW3)
+    ("tq1_0", "ternary.c.j2", ("dequantize", "vec_dot"), dict(family="ternary", codes="base3", mul=1)),
+    ("tq2_0", "ternary.c.j2", ("dequantize", "vec_dot"), dict(family="ternary", codes="bits", code_bits=2, mul=1)),
+    ("q1_0", "ternary.c.j2", ("dequantize", "vec_dot"), dict(family="ternary", codes="bits", code_bits=1, mul=2)),
+    ("q2_0", "ternary.c.j2", ("dequantize", "vec_dot"), dict(family="ternary", codes="bits", code_bits=2, mul=1)),
     # ik_llama.cpp's Q6_0: 32-blocks, 6-bit codes offset by nmax = 32, ik's make_qx_quants (reference/q6_0.py)
     ("q6_0", "q6_0.c.j2", OPS, dict(nmax=32)),
     # ik_llama.cpp's IQK super-blocks (256 = 16 sub-blocks of 16, codebook values, a shift bit per
@@ -109,16 +127,16 @@ FORMATS = (
         search="sweep", step=1, refit=True, guard_first=False, sigma2="(2.f * sum_x2) / 256.f",
         quarter_sigma=True, scales="superblock", divisor=127, code_lo=-127, code_hi=127, skip_empty=True,
         skip_unused=True))),
-    # ik_llama.cpp's low-bit families (codegen/lowbit.py reads the rest from the spec modules):
+    # ik_llama.cpp's trellis, ternary and binary formats (codegen/iklowbit.py reads the rest from the spec modules):
     #   layout   how a trellis super-block stores its sub-block scales and seeds (kt.c.j2 decoders)
     #   group    values per seed
-    ("iq1_kt", "kt.c.j2", ("dequantize", "vec_dot"), dict(family="kt", layout="iq1", group=8)),
-    ("iq2_kt", "kt.c.j2", ("dequantize", "vec_dot"), dict(family="kt", layout="iq2", group=8)),
-    ("iq3_kt", "kt.c.j2", ("dequantize", "vec_dot"), dict(family="kt", layout="iq3", group=8)),
-    ("iq4_kt", "kt.c.j2", ("dequantize", "vec_dot"), dict(family="kt", layout="iq4", group=4, two_codebooks=True)),
-    ("iq1_bn", "bn.c.j2", ("dequantize", "vec_dot"), dict(family="bn")),
-    ("iq2_bn", "bn.c.j2", ("dequantize", "vec_dot"), dict(family="bn")),
-    ("q1_0_g128", "binary.c.j2", ("dequantize", "vec_dot"), dict(family="binary")),
+    ("iq1_kt", "kt.c.j2", ("dequantize", "vec_dot"), dict(ik_family="kt", layout="iq1", group=8)),
+    ("iq2_kt", "kt.c.j2", ("dequantize", "vec_dot"), dict(ik_family="kt", layout="iq2", group=8)),
+    ("iq3_kt", "kt.c.j2", ("dequantize", "vec_dot"), dict(ik_family="kt", layout="iq3", group=8)),
+    ("iq4_kt", "kt.c.j2", ("dequantize", "vec_dot"), dict(ik_family="kt", layout="iq4", group=4, two_codebooks=True)),
+    ("iq1_bn", "bn.c.j2", ("dequantize", "vec_dot"), dict(ik_family="bn")),
+    ("iq2_bn", "bn.c.j2", ("dequantize", "vec_dot"), dict(ik_family="bn")),
+    ("q1_0_g128", "binary.c.j2", ("dequantize", "vec_dot"), dict(ik_family="binary")),
 )
 
 
@@ -135,7 +153,7 @@ class Kernel:
 
     @property
     def path(self) -> str:
-        return f"generated/{self.isa}/{self.fmt}.c"
+        return kernel_file(self.isa, self.fmt, self.template)
 
 
 # The architectures whose SIMD sections a template has (the portable scalar
@@ -151,5 +169,28 @@ def isas_for(template: str) -> tuple[str, ...]:
 KERNELS = tuple(Kernel(fmt, op, isa, template)
                 for fmt, template, ops, _ in FORMATS for op in ops for isa in isas_for(template))
 
-CONTEXT = {fmt: ctx for fmt, _, _, ctx in FORMATS}
-TEMPLATE = {fmt: template for fmt, template, _, _ in FORMATS}
+# A format may have several entries with disjoint ops (e.g. its quantizer from a
+# search template, its decoders from another): each entry renders its own file.
+CONTEXT = {(fmt, template): ctx for fmt, template, _, ctx in FORMATS}
+FIRST_TEMPLATE = {}
+for _fmt, _template, _, _ in FORMATS:
+    FIRST_TEMPLATE.setdefault(_fmt, _template)
+
+
+def kernel_file(isa: str, fmt: str, template: str) -> str:
+    """generated/<isa>/<fmt>.c; a format's further templates add their stem."""
+    if FIRST_TEMPLATE[fmt] == template:
+        return f"generated/{isa}/{fmt}.c"
+    return f"generated/{isa}/{fmt}.{template.split('.')[0]}.c"
+
+
+def _check_disjoint_ops():
+    seen = {}
+    for fmt, template, ops, _ in FORMATS:
+        for op in ops:
+            if (fmt, op) in seen:
+                raise ValueError(f"codegen.kernels: {fmt} {op} comes from both {seen[fmt, op]} and {template}")
+            seen[fmt, op] = template
+
+
+_check_disjoint_ops()

@@ -292,16 +292,20 @@ def context(fmt: str, isa: str, ops: tuple[str, ...], extra: dict) -> dict:
     ctx = dict(fmt=fmt, isa=isa, ops=ops, block_size=spec.block_size, type_size=spec.type_size,
                fields=_fields(spec), act=None)
     ctx.update(extra)
-    if extra.get("family"):  # ik_llama.cpp's low-bit families (codegen/lowbit.py)
-        from codegen.lowbit import context as lowbit_context
-        ctx.update(lowbit_context(fmt, spec, extra))
-        return ctx
     if extra.get("iqk"):
         from codegen.iqk import iqk_context
         ctx.update(iqk_context(fmt, spec, extra))
         return ctx
     if extra.get("kquant"):
         ctx.update(kquant_context(fmt, spec, extra))
+        return ctx
+    if extra.get("family"):  # the small mainline formats: codegen/lowbit.py
+        from codegen import lowbit
+        ctx.update(getattr(lowbit, f"{extra['family']}_context")(fmt, spec, extra))
+        return ctx
+    if extra.get("ik_family"):  # ik_llama.cpp's trellis, ternary and binary formats: codegen/iklowbit.py
+        from codegen import iklowbit
+        ctx.update(getattr(iklowbit, f"{extra['ik_family']}_context")(fmt, spec, extra))
         return ctx
     names = {f.name for f in spec.fields}
     ctx["has_min"] = "m" in names

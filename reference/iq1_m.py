@@ -61,7 +61,15 @@ ggml's search here is the form with per-half prefix sums (llama.cpp @
 in float32, which rounds differently, so the two versions do not always
 write the same bytes. The spec follows the first (the oracle's).
 
-Sort ties and overflowing sums: as IQ1_S (``iq1_s``, ``_iq1``).
+Zero blocks: a block of 16 with max |x| < 1e-7 or no kept candidate stores
+index 0 and delta + for both groups and scale 0 (it still takes part in the
+final refit); an all-zero super-block is 56 zero bytes.
+
+Sort ties and overflowing sums: as IQ1_S (``iq1_s``, ``_iq1``): equal values
+keep index order, and a NaN block scale (where ggml aborts) raises
+``NonFiniteInputError``. Ties matter much more here than in IQ1_S: a split
+inside a run of equal values puts them on different levels of the two
+halves, whose deltas may differ.
 
 Dot product with Q8_K (``ggml_vec_dot_iq1_m_q8_K_generic``), per super-block::
 

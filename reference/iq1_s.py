@@ -60,10 +60,20 @@ equal values in index order. The spec defines exactly that stable order
 ggml built on glibc; a libc with an unstable ``qsort`` may give other bytes
 for blocks with equal values.
 
-Non-finite intermediate results: where the sums overflow, upstream can reach
-a neighbour search in which every candidate's error overflows; its fallback
-then reads out of bounds and asserts. The spec defines that case
-(``_iq1.best_neighbour``); ggml gives no result to compare with there.
+Zero blocks: a block of 32 with max |x| < 1e-12, or whose search keeps no
+candidate (all its weights 0, e.g. an imatrix that is 0 on its columns),
+stores index 0 for its groups and contributes scale 0; an all-zero
+super-block is 50 zero bytes (d = +0.0, not -0.0).
+
+Overflow: where x*x overflows (|x| around 1e19 and more in a super-block),
+the weights are inf and a block's search can end with scale inf/inf = NaN;
+ggml then fails ``GGML_ASSERT(scale >= 0)`` and aborts the process. The
+spec raises ``NonFiniteInputError`` naming the row and the elements
+instead. Smaller overflows (sums of |x| near 1e13 and more) are IEEE
+arithmetic that the spec reproduces byte for byte. If every neighbour's
+score overflowed, upstream's fallback would read out of bounds; the spec
+defines that case (``_iq1.best_neighbour``), which the NaN check leaves
+unreachable with finite input as far as known.
 
 Dot product with Q8_K (``ggml_vec_dot_iq1_s_q8_K_generic``), per super-block::
 

@@ -36,7 +36,8 @@ type has no reference row quantizer; the spec raises
                sumqx^2/sumq2 wins (strictly, from 0); if a group of the
                winner was off the codebook, those groups are rounded again
                at id = 1/scale (neighbour search where needed) and scale =
-               sumqx/sumq2
+               sumqx/sumq2; a negative scale is negated and the stored sign
+               bits of the block toggle
     d          = max_scale / 31                       stored as fp16(d)
     ls_b       = clamp(nearest_int(0.5 * ((1/d) * scale_b - 1)), 0, 15)
 

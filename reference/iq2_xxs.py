@@ -39,8 +39,10 @@ search)::
                -6..6: levels l = clamp(nearest_int(0.5*(id*xval - 1)), 0, 2)
                per element, groups off the codebook replaced by their best
                neighbour, and the trial with the largest sumqx^2/sumq2 (q =
-               2l+1, weights weight) wins; one more rounding at id = 1/scale
-               with neighbour search for every group, and scale = sumqx/sumq2
+               2l+1, weights weight) wins; if scale > 0, one more rounding
+               at id = 1/scale with neighbour search for every group, and
+               scale = sumqx/sumq2; a negative scale is negated and the 7
+               stored sign bits of every group of the block toggle
     d          = max_scale / 31                       stored as fp16(d)
     ls_b       = clamp(nearest_int(0.5 * ((1/d) * scale_b - 1)), 0, 15)
 
@@ -50,10 +52,12 @@ ls = 0, which decodes to d * 0.5 * 0.25 * 8 = d per element, not 0
 (codebook point 0 is eight 8s), as in ggml.
 
 Where ggml's quantizer aborts the process (GGML_ASSERT in
-``iq2_find_best_neighbour``: every candidate's weighted distance overflows
-to inf or is NaN, for |x| from about 1e15 with large imatrix weights), the
-spec takes the first neighbour of the list and goes on, so that every
-finite input has bytes (ggml has none to compare with).
+``iq2_find_best_neighbour`` when every candidate's weighted distance
+overflows to inf or is NaN, or ``GGML_ASSERT(scale >= 0)`` for a NaN block
+scale: |x| from about 1e15 to 1e16 upwards, depending on the imatrix), the
+spec takes the first neighbour of the list and carries on with the same
+arithmetic, so that every finite input has bytes (ggml has none to compare
+with; where ggml does not abort, the bytes agree up to 3e38).
 
 Dot product with Q8_K (``ggml_vec_dot_iq2_xxs_q8_K_generic``), per super-block::
 

@@ -47,6 +47,14 @@ int qs_iq4_k_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t
 void qs_iq4_kt_dequantize__avx512(const uint8_t *q, float *y, int64_t n);
 int qs_iq4_kt_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
+int64_t qs_iq4_nl_quantize__avx512(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void qs_iq4_nl_dequantize__avx512(const uint8_t *q, float *y, int64_t n);
+int qs_iq4_nl_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+int64_t qs_iq4_xs_quantize__avx512(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void qs_iq4_xs_dequantize__avx512(const uint8_t *q, float *y, int64_t n);
+int qs_iq4_xs_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
 int64_t qs_iq5_k_quantize__avx512(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
 void qs_iq5_k_dequantize__avx512(const uint8_t *q, float *y, int64_t n);
 int qs_iq5_k_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
@@ -55,8 +63,20 @@ int64_t qs_iq6_k_quantize__avx512(const float *x, uint8_t *q, int64_t nrows, int
 void qs_iq6_k_dequantize__avx512(const uint8_t *q, float *y, int64_t n);
 int qs_iq6_k_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
+void qs_mxfp4_dequantize__avx512(const uint8_t *q, float *y, int64_t n);
+int qs_mxfp4_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+void qs_nvfp4_dequantize__avx512(const uint8_t *q, float *y, int64_t n);
+int qs_nvfp4_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+void qs_q1_0_dequantize__avx512(const uint8_t *q, float *y, int64_t n);
+int qs_q1_0_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
 void qs_q1_0_g128_dequantize__avx512(const uint8_t *q, float *y, int64_t n);
 int qs_q1_0_g128_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+void qs_q2_0_dequantize__avx512(const uint8_t *q, float *y, int64_t n);
+int qs_q2_0_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
 int64_t qs_q2_k_quantize__avx512(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
 void qs_q2_k_dequantize__avx512(const uint8_t *q, float *y, int64_t n);
@@ -106,5 +126,11 @@ int64_t qs_q8_1_quantize__avx512(const float *x, uint8_t *q, int64_t nrows, int6
 void qs_q8_1_dequantize__avx512(const uint8_t *q, float *y, int64_t n);
 int64_t qs_q8_k_quantize__avx512(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
 void qs_q8_k_dequantize__avx512(const uint8_t *q, float *y, int64_t n);
+void qs_tq1_0_dequantize__avx512(const uint8_t *q, float *y, int64_t n);
+int qs_tq1_0_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+void qs_tq2_0_dequantize__avx512(const uint8_t *q, float *y, int64_t n);
+int qs_tq2_0_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
 
 #endif
