@@ -295,6 +295,10 @@ def context(fmt: str, isa: str, ops: tuple[str, ...], extra: dict) -> dict:
     if extra.get("kquant"):
         ctx.update(kquant_context(fmt, spec, extra))
         return ctx
+    if extra.get("grid"):
+        from codegen.iqgrid import iqgrid_context
+        ctx.update(iqgrid_context(fmt, spec, extra))
+        return ctx
     names = {f.name for f in spec.fields}
     ctx["has_min"] = "m" in names
     ctx["has_s"] = "s" in names

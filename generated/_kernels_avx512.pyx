@@ -15,6 +15,20 @@ cdef extern from "qs_kernels_avx512.h" nogil:
     int64_t qs_f32_quantize__avx512(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
     void qs_f32_dequantize__avx512(const uint8_t *q, float *y, int64_t n)
     int qs_f32_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    void qs_iq1_m_dequantize__avx512(const uint8_t *q, float *y, int64_t n)
+    int qs_iq1_m_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    void qs_iq1_s_dequantize__avx512(const uint8_t *q, float *y, int64_t n)
+    int qs_iq1_s_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    void qs_iq2_s_dequantize__avx512(const uint8_t *q, float *y, int64_t n)
+    int qs_iq2_s_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    void qs_iq2_xs_dequantize__avx512(const uint8_t *q, float *y, int64_t n)
+    int qs_iq2_xs_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    void qs_iq2_xxs_dequantize__avx512(const uint8_t *q, float *y, int64_t n)
+    int qs_iq2_xxs_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    void qs_iq3_s_dequantize__avx512(const uint8_t *q, float *y, int64_t n)
+    int qs_iq3_s_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    void qs_iq3_xxs_dequantize__avx512(const uint8_t *q, float *y, int64_t n)
+    int qs_iq3_xxs_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
     int64_t qs_q2_k_quantize__avx512(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
     void qs_q2_k_dequantize__avx512(const uint8_t *q, float *y, int64_t n)
     int qs_q2_k_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
@@ -65,6 +79,20 @@ KERNELS = (
     ("f32", "quantize"),
     ("f32", "dequantize"),
     ("f32", "vec_dot"),
+    ("iq1_m", "dequantize"),
+    ("iq1_m", "vec_dot"),
+    ("iq1_s", "dequantize"),
+    ("iq1_s", "vec_dot"),
+    ("iq2_s", "dequantize"),
+    ("iq2_s", "vec_dot"),
+    ("iq2_xs", "dequantize"),
+    ("iq2_xs", "vec_dot"),
+    ("iq2_xxs", "dequantize"),
+    ("iq2_xxs", "vec_dot"),
+    ("iq3_s", "dequantize"),
+    ("iq3_s", "vec_dot"),
+    ("iq3_xxs", "dequantize"),
+    ("iq3_xxs", "vec_dot"),
     ("q2_k", "quantize"),
     ("q2_k", "dequantize"),
     ("q2_k", "vec_dot"),
@@ -119,39 +147,53 @@ _quantize[13] = qs_q8_1_quantize__avx512
 _quantize[14] = qs_q8_k_quantize__avx512
 _QUANTIZE_INDEX = { "bf16": 0, "f16": 1, "f32": 2, "q2_k": 3, "q3_k": 4, "q4_0": 5, "q4_1": 6, "q4_k": 7, "q5_0": 8, "q5_1": 9, "q5_k": 10, "q6_k": 11, "q8_0": 12, "q8_1": 13, "q8_k": 14, }
 
-cdef dequantize_fn _dequantize[15]
+cdef dequantize_fn _dequantize[22]
 _dequantize[0] = qs_bf16_dequantize__avx512
 _dequantize[1] = qs_f16_dequantize__avx512
 _dequantize[2] = qs_f32_dequantize__avx512
-_dequantize[3] = qs_q2_k_dequantize__avx512
-_dequantize[4] = qs_q3_k_dequantize__avx512
-_dequantize[5] = qs_q4_0_dequantize__avx512
-_dequantize[6] = qs_q4_1_dequantize__avx512
-_dequantize[7] = qs_q4_k_dequantize__avx512
-_dequantize[8] = qs_q5_0_dequantize__avx512
-_dequantize[9] = qs_q5_1_dequantize__avx512
-_dequantize[10] = qs_q5_k_dequantize__avx512
-_dequantize[11] = qs_q6_k_dequantize__avx512
-_dequantize[12] = qs_q8_0_dequantize__avx512
-_dequantize[13] = qs_q8_1_dequantize__avx512
-_dequantize[14] = qs_q8_k_dequantize__avx512
-_DEQUANTIZE_INDEX = { "bf16": 0, "f16": 1, "f32": 2, "q2_k": 3, "q3_k": 4, "q4_0": 5, "q4_1": 6, "q4_k": 7, "q5_0": 8, "q5_1": 9, "q5_k": 10, "q6_k": 11, "q8_0": 12, "q8_1": 13, "q8_k": 14, }
+_dequantize[3] = qs_iq1_m_dequantize__avx512
+_dequantize[4] = qs_iq1_s_dequantize__avx512
+_dequantize[5] = qs_iq2_s_dequantize__avx512
+_dequantize[6] = qs_iq2_xs_dequantize__avx512
+_dequantize[7] = qs_iq2_xxs_dequantize__avx512
+_dequantize[8] = qs_iq3_s_dequantize__avx512
+_dequantize[9] = qs_iq3_xxs_dequantize__avx512
+_dequantize[10] = qs_q2_k_dequantize__avx512
+_dequantize[11] = qs_q3_k_dequantize__avx512
+_dequantize[12] = qs_q4_0_dequantize__avx512
+_dequantize[13] = qs_q4_1_dequantize__avx512
+_dequantize[14] = qs_q4_k_dequantize__avx512
+_dequantize[15] = qs_q5_0_dequantize__avx512
+_dequantize[16] = qs_q5_1_dequantize__avx512
+_dequantize[17] = qs_q5_k_dequantize__avx512
+_dequantize[18] = qs_q6_k_dequantize__avx512
+_dequantize[19] = qs_q8_0_dequantize__avx512
+_dequantize[20] = qs_q8_1_dequantize__avx512
+_dequantize[21] = qs_q8_k_dequantize__avx512
+_DEQUANTIZE_INDEX = { "bf16": 0, "f16": 1, "f32": 2, "iq1_m": 3, "iq1_s": 4, "iq2_s": 5, "iq2_xs": 6, "iq2_xxs": 7, "iq3_s": 8, "iq3_xxs": 9, "q2_k": 10, "q3_k": 11, "q4_0": 12, "q4_1": 13, "q4_k": 14, "q5_0": 15, "q5_1": 16, "q5_k": 17, "q6_k": 18, "q8_0": 19, "q8_1": 20, "q8_k": 21, }
 
-cdef vec_dot_fn _vec_dot[13]
+cdef vec_dot_fn _vec_dot[20]
 _vec_dot[0] = qs_bf16_vec_dot__avx512
 _vec_dot[1] = qs_f16_vec_dot__avx512
 _vec_dot[2] = qs_f32_vec_dot__avx512
-_vec_dot[3] = qs_q2_k_vec_dot__avx512
-_vec_dot[4] = qs_q3_k_vec_dot__avx512
-_vec_dot[5] = qs_q4_0_vec_dot__avx512
-_vec_dot[6] = qs_q4_1_vec_dot__avx512
-_vec_dot[7] = qs_q4_k_vec_dot__avx512
-_vec_dot[8] = qs_q5_0_vec_dot__avx512
-_vec_dot[9] = qs_q5_1_vec_dot__avx512
-_vec_dot[10] = qs_q5_k_vec_dot__avx512
-_vec_dot[11] = qs_q6_k_vec_dot__avx512
-_vec_dot[12] = qs_q8_0_vec_dot__avx512
-_VEC_DOT_INDEX = { "bf16": 0, "f16": 1, "f32": 2, "q2_k": 3, "q3_k": 4, "q4_0": 5, "q4_1": 6, "q4_k": 7, "q5_0": 8, "q5_1": 9, "q5_k": 10, "q6_k": 11, "q8_0": 12, }
+_vec_dot[3] = qs_iq1_m_vec_dot__avx512
+_vec_dot[4] = qs_iq1_s_vec_dot__avx512
+_vec_dot[5] = qs_iq2_s_vec_dot__avx512
+_vec_dot[6] = qs_iq2_xs_vec_dot__avx512
+_vec_dot[7] = qs_iq2_xxs_vec_dot__avx512
+_vec_dot[8] = qs_iq3_s_vec_dot__avx512
+_vec_dot[9] = qs_iq3_xxs_vec_dot__avx512
+_vec_dot[10] = qs_q2_k_vec_dot__avx512
+_vec_dot[11] = qs_q3_k_vec_dot__avx512
+_vec_dot[12] = qs_q4_0_vec_dot__avx512
+_vec_dot[13] = qs_q4_1_vec_dot__avx512
+_vec_dot[14] = qs_q4_k_vec_dot__avx512
+_vec_dot[15] = qs_q5_0_vec_dot__avx512
+_vec_dot[16] = qs_q5_1_vec_dot__avx512
+_vec_dot[17] = qs_q5_k_vec_dot__avx512
+_vec_dot[18] = qs_q6_k_vec_dot__avx512
+_vec_dot[19] = qs_q8_0_vec_dot__avx512
+_VEC_DOT_INDEX = { "bf16": 0, "f16": 1, "f32": 2, "iq1_m": 3, "iq1_s": 4, "iq2_s": 5, "iq2_xs": 6, "iq2_xxs": 7, "iq3_s": 8, "iq3_xxs": 9, "q2_k": 10, "q3_k": 11, "q4_0": 12, "q4_1": 13, "q4_k": 14, "q5_0": 15, "q5_1": 16, "q5_k": 17, "q6_k": 18, "q8_0": 19, }
 
 
 def quantize(str fmt, const float[:, ::1] x, uint8_t[:, ::1] q, const float[::1] imatrix=None):

@@ -17,6 +17,27 @@ int64_t qs_f32_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64
 void qs_f32_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
 int qs_f32_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
+void qs_iq1_m_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
+int qs_iq1_m_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+void qs_iq1_s_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
+int qs_iq1_s_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+void qs_iq2_s_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
+int qs_iq2_s_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+void qs_iq2_xs_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
+int qs_iq2_xs_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+void qs_iq2_xxs_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
+int qs_iq2_xxs_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+void qs_iq3_s_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
+int qs_iq3_s_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+void qs_iq3_xxs_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
+int qs_iq3_xxs_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
 int64_t qs_q2_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
 void qs_q2_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
 int qs_q2_k_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
