@@ -106,7 +106,12 @@ def iqgrid_context(fmt: str, spec, extra: dict) -> dict:
     if signs and signs[0] == "ksigns":
         _, field, position = signs
         ctx["sign_items"] = _per_run(offsets, type_size, field, position, 7, RUN // 8)
-        ctx["ksigns"] = [int(v) for v in _table("ggml_iq2.KSIGNS_IQ2XS")]
+        ksigns = _table("ggml_iq2.KSIGNS_IQ2XS")
+        ctx["ksigns"] = [int(v) for v in ksigns]
+        # the 8 signs of each table entry as byte masks (0xFF: negative), for the vector kernels
+        masks = (ksigns[:, None].astype(np.uint64) >> np.arange(8, dtype=np.uint64)) & np.uint64(1)
+        words = (masks * np.uint64(0xFF) << (np.uint64(8) * np.arange(8, dtype=np.uint64))).sum(axis=1, dtype=np.uint64)
+        ctx["ksign_masks"] = [f"0x{int(w):016X}" for w in words]
     elif signs and signs[0] == "bytes":
         _, field, position = signs
         items = _per_run(offsets, type_size, field, position, 8, RUN // 8)

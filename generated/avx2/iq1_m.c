@@ -629,17 +629,8 @@ static inline void run_indices(const uint8_t *b, int r, uint32_t idx[4]) {
     idx[3] = (((uint32_t)*(b + 3 + 4 * r)) & 255u) | (((uint32_t)*(b + 33 + 2 * r) >> 4) & 7u) << 8;
 }
 
-/* The grid values of run r, element by element. */
-static inline void run_values(const uint8_t *b, int r, int8_t v[32]) {
-    uint32_t idx[4];
-    run_indices(b, r, idx);
-    for (int j = 0; j < 4; ++j)
-        for (int e = 0; e < GROUP; ++e) {
-            v[GROUP * j + e] = (int8_t)(uint8_t)(GRID[idx[j]] >> (8 * e));
-        }
-}
 
-/* run_values as one vector of 32 bytes. */
+/* The grid values of run r as one vector of 32 bytes. */
 static inline __m256i run_values_avx2(const uint8_t *b, int r) {
     uint32_t idx[4];
     run_indices(b, r, idx);
@@ -672,8 +663,8 @@ static inline __attribute__((always_inline)) void dequantize_superblock(const ui
         for (int k = 0; k < 4; ++k) {
             const int i = 32 * r + 8 * k;
             __m256 f = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(part[k]));
-            /* grid value + delta: exact */
-            f = _mm256_add_ps(f, _mm256_set1_ps(neg[i / 8] ? -0.125f : 0.125f));
+            /* grid value + delta (+-0.125: 0x3E000000 with the sign bit), exact */
+            f = _mm256_add_ps(f, _mm256_castsi256_ps(_mm256_set1_epi32((int)(0x3E000000u | (uint32_t)neg[i / 8] << 31))));
             f = _mm256_mul_ps(f, _mm256_broadcast_ss(db + i / BLOCK));
             if (stream) {
                 _mm_stream_ps(y + i, _mm256_castps256_ps128(f));
@@ -757,32 +748,31 @@ static inline __attribute__((always_inline)) void superblock_partials(const uint
                                                                       __m256i *isum, __m256i *dsum) {
     int ls[NBLOCKS];
     scale_codes(w, ls);
-    /* 2*ls + 1 of the block holding elements 16h .. 16h+15 */
-    int16_t s16[16];
-    for (int h = 0; h < 16; ++h) s16[h] = (int16_t)(2 * ls[16 * h / BLOCK] + 1);
     const uint8_t *aq = a + ACT_OFF_QS;
+    const int16_t *asum = f->asum + 16 * ib;
     __m256i acc = _mm256_setzero_si256();
+    int32_t offset_sum = 0; /* sum_h s_h * (sum of the activation's quants 16h .. 16h+15) */
     RUN_LOOP
     for (int r = 0; r < QK / 32; ++r) {
         /* values + 1 in 0 .. 2: |pair of products| <= 512 */
         const __m256i u = _mm256_add_epi8(run_values_avx2(w, r), _mm256_set1_epi8(1));
         const __m256i p = _mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)(aq + 32 * r)));
-        const __m256i s = _mm256_setr_m128i(_mm_set1_epi16(s16[2 * r]), _mm_set1_epi16(s16[2 * r + 1]));
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, s));
+        const int s0 = 2 * ls[2 * r] + 1, s1 = 2 * ls[2 * r + 1] + 1;
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_setr_m128i(_mm_set1_epi16((short)s0), _mm_set1_epi16((short)s1))));
+        offset_sum += s0 * asum[2 * r] + s1 * asum[2 * r + 1];
     }
-    /* the offset: sum_h s_h * 1 * (sum of the activation's quants 16h .. 16h+15) */
-    const __m256i scales = _mm256_loadu_si256((const __m256i *)s16);
-    const __m256i off = _mm256_madd_epi16(scales, _mm256_loadu_si256((const __m256i *)(f->asum + 16 * ib)));
-    *isum = _mm256_sub_epi32(acc, off);
+    /* the offset: 1 * offset_sum, removed from lane 0 */
+    *isum = _mm256_sub_epi32(acc, _mm256_zextsi128_si256(_mm_cvtsi32_si128(offset_sum * 1)));
     int neg[32];
     delta_signs(w, neg);
-    /* sum_g s_g * (+-1) * (sum of the activation's quants of group g) */
-    int16_t sd[32];
-    for (int g = 0; g < 32; ++g) sd[g] = neg[g] ? (int16_t)-s16[g / 2] : s16[g / 2];
-    *dsum = _mm256_add_epi32(
-        _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)sd), _mm256_loadu_si256((const __m256i *)(f->gsum + 32 * ib))),
-        _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(sd + 16)),
-                          _mm256_loadu_si256((const __m256i *)(f->gsum + 32 * ib + 16))));
+    int32_t ds = 0;
+    /* sum_g s_g * (+-1) * (sum of the activation's quants of group g), branch-free */
+    const int16_t *gsum = f->gsum + 32 * ib;
+    for (int g = 0; g < QK / GROUP; ++g) {
+        const int32_t t = (2 * ls[g * GROUP / BLOCK] + 1) * gsum[g];
+        ds += (t ^ -neg[g]) + neg[g];
+    }
+    *dsum = _mm256_zextsi128_si256(_mm_cvtsi32_si128(ds));
 }
 
 /* One super-block's term (the tails of the 8-wide loop). */

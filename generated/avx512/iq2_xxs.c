@@ -104,16 +104,40 @@ static const uint64_t GRID[256] = {
     0x2B2B082B08080808, 0x2B2B190808192B08, 0x2B2B2B0819190808, 0x2B2B2B1908081908,
 };
 
-/* ksigns_iq2xs: 7 stored sign bits completed to even parity (reference/tables/ggml_iq2.py) */
-static const uint8_t KSIGNS[128] = {
-    0, 129, 130, 3, 132, 5, 6, 135, 136, 9, 10, 139, 12, 141, 142, 15,
-    144, 17, 18, 147, 20, 149, 150, 23, 24, 153, 154, 27, 156, 29, 30, 159,
-    160, 33, 34, 163, 36, 165, 166, 39, 40, 169, 170, 43, 172, 45, 46, 175,
-    48, 177, 178, 51, 180, 53, 54, 183, 184, 57, 58, 187, 60, 189, 190, 63,
-    192, 65, 66, 195, 68, 197, 198, 71, 72, 201, 202, 75, 204, 77, 78, 207,
-    80, 209, 210, 83, 212, 85, 86, 215, 216, 89, 90, 219, 92, 221, 222, 95,
-    96, 225, 226, 99, 228, 101, 102, 231, 232, 105, 106, 235, 108, 237, 238, 111,
-    240, 113, 114, 243, 116, 245, 246, 119, 120, 249, 250, 123, 252, 125, 126, 255,
+/* KSIGNS[s] (reference/tables/ggml_iq2.py) as 8 byte masks (byte e = 0xFF where bit e is set) */
+static const uint64_t KSIGN_MASKS[128] = {
+    0x0000000000000000, 0xFF000000000000FF, 0xFF0000000000FF00, 0x000000000000FFFF,
+    0xFF00000000FF0000, 0x0000000000FF00FF, 0x0000000000FFFF00, 0xFF00000000FFFFFF,
+    0xFF000000FF000000, 0x00000000FF0000FF, 0x00000000FF00FF00, 0xFF000000FF00FFFF,
+    0x00000000FFFF0000, 0xFF000000FFFF00FF, 0xFF000000FFFFFF00, 0x00000000FFFFFFFF,
+    0xFF0000FF00000000, 0x000000FF000000FF, 0x000000FF0000FF00, 0xFF0000FF0000FFFF,
+    0x000000FF00FF0000, 0xFF0000FF00FF00FF, 0xFF0000FF00FFFF00, 0x000000FF00FFFFFF,
+    0x000000FFFF000000, 0xFF0000FFFF0000FF, 0xFF0000FFFF00FF00, 0x000000FFFF00FFFF,
+    0xFF0000FFFFFF0000, 0x000000FFFFFF00FF, 0x000000FFFFFFFF00, 0xFF0000FFFFFFFFFF,
+    0xFF00FF0000000000, 0x0000FF00000000FF, 0x0000FF000000FF00, 0xFF00FF000000FFFF,
+    0x0000FF0000FF0000, 0xFF00FF0000FF00FF, 0xFF00FF0000FFFF00, 0x0000FF0000FFFFFF,
+    0x0000FF00FF000000, 0xFF00FF00FF0000FF, 0xFF00FF00FF00FF00, 0x0000FF00FF00FFFF,
+    0xFF00FF00FFFF0000, 0x0000FF00FFFF00FF, 0x0000FF00FFFFFF00, 0xFF00FF00FFFFFFFF,
+    0x0000FFFF00000000, 0xFF00FFFF000000FF, 0xFF00FFFF0000FF00, 0x0000FFFF0000FFFF,
+    0xFF00FFFF00FF0000, 0x0000FFFF00FF00FF, 0x0000FFFF00FFFF00, 0xFF00FFFF00FFFFFF,
+    0xFF00FFFFFF000000, 0x0000FFFFFF0000FF, 0x0000FFFFFF00FF00, 0xFF00FFFFFF00FFFF,
+    0x0000FFFFFFFF0000, 0xFF00FFFFFFFF00FF, 0xFF00FFFFFFFFFF00, 0x0000FFFFFFFFFFFF,
+    0xFFFF000000000000, 0x00FF0000000000FF, 0x00FF00000000FF00, 0xFFFF00000000FFFF,
+    0x00FF000000FF0000, 0xFFFF000000FF00FF, 0xFFFF000000FFFF00, 0x00FF000000FFFFFF,
+    0x00FF0000FF000000, 0xFFFF0000FF0000FF, 0xFFFF0000FF00FF00, 0x00FF0000FF00FFFF,
+    0xFFFF0000FFFF0000, 0x00FF0000FFFF00FF, 0x00FF0000FFFFFF00, 0xFFFF0000FFFFFFFF,
+    0x00FF00FF00000000, 0xFFFF00FF000000FF, 0xFFFF00FF0000FF00, 0x00FF00FF0000FFFF,
+    0xFFFF00FF00FF0000, 0x00FF00FF00FF00FF, 0x00FF00FF00FFFF00, 0xFFFF00FF00FFFFFF,
+    0xFFFF00FFFF000000, 0x00FF00FFFF0000FF, 0x00FF00FFFF00FF00, 0xFFFF00FFFF00FFFF,
+    0x00FF00FFFFFF0000, 0xFFFF00FFFFFF00FF, 0xFFFF00FFFFFFFF00, 0x00FF00FFFFFFFFFF,
+    0x00FFFF0000000000, 0xFFFFFF00000000FF, 0xFFFFFF000000FF00, 0x00FFFF000000FFFF,
+    0xFFFFFF0000FF0000, 0x00FFFF0000FF00FF, 0x00FFFF0000FFFF00, 0xFFFFFF0000FFFFFF,
+    0xFFFFFF00FF000000, 0x00FFFF00FF0000FF, 0x00FFFF00FF00FF00, 0xFFFFFF00FF00FFFF,
+    0x00FFFF00FFFF0000, 0xFFFFFF00FFFF00FF, 0xFFFFFF00FFFFFF00, 0x00FFFF00FFFFFFFF,
+    0xFFFFFFFF00000000, 0x00FFFFFF000000FF, 0x00FFFFFF0000FF00, 0xFFFFFFFF0000FFFF,
+    0x00FFFFFF00FF0000, 0xFFFFFFFF00FF00FF, 0xFFFFFFFF00FFFF00, 0x00FFFFFF00FFFFFF,
+    0x00FFFFFFFF000000, 0xFFFFFFFFFF0000FF, 0xFFFFFFFFFF00FF00, 0x00FFFFFFFF00FFFF,
+    0xFFFFFFFFFFFF0000, 0x00FFFFFFFFFF00FF, 0x00FFFFFFFFFFFF00, 0xFFFFFFFFFFFFFFFF,
 };
 
 
@@ -146,31 +170,15 @@ static inline void run_indices(const uint8_t *b, int r, uint32_t idx[4]) {
     idx[3] = (((uint32_t)*(b + 5 + 8 * r)) & 255u);
 }
 
-/* The 32 sign bits of run r: bit e = sign of element 32r + e (1: negative). */
-static inline uint32_t run_signs(const uint8_t *b, int r) {
-    return (uint32_t)KSIGNS[(((uint32_t)*(b + 6 + 8 * r)) & 127u)] | (uint32_t)KSIGNS[(((uint32_t)qs_load_u16(b + 6 + 8 * r) >> 7) & 127u)] << 8 | (uint32_t)KSIGNS[(((uint32_t)qs_load_u16(b + 7 + 8 * r) >> 6) & 127u)] << 16 | (uint32_t)KSIGNS[(((uint32_t)qs_load_u16(b + 8 + 8 * r) >> 5) & 127u)] << 24;
-}
 
-/* The signed grid values of run r, element by element. */
-static inline void run_values(const uint8_t *b, int r, int8_t v[32]) {
-    uint32_t idx[4];
-    run_indices(b, r, idx);
-    const uint32_t signs = run_signs(b, r);
-    for (int j = 0; j < 4; ++j)
-        for (int e = 0; e < GROUP; ++e) {
-            const int m = (int)(uint8_t)(GRID[idx[j]] >> (8 * e));
-            v[GROUP * j + e] = (int8_t)(((signs >> (GROUP * j + e)) & 1) ? -m : m);
-        }
-}
-
-/* run_values as one vector of 32 bytes. */
+/* The signed grid values of run r as one vector of 32 bytes. */
 static inline __m256i run_values_avx2(const uint8_t *b, int r) {
     uint32_t idx[4];
     run_indices(b, r, idx);
     const __m256i points = _mm256_setr_epi64x((long long)GRID[idx[0]], (long long)GRID[idx[1]], (long long)GRID[idx[2]],
                                               (long long)GRID[idx[3]]);
     /* m -> -m where the sign bit is set: (m ^ mask) - mask, mask = 0xFF or 0 */
-    const __m256i mask = qs_avx2_bits_to_bytes(run_signs(b, r));
+    const __m256i mask = _mm256_setr_epi64x((long long)KSIGN_MASKS[(((uint32_t)*(b + 6 + 8 * r)) & 127u)], (long long)KSIGN_MASKS[(((uint32_t)qs_load_u16(b + 6 + 8 * r) >> 7) & 127u)], (long long)KSIGN_MASKS[(((uint32_t)qs_load_u16(b + 7 + 8 * r) >> 6) & 127u)], (long long)KSIGN_MASKS[(((uint32_t)qs_load_u16(b + 8 + 8 * r) >> 5) & 127u)]);
     return _mm256_sub_epi8(_mm256_xor_si256(points, mask), mask);
 }
 
@@ -269,23 +277,21 @@ static inline __attribute__((always_inline)) void superblock_partials(const uint
                                                                       __m256i *isum) {
     int ls[NBLOCKS];
     scale_codes(w, ls);
-    /* 2*ls + 1 of the block holding elements 16h .. 16h+15 */
-    int16_t s16[16];
-    for (int h = 0; h < 16; ++h) s16[h] = (int16_t)(2 * ls[16 * h / BLOCK] + 1);
     const uint8_t *aq = a + ACT_OFF_QS;
+    const int16_t *asum = f->asum + 16 * ib;
     __m256i acc = _mm256_setzero_si256();
+    int32_t offset_sum = 0; /* sum_h s_h * (sum of the activation's quants 16h .. 16h+15) */
     RUN_LOOP
     for (int r = 0; r < QK / 32; ++r) {
         /* values + 64 in 0 .. 107: |pair of products| <= 27392 */
         const __m256i u = _mm256_add_epi8(run_values_avx2(w, r), _mm256_set1_epi8(64));
         const __m256i p = _mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)(aq + 32 * r)));
-        const __m256i s = _mm256_setr_m128i(_mm_set1_epi16(s16[2 * r]), _mm_set1_epi16(s16[2 * r + 1]));
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, s));
+        const int s = 2 * ls[r] + 1;
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16((short)s)));
+        offset_sum += s * (asum[2 * r] + asum[2 * r + 1]);
     }
-    /* the offset: sum_h s_h * 64 * (sum of the activation's quants 16h .. 16h+15) */
-    const __m256i scales = _mm256_loadu_si256((const __m256i *)s16);
-    const __m256i off = _mm256_madd_epi16(scales, _mm256_loadu_si256((const __m256i *)(f->asum + 16 * ib)));
-    *isum = _mm256_sub_epi32(acc, _mm256_slli_epi32(off, 6));
+    /* the offset: 64 * offset_sum, removed from lane 0 */
+    *isum = _mm256_sub_epi32(acc, _mm256_zextsi128_si256(_mm_cvtsi32_si128(offset_sum * 64)));
     (void)f;
 }
 

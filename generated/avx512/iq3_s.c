@@ -145,19 +145,8 @@ static inline uint32_t run_signs(const uint8_t *b, int r) {
     return qs_load_u32(b + 74 + 4 * r);
 }
 
-/* The signed grid values of run r, element by element. */
-static inline void run_values(const uint8_t *b, int r, int8_t v[32]) {
-    uint32_t idx[8];
-    run_indices(b, r, idx);
-    const uint32_t signs = run_signs(b, r);
-    for (int j = 0; j < 8; ++j)
-        for (int e = 0; e < GROUP; ++e) {
-            const int m = (int)(uint8_t)(GRID[idx[j]] >> (8 * e));
-            v[GROUP * j + e] = (int8_t)(((signs >> (GROUP * j + e)) & 1) ? -m : m);
-        }
-}
 
-/* run_values as one vector of 32 bytes. */
+/* The signed grid values of run r as one vector of 32 bytes. */
 static inline __m256i run_values_avx2(const uint8_t *b, int r) {
     uint32_t idx[8];
     run_indices(b, r, idx);
@@ -262,23 +251,21 @@ static inline __attribute__((always_inline)) void superblock_partials(const uint
                                                                       __m256i *isum) {
     int ls[NBLOCKS];
     scale_codes(w, ls);
-    /* 2*ls + 1 of the block holding elements 16h .. 16h+15 */
-    int16_t s16[16];
-    for (int h = 0; h < 16; ++h) s16[h] = (int16_t)(2 * ls[16 * h / BLOCK] + 1);
     const uint8_t *aq = a + ACT_OFF_QS;
+    const int16_t *asum = f->asum + 16 * ib;
     __m256i acc = _mm256_setzero_si256();
+    int32_t offset_sum = 0; /* sum_h s_h * (sum of the activation's quants 16h .. 16h+15) */
     RUN_LOOP
     for (int r = 0; r < QK / 32; ++r) {
         /* values + 16 in 0 .. 31: |pair of products| <= 7936 */
         const __m256i u = _mm256_add_epi8(run_values_avx2(w, r), _mm256_set1_epi8(16));
         const __m256i p = _mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)(aq + 32 * r)));
-        const __m256i s = _mm256_setr_m128i(_mm_set1_epi16(s16[2 * r]), _mm_set1_epi16(s16[2 * r + 1]));
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, s));
+        const int s = 2 * ls[r] + 1;
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16((short)s)));
+        offset_sum += s * (asum[2 * r] + asum[2 * r + 1]);
     }
-    /* the offset: sum_h s_h * 16 * (sum of the activation's quants 16h .. 16h+15) */
-    const __m256i scales = _mm256_loadu_si256((const __m256i *)s16);
-    const __m256i off = _mm256_madd_epi16(scales, _mm256_loadu_si256((const __m256i *)(f->asum + 16 * ib)));
-    *isum = _mm256_sub_epi32(acc, _mm256_slli_epi32(off, 4));
+    /* the offset: 16 * offset_sum, removed from lane 0 */
+    *isum = _mm256_sub_epi32(acc, _mm256_zextsi128_si256(_mm_cvtsi32_si128(offset_sum * 16)));
     (void)f;
 }
 
