@@ -12,7 +12,7 @@
  *   isum = sum_b (2*ls_b + 1) * sum over block b of signed grid value * a.qs (exact)
  * AVX2: the 4 grid points of 32 elements are loaded as one vector, signs applied to the bytes by a mask, then
  * dequantize converts and scales 8 at a time; the dot product adds 64 to the signed values
- * (maddubs takes unsigned bytes) and removes 64 * (the activation's sums) once per super-block.
+ * (maddubs takes unsigned bytes) and subtracts the offset's pair sums, computed once per activation.
  */
 #include <stdlib.h>
 
@@ -237,29 +237,27 @@ void qs_iq2_xxs_dequantize__avx2(const uint8_t *q, float *y, int64_t n) {
 /* Per-call facts of the activation (q8_k), shared by every weight row. */
 typedef struct {
     float *da; /* its float32 scale per super-block */
-    int16_t *asum; /* the sums of its quants, 16 at a time (the value offset times them is removed) */
+    __m256i *poff; /* maddubs(offset, quants) of every run: the value offset's part of the pair sums */
 } act_facts;
 
 static int act_prepare(act_facts *f, const uint8_t *a, int64_t nb) {
     f->da = (float *)malloc((size_t)(nb + 1) * sizeof(float));
     if (!f->da) return -1;
-    f->asum = (int16_t *)malloc((size_t)(nb + 1) * 16 * sizeof(int16_t));
-    if (!f->asum) return -1;
+    f->poff = (__m256i *)malloc((size_t)(nb + 1) * 8 * sizeof(__m256i));
+    if (!f->poff) return -1;
     for (int64_t ib = 0; ib < nb; ++ib) {
         const uint8_t *ab = a + ib * ACT_SIZE;
         f->da[ib] = qs_load_f32(ab + ACT_OFF_D);
-        for (int k = 0; k < 16; ++k) {
-            int s = 0;
-            for (int i = 0; i < 16; ++i) s += (int8_t)ab[ACT_OFF_QS + 16 * k + i];
-            f->asum[16 * ib + k] = (int16_t)s;
-        }
+        for (int r = 0; r < QK / 32; ++r)
+            _mm256_storeu_si256(f->poff + 8 * ib + r, _mm256_maddubs_epi16(_mm256_set1_epi8(64),
+                                _mm256_loadu_si256((const __m256i *)(ab + ACT_OFF_QS + 32 * r))));
     }
     return 0;
 }
 
 static void act_release(act_facts *f) {
     free(f->da);
-    free(f->asum);
+    free(f->poff);
 }
 
 /* The float32 term of one super-block from its exact sums. */
@@ -276,20 +274,19 @@ static inline __attribute__((always_inline)) void superblock_partials(const uint
     int ls[NBLOCKS];
     scale_codes(w, ls);
     const uint8_t *aq = a + ACT_OFF_QS;
-    const int16_t *asum = f->asum + 16 * ib;
+    const __m256i *poff = f->poff + 8 * ib;
     __m256i acc = _mm256_setzero_si256();
-    int32_t offset_sum = 0; /* sum_h s_h * (sum of the activation's quants 16h .. 16h+15) */
     RUN_LOOP
     for (int r = 0; r < QK / 32; ++r) {
-        /* values + 64 in 0 .. 107: |pair of products| <= 27392 */
+        /* (values + 64) in 0 .. 107 times the quants: pairs within +-27392, exact;
+         * less the offset's pairs (64 * quants, within +-16384): the signed values' pair sums
+         * (within +-11008), exact in int16 arithmetic modulo 2^16 */
         const __m256i u = _mm256_add_epi8(run_values_avx2(w, r), _mm256_set1_epi8(64));
-        const __m256i p = _mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)(aq + 32 * r)));
-        const int s = 2 * ls[r] + 1;
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16((short)s)));
-        offset_sum += s * (asum[2 * r] + asum[2 * r + 1]);
+        const __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)(aq + 32 * r))),
+                                           _mm256_loadu_si256(poff + r));
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16((short)(2 * ls[r] + 1))));
     }
-    /* the offset: 64 * offset_sum, removed from lane 0 */
-    *isum = _mm256_sub_epi32(acc, _mm256_zextsi128_si256(_mm_cvtsi32_si128(offset_sum * 64)));
+    *isum = acc;
     (void)f;
 }
 
