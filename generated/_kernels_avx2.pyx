@@ -19,16 +19,45 @@ cdef extern from "qs_kernels_avx2.h" nogil:
     int qs_iq1_m_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
     void qs_iq1_s_dequantize__avx2(const uint8_t *q, float *y, int64_t n)
     int qs_iq1_s_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    int64_t qs_iq2_k_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
+    void qs_iq2_k_dequantize__avx2(const uint8_t *q, float *y, int64_t n)
+    int qs_iq2_k_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
     void qs_iq2_s_dequantize__avx2(const uint8_t *q, float *y, int64_t n)
     int qs_iq2_s_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
     void qs_iq2_xs_dequantize__avx2(const uint8_t *q, float *y, int64_t n)
     int qs_iq2_xs_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
     void qs_iq2_xxs_dequantize__avx2(const uint8_t *q, float *y, int64_t n)
     int qs_iq2_xxs_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    int64_t qs_iq3_k_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
+    void qs_iq3_k_dequantize__avx2(const uint8_t *q, float *y, int64_t n)
+    int qs_iq3_k_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
     void qs_iq3_s_dequantize__avx2(const uint8_t *q, float *y, int64_t n)
     int qs_iq3_s_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
     void qs_iq3_xxs_dequantize__avx2(const uint8_t *q, float *y, int64_t n)
     int qs_iq3_xxs_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    int64_t qs_iq4_k_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
+    void qs_iq4_k_dequantize__avx2(const uint8_t *q, float *y, int64_t n)
+    int qs_iq4_k_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    int64_t qs_iq4_nl_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
+    void qs_iq4_nl_dequantize__avx2(const uint8_t *q, float *y, int64_t n)
+    int qs_iq4_nl_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    int64_t qs_iq4_xs_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
+    void qs_iq4_xs_dequantize__avx2(const uint8_t *q, float *y, int64_t n)
+    int qs_iq4_xs_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    int64_t qs_iq5_k_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
+    void qs_iq5_k_dequantize__avx2(const uint8_t *q, float *y, int64_t n)
+    int qs_iq5_k_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    int64_t qs_iq6_k_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
+    void qs_iq6_k_dequantize__avx2(const uint8_t *q, float *y, int64_t n)
+    int qs_iq6_k_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    void qs_mxfp4_dequantize__avx2(const uint8_t *q, float *y, int64_t n)
+    int qs_mxfp4_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    void qs_nvfp4_dequantize__avx2(const uint8_t *q, float *y, int64_t n)
+    int qs_nvfp4_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    void qs_q1_0_dequantize__avx2(const uint8_t *q, float *y, int64_t n)
+    int qs_q1_0_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    void qs_q2_0_dequantize__avx2(const uint8_t *q, float *y, int64_t n)
+    int qs_q2_0_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
     int64_t qs_q2_k_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
     void qs_q2_k_dequantize__avx2(const uint8_t *q, float *y, int64_t n)
     int qs_q2_k_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
@@ -53,6 +82,9 @@ cdef extern from "qs_kernels_avx2.h" nogil:
     int64_t qs_q5_k_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
     void qs_q5_k_dequantize__avx2(const uint8_t *q, float *y, int64_t n)
     int qs_q5_k_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    int64_t qs_q6_0_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
+    void qs_q6_0_dequantize__avx2(const uint8_t *q, float *y, int64_t n)
+    int qs_q6_0_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
     int64_t qs_q6_k_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
     void qs_q6_k_dequantize__avx2(const uint8_t *q, float *y, int64_t n)
     int qs_q6_k_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
@@ -63,6 +95,10 @@ cdef extern from "qs_kernels_avx2.h" nogil:
     void qs_q8_1_dequantize__avx2(const uint8_t *q, float *y, int64_t n)
     int64_t qs_q8_k_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
     void qs_q8_k_dequantize__avx2(const uint8_t *q, float *y, int64_t n)
+    void qs_tq1_0_dequantize__avx2(const uint8_t *q, float *y, int64_t n)
+    int qs_tq1_0_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    void qs_tq2_0_dequantize__avx2(const uint8_t *q, float *y, int64_t n)
+    int qs_tq2_0_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
 
 ctypedef int64_t (*quantize_fn)(const float *, uint8_t *, int64_t, int64_t, const float *) noexcept nogil
 ctypedef void (*dequantize_fn)(const uint8_t *, float *, int64_t) noexcept nogil
@@ -83,16 +119,45 @@ KERNELS = (
     ("iq1_m", "vec_dot"),
     ("iq1_s", "dequantize"),
     ("iq1_s", "vec_dot"),
+    ("iq2_k", "quantize"),
+    ("iq2_k", "dequantize"),
+    ("iq2_k", "vec_dot"),
     ("iq2_s", "dequantize"),
     ("iq2_s", "vec_dot"),
     ("iq2_xs", "dequantize"),
     ("iq2_xs", "vec_dot"),
     ("iq2_xxs", "dequantize"),
     ("iq2_xxs", "vec_dot"),
+    ("iq3_k", "quantize"),
+    ("iq3_k", "dequantize"),
+    ("iq3_k", "vec_dot"),
     ("iq3_s", "dequantize"),
     ("iq3_s", "vec_dot"),
     ("iq3_xxs", "dequantize"),
     ("iq3_xxs", "vec_dot"),
+    ("iq4_k", "quantize"),
+    ("iq4_k", "dequantize"),
+    ("iq4_k", "vec_dot"),
+    ("iq4_nl", "quantize"),
+    ("iq4_nl", "dequantize"),
+    ("iq4_nl", "vec_dot"),
+    ("iq4_xs", "quantize"),
+    ("iq4_xs", "dequantize"),
+    ("iq4_xs", "vec_dot"),
+    ("iq5_k", "quantize"),
+    ("iq5_k", "dequantize"),
+    ("iq5_k", "vec_dot"),
+    ("iq6_k", "quantize"),
+    ("iq6_k", "dequantize"),
+    ("iq6_k", "vec_dot"),
+    ("mxfp4", "dequantize"),
+    ("mxfp4", "vec_dot"),
+    ("nvfp4", "dequantize"),
+    ("nvfp4", "vec_dot"),
+    ("q1_0", "dequantize"),
+    ("q1_0", "vec_dot"),
+    ("q2_0", "dequantize"),
+    ("q2_0", "vec_dot"),
     ("q2_k", "quantize"),
     ("q2_k", "dequantize"),
     ("q2_k", "vec_dot"),
@@ -117,6 +182,9 @@ KERNELS = (
     ("q5_k", "quantize"),
     ("q5_k", "dequantize"),
     ("q5_k", "vec_dot"),
+    ("q6_0", "quantize"),
+    ("q6_0", "dequantize"),
+    ("q6_0", "vec_dot"),
     ("q6_k", "quantize"),
     ("q6_k", "dequantize"),
     ("q6_k", "vec_dot"),
@@ -127,73 +195,113 @@ KERNELS = (
     ("q8_1", "dequantize"),
     ("q8_k", "quantize"),
     ("q8_k", "dequantize"),
+    ("tq1_0", "dequantize"),
+    ("tq1_0", "vec_dot"),
+    ("tq2_0", "dequantize"),
+    ("tq2_0", "vec_dot"),
 )
 
-cdef quantize_fn _quantize[15]
+cdef quantize_fn _quantize[23]
 _quantize[0] = qs_bf16_quantize__avx2
 _quantize[1] = qs_f16_quantize__avx2
 _quantize[2] = qs_f32_quantize__avx2
-_quantize[3] = qs_q2_k_quantize__avx2
-_quantize[4] = qs_q3_k_quantize__avx2
-_quantize[5] = qs_q4_0_quantize__avx2
-_quantize[6] = qs_q4_1_quantize__avx2
-_quantize[7] = qs_q4_k_quantize__avx2
-_quantize[8] = qs_q5_0_quantize__avx2
-_quantize[9] = qs_q5_1_quantize__avx2
-_quantize[10] = qs_q5_k_quantize__avx2
-_quantize[11] = qs_q6_k_quantize__avx2
-_quantize[12] = qs_q8_0_quantize__avx2
-_quantize[13] = qs_q8_1_quantize__avx2
-_quantize[14] = qs_q8_k_quantize__avx2
-_QUANTIZE_INDEX = { "bf16": 0, "f16": 1, "f32": 2, "q2_k": 3, "q3_k": 4, "q4_0": 5, "q4_1": 6, "q4_k": 7, "q5_0": 8, "q5_1": 9, "q5_k": 10, "q6_k": 11, "q8_0": 12, "q8_1": 13, "q8_k": 14, }
+_quantize[3] = qs_iq2_k_quantize__avx2
+_quantize[4] = qs_iq3_k_quantize__avx2
+_quantize[5] = qs_iq4_k_quantize__avx2
+_quantize[6] = qs_iq4_nl_quantize__avx2
+_quantize[7] = qs_iq4_xs_quantize__avx2
+_quantize[8] = qs_iq5_k_quantize__avx2
+_quantize[9] = qs_iq6_k_quantize__avx2
+_quantize[10] = qs_q2_k_quantize__avx2
+_quantize[11] = qs_q3_k_quantize__avx2
+_quantize[12] = qs_q4_0_quantize__avx2
+_quantize[13] = qs_q4_1_quantize__avx2
+_quantize[14] = qs_q4_k_quantize__avx2
+_quantize[15] = qs_q5_0_quantize__avx2
+_quantize[16] = qs_q5_1_quantize__avx2
+_quantize[17] = qs_q5_k_quantize__avx2
+_quantize[18] = qs_q6_0_quantize__avx2
+_quantize[19] = qs_q6_k_quantize__avx2
+_quantize[20] = qs_q8_0_quantize__avx2
+_quantize[21] = qs_q8_1_quantize__avx2
+_quantize[22] = qs_q8_k_quantize__avx2
+_QUANTIZE_INDEX = { "bf16": 0, "f16": 1, "f32": 2, "iq2_k": 3, "iq3_k": 4, "iq4_k": 5, "iq4_nl": 6, "iq4_xs": 7, "iq5_k": 8, "iq6_k": 9, "q2_k": 10, "q3_k": 11, "q4_0": 12, "q4_1": 13, "q4_k": 14, "q5_0": 15, "q5_1": 16, "q5_k": 17, "q6_0": 18, "q6_k": 19, "q8_0": 20, "q8_1": 21, "q8_k": 22, }
 
-cdef dequantize_fn _dequantize[22]
+cdef dequantize_fn _dequantize[36]
 _dequantize[0] = qs_bf16_dequantize__avx2
 _dequantize[1] = qs_f16_dequantize__avx2
 _dequantize[2] = qs_f32_dequantize__avx2
 _dequantize[3] = qs_iq1_m_dequantize__avx2
 _dequantize[4] = qs_iq1_s_dequantize__avx2
-_dequantize[5] = qs_iq2_s_dequantize__avx2
-_dequantize[6] = qs_iq2_xs_dequantize__avx2
-_dequantize[7] = qs_iq2_xxs_dequantize__avx2
-_dequantize[8] = qs_iq3_s_dequantize__avx2
-_dequantize[9] = qs_iq3_xxs_dequantize__avx2
-_dequantize[10] = qs_q2_k_dequantize__avx2
-_dequantize[11] = qs_q3_k_dequantize__avx2
-_dequantize[12] = qs_q4_0_dequantize__avx2
-_dequantize[13] = qs_q4_1_dequantize__avx2
-_dequantize[14] = qs_q4_k_dequantize__avx2
-_dequantize[15] = qs_q5_0_dequantize__avx2
-_dequantize[16] = qs_q5_1_dequantize__avx2
-_dequantize[17] = qs_q5_k_dequantize__avx2
-_dequantize[18] = qs_q6_k_dequantize__avx2
-_dequantize[19] = qs_q8_0_dequantize__avx2
-_dequantize[20] = qs_q8_1_dequantize__avx2
-_dequantize[21] = qs_q8_k_dequantize__avx2
-_DEQUANTIZE_INDEX = { "bf16": 0, "f16": 1, "f32": 2, "iq1_m": 3, "iq1_s": 4, "iq2_s": 5, "iq2_xs": 6, "iq2_xxs": 7, "iq3_s": 8, "iq3_xxs": 9, "q2_k": 10, "q3_k": 11, "q4_0": 12, "q4_1": 13, "q4_k": 14, "q5_0": 15, "q5_1": 16, "q5_k": 17, "q6_k": 18, "q8_0": 19, "q8_1": 20, "q8_k": 21, }
+_dequantize[5] = qs_iq2_k_dequantize__avx2
+_dequantize[6] = qs_iq2_s_dequantize__avx2
+_dequantize[7] = qs_iq2_xs_dequantize__avx2
+_dequantize[8] = qs_iq2_xxs_dequantize__avx2
+_dequantize[9] = qs_iq3_k_dequantize__avx2
+_dequantize[10] = qs_iq3_s_dequantize__avx2
+_dequantize[11] = qs_iq3_xxs_dequantize__avx2
+_dequantize[12] = qs_iq4_k_dequantize__avx2
+_dequantize[13] = qs_iq4_nl_dequantize__avx2
+_dequantize[14] = qs_iq4_xs_dequantize__avx2
+_dequantize[15] = qs_iq5_k_dequantize__avx2
+_dequantize[16] = qs_iq6_k_dequantize__avx2
+_dequantize[17] = qs_mxfp4_dequantize__avx2
+_dequantize[18] = qs_nvfp4_dequantize__avx2
+_dequantize[19] = qs_q1_0_dequantize__avx2
+_dequantize[20] = qs_q2_0_dequantize__avx2
+_dequantize[21] = qs_q2_k_dequantize__avx2
+_dequantize[22] = qs_q3_k_dequantize__avx2
+_dequantize[23] = qs_q4_0_dequantize__avx2
+_dequantize[24] = qs_q4_1_dequantize__avx2
+_dequantize[25] = qs_q4_k_dequantize__avx2
+_dequantize[26] = qs_q5_0_dequantize__avx2
+_dequantize[27] = qs_q5_1_dequantize__avx2
+_dequantize[28] = qs_q5_k_dequantize__avx2
+_dequantize[29] = qs_q6_0_dequantize__avx2
+_dequantize[30] = qs_q6_k_dequantize__avx2
+_dequantize[31] = qs_q8_0_dequantize__avx2
+_dequantize[32] = qs_q8_1_dequantize__avx2
+_dequantize[33] = qs_q8_k_dequantize__avx2
+_dequantize[34] = qs_tq1_0_dequantize__avx2
+_dequantize[35] = qs_tq2_0_dequantize__avx2
+_DEQUANTIZE_INDEX = { "bf16": 0, "f16": 1, "f32": 2, "iq1_m": 3, "iq1_s": 4, "iq2_k": 5, "iq2_s": 6, "iq2_xs": 7, "iq2_xxs": 8, "iq3_k": 9, "iq3_s": 10, "iq3_xxs": 11, "iq4_k": 12, "iq4_nl": 13, "iq4_xs": 14, "iq5_k": 15, "iq6_k": 16, "mxfp4": 17, "nvfp4": 18, "q1_0": 19, "q2_0": 20, "q2_k": 21, "q3_k": 22, "q4_0": 23, "q4_1": 24, "q4_k": 25, "q5_0": 26, "q5_1": 27, "q5_k": 28, "q6_0": 29, "q6_k": 30, "q8_0": 31, "q8_1": 32, "q8_k": 33, "tq1_0": 34, "tq2_0": 35, }
 
-cdef vec_dot_fn _vec_dot[20]
+cdef vec_dot_fn _vec_dot[34]
 _vec_dot[0] = qs_bf16_vec_dot__avx2
 _vec_dot[1] = qs_f16_vec_dot__avx2
 _vec_dot[2] = qs_f32_vec_dot__avx2
 _vec_dot[3] = qs_iq1_m_vec_dot__avx2
 _vec_dot[4] = qs_iq1_s_vec_dot__avx2
-_vec_dot[5] = qs_iq2_s_vec_dot__avx2
-_vec_dot[6] = qs_iq2_xs_vec_dot__avx2
-_vec_dot[7] = qs_iq2_xxs_vec_dot__avx2
-_vec_dot[8] = qs_iq3_s_vec_dot__avx2
-_vec_dot[9] = qs_iq3_xxs_vec_dot__avx2
-_vec_dot[10] = qs_q2_k_vec_dot__avx2
-_vec_dot[11] = qs_q3_k_vec_dot__avx2
-_vec_dot[12] = qs_q4_0_vec_dot__avx2
-_vec_dot[13] = qs_q4_1_vec_dot__avx2
-_vec_dot[14] = qs_q4_k_vec_dot__avx2
-_vec_dot[15] = qs_q5_0_vec_dot__avx2
-_vec_dot[16] = qs_q5_1_vec_dot__avx2
-_vec_dot[17] = qs_q5_k_vec_dot__avx2
-_vec_dot[18] = qs_q6_k_vec_dot__avx2
-_vec_dot[19] = qs_q8_0_vec_dot__avx2
-_VEC_DOT_INDEX = { "bf16": 0, "f16": 1, "f32": 2, "iq1_m": 3, "iq1_s": 4, "iq2_s": 5, "iq2_xs": 6, "iq2_xxs": 7, "iq3_s": 8, "iq3_xxs": 9, "q2_k": 10, "q3_k": 11, "q4_0": 12, "q4_1": 13, "q4_k": 14, "q5_0": 15, "q5_1": 16, "q5_k": 17, "q6_k": 18, "q8_0": 19, }
+_vec_dot[5] = qs_iq2_k_vec_dot__avx2
+_vec_dot[6] = qs_iq2_s_vec_dot__avx2
+_vec_dot[7] = qs_iq2_xs_vec_dot__avx2
+_vec_dot[8] = qs_iq2_xxs_vec_dot__avx2
+_vec_dot[9] = qs_iq3_k_vec_dot__avx2
+_vec_dot[10] = qs_iq3_s_vec_dot__avx2
+_vec_dot[11] = qs_iq3_xxs_vec_dot__avx2
+_vec_dot[12] = qs_iq4_k_vec_dot__avx2
+_vec_dot[13] = qs_iq4_nl_vec_dot__avx2
+_vec_dot[14] = qs_iq4_xs_vec_dot__avx2
+_vec_dot[15] = qs_iq5_k_vec_dot__avx2
+_vec_dot[16] = qs_iq6_k_vec_dot__avx2
+_vec_dot[17] = qs_mxfp4_vec_dot__avx2
+_vec_dot[18] = qs_nvfp4_vec_dot__avx2
+_vec_dot[19] = qs_q1_0_vec_dot__avx2
+_vec_dot[20] = qs_q2_0_vec_dot__avx2
+_vec_dot[21] = qs_q2_k_vec_dot__avx2
+_vec_dot[22] = qs_q3_k_vec_dot__avx2
+_vec_dot[23] = qs_q4_0_vec_dot__avx2
+_vec_dot[24] = qs_q4_1_vec_dot__avx2
+_vec_dot[25] = qs_q4_k_vec_dot__avx2
+_vec_dot[26] = qs_q5_0_vec_dot__avx2
+_vec_dot[27] = qs_q5_1_vec_dot__avx2
+_vec_dot[28] = qs_q5_k_vec_dot__avx2
+_vec_dot[29] = qs_q6_0_vec_dot__avx2
+_vec_dot[30] = qs_q6_k_vec_dot__avx2
+_vec_dot[31] = qs_q8_0_vec_dot__avx2
+_vec_dot[32] = qs_tq1_0_vec_dot__avx2
+_vec_dot[33] = qs_tq2_0_vec_dot__avx2
+_VEC_DOT_INDEX = { "bf16": 0, "f16": 1, "f32": 2, "iq1_m": 3, "iq1_s": 4, "iq2_k": 5, "iq2_s": 6, "iq2_xs": 7, "iq2_xxs": 8, "iq3_k": 9, "iq3_s": 10, "iq3_xxs": 11, "iq4_k": 12, "iq4_nl": 13, "iq4_xs": 14, "iq5_k": 15, "iq6_k": 16, "mxfp4": 17, "nvfp4": 18, "q1_0": 19, "q2_0": 20, "q2_k": 21, "q3_k": 22, "q4_0": 23, "q4_1": 24, "q4_k": 25, "q5_0": 26, "q5_1": 27, "q5_k": 28, "q6_0": 29, "q6_k": 30, "q8_0": 31, "tq1_0": 32, "tq2_0": 33, }
 
 
 def quantize(str fmt, const float[:, ::1] x, uint8_t[:, ::1] q, const float[::1] imatrix=None):

@@ -123,50 +123,71 @@ def lattice_index(levels: np.ndarray) -> np.ndarray:
     return (levels.astype(np.int32) << (2 * np.arange(8, dtype=np.int32))).sum(axis=-1)
 
 
-def weighted_sq_error(levels: np.ndarray, xg: np.ndarray, wg: np.ndarray, scale: np.ndarray,
-                      values: np.ndarray) -> np.ndarray:
+def weighted_sq_error(group: np.ndarray, cands: np.ndarray, xg: np.ndarray, wg: np.ndarray, scale: np.ndarray,
+                      negative: np.ndarray) -> np.ndarray:
     """``d2 = 0; for (i < 8) { diff = scale*q - x[i]; d2 += w[i]*diff*diff; }``
-    with ``q = values[L_i]`` (``iq1_find_best_neighbour2``'s score), for
-    candidate levels ``(G, C, 8)`` of groups ``xg``, ``wg`` ``(G, 8)``,
-    ``scale (G,)`` and level values ``values (G, 3)``."""
-    q = values[np.arange(levels.shape[0])[:, None, None], levels]
-    d2 = np.zeros(levels.shape[:2], dtype=F32)
+    with ``q = xx[l_i]`` (``iq1_find_best_neighbour2``'s score), for (group,
+    candidate grid point) pairs ``group``, ``cands`` ``(P,)`` of groups
+    ``xg``, ``wg`` ``(G, 8)`` with block scale ``scale (G,)`` and delta
+    signs ``negative (G,)``. ``xx[l] = (l - 1) +- 0.125`` exactly, which is
+    ``GRID_PLUS_DELTA``."""
+    sign = negative.astype(np.intp)[group]
+    s = scale[group]
+    d2 = np.zeros(cands.shape, dtype=F32)
     for i in range(8):
-        diff = scale[:, None] * q[..., i] - xg[:, None, i]
-        d2 += wg[:, None, i] * diff * diff
+        diff = s * _GRID_PLUS_DELTA_BY_ELEMENT[sign, i, cands] - xg[group, i]
+        d2 += wg[group, i] * diff * diff
     return d2
 
 
+#: ``GRID_PLUS_DELTA`` as ``(2, 8, 2048)``: element i of every grid point together.
+_GRID_PLUS_DELTA_BY_ELEMENT = np.ascontiguousarray(GRID_PLUS_DELTA.transpose(0, 2, 1))
+
+
+def _first_least(group: np.ndarray, d2: np.ndarray, ngroups: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per group (``group`` ascending, every group present): the position of
+    its first pair of least ``d2`` among those below ``FLT_MAX``, and whether
+    there is one."""
+    d2 = np.where(d2 < np.finfo(F32).max, d2, F32(np.inf))  # NaN and overflow never win
+    starts = np.searchsorted(group, np.arange(ngroups))
+    least = np.minimum.reduceat(d2, starts)
+    position = np.arange(len(d2))
+    first = np.minimum.reduceat(np.where(d2 == least[group], position, len(d2)), starts)
+    return np.minimum(first, len(d2) - 1), np.isfinite(least)
+
+
 def best_neighbour(u: np.ndarray, xg: np.ndarray, wg: np.ndarray, scale: np.ndarray,
-                   values: np.ndarray) -> np.ndarray:
+                   negative: np.ndarray) -> np.ndarray:
     """``iq1_find_best_neighbour2`` for off-grid groups: lattice points ``u
     (G,)``, their values and weights ``(G, 8)``, the block scale ``(G,)`` and
-    level values ``(G, 3)``; returns grid indices ``(G,)``.
+    the delta sign of the group (True: level values ``x_m``); returns grid
+    indices ``(G,)``.
 
     Upstream keeps the first neighbour with ``d2 < best`` (``best`` starting
     at ``FLT_MAX``): the first neighbour of least ``d2``, among those below
     ``FLT_MAX``. Where no neighbour qualifies (``d2`` overflows to inf or is
-    NaN for all of them, which needs |x| near 1e13 and more), upstream's
-    fallback loop over the whole grid reads ``xval[i]`` with ``i`` the grid
-    index (an out-of-bounds read) and then asserts; the spec scans the whole
-    grid with the element's own ``x`` as intended, and if nothing qualifies
-    there either, takes the nearest neighbour (the first in the list)."""
+    NaN for all of them), upstream's fallback loop over the whole grid reads
+    ``xval[i]`` with ``i`` the grid index (an out-of-bounds read) and then
+    asserts; the spec scans the whole grid with the element's own ``x`` as
+    intended, and if nothing qualifies there either, takes the nearest
+    neighbour (the first in the list). With finite input this needs sums
+    that overflow, which the format modules refuse before (a NaN scale)."""
     row, table = neighbour_lists()
-    cands = table[row[u]]
-    valid = cands >= 0
-    d2 = weighted_sq_error(GRID_LEVELS[np.maximum(cands, 0)], xg, wg, scale, values)
-    d2 = np.where(valid & (d2 < np.finfo(F32).max), d2, F32(np.inf))
-    pick = np.argmin(d2, axis=1)
-    found = np.isfinite(d2[np.arange(len(u)), pick])
-    out = cands[np.arange(len(u)), pick]
+    rows = row[u]
+    counts = (table[rows] >= 0).sum(axis=1)
+    group = np.repeat(np.arange(len(u)), counts)
+    within = np.arange(len(group)) - np.repeat(np.cumsum(counts) - counts, counts)
+    cands = table[rows[group], within]
+    first, found = _first_least(group, weighted_sq_error(group, cands, xg, wg, scale, negative), len(u))
+    out = cands[first]
+    out[~found] = table[rows[~found], 0]
     if not found.all():
         lost = np.nonzero(~found)[0]
-        full = weighted_sq_error(np.broadcast_to(GRID_LEVELS, (len(lost), NGRID, 8)), xg[lost], wg[lost],
-                                 scale[lost], values[lost])
-        full = np.where(full < np.finfo(F32).max, full, F32(np.inf))
-        alt = np.argmin(full, axis=1)
-        ok = np.isfinite(full[np.arange(len(lost)), alt])
-        out[lost] = np.where(ok, alt, cands[lost, 0])
+        group = np.repeat(np.arange(len(lost)), NGRID)
+        cands = np.tile(np.arange(NGRID), len(lost))
+        first, ok = _first_least(group, weighted_sq_error(group, cands, xg[lost], wg[lost], scale[lost],
+                                                          negative[lost]), len(lost))
+        out[lost[ok]] = cands[first[ok]]
     return out
 
 

@@ -12,7 +12,13 @@ Searching (the quantizers): ggml searches the odd-integer lattice
 codebook points as 2-bit level indices (``l_j`` at bits ``2j``), and
 ``iq2xs_init_impl`` builds from them a map from every one of the ``4**8``
 lattice keys ``u = sum l_j << 2j`` to the codebook index, or, for keys off
-the codebook, to a list of nearby codebook points (:func:`neighbours`).
+the codebook, to a list of nearby codebook points (:class:`Lattice`).
+
+Arithmetic: float32 in C order without fused multiply-adds, as x86-64
+``libggml-base`` computes it; the searches run with every block (and every
+off-codebook group) in flight and loop over the trial scales and over the 8
+elements of a group. A build of ggml that contracts ``a*b + c`` into FMAs
+can pick other trial scales or neighbours and so write other bytes.
 
 Upstream: ggml ``src/ggml-quants.c`` ``iq2xs_init_impl``,
 ``iq2_find_best_neighbour``, ``dequantize_row_iq2_xxs/xs/s`` as vendored by
@@ -106,6 +112,7 @@ NEIGHBOUR_SHELLS = {"iq2_xxs": 2, "iq2_xs": 2, "iq2_s": 1}
 LEVELS = 3
 
 _FLT_MAX = F32(np.finfo(np.float32).max)
+_ODD = np.array([1, 3, 5], dtype=F32)  # the lattice values 2l + 1
 
 
 @dataclass(frozen=True)
@@ -113,7 +120,8 @@ class Lattice:
     """The quantizer's tables of one codebook (``iq2xs_init_impl``).
 
     * ``levels[k]``: codebook point k as 8 levels 0..2 (int8);
-    * ``odd[k]``: the same as the float32 odd integers ``2*level + 1``;
+    * ``term_of[j][k]``: ``3*j + level`` of element j of codebook point k
+      (int64, element-major): where its term sits among a group's 24;
     * ``index[u]``: for every 16-bit key ``u = sum_j l_j << 2j``, the codebook
       index of the point with those levels, or -1 when it is off the codebook;
     * ``row[u]``: for an off-codebook key with every ``l_j <= 2``, its row of
@@ -133,7 +141,7 @@ class Lattice:
     """
 
     levels: np.ndarray
-    odd: np.ndarray
+    term_of: np.ndarray
     index: np.ndarray
     row: np.ndarray
     starts: np.ndarray
@@ -151,20 +159,22 @@ def lattice(fmt: str) -> Lattice:
     all_levels = (np.arange(LEVELS ** 8)[:, None] // LEVELS ** np.arange(8)) % LEVELS
     all_keys = (all_levels << shift).sum(axis=1)
     off = index[all_keys] < 0
-    a, g = 2 * all_levels[off] + 1, (2 * levels.astype(np.int64) + 1)
-    dist = (a * a).sum(axis=1)[:, None] + (g * g).sum(axis=1)[None, :] - 2 * (a @ g.T)   # (keys, points)
-    order = np.argsort(dist, axis=1, kind="stable")                                     # by distance, then index
-    sorted_dist = np.take_along_axis(dist, order, axis=1)
-    shell = np.cumsum(np.diff(sorted_dist, axis=1, prepend=sorted_dist[:, :1]) > 0, axis=1)
-    keep = shell < NEIGHBOUR_SHELLS[fmt]
+    a, g = (2 * all_levels[off] + 1).astype(np.float64), (2 * levels + 1).astype(np.float64)
+    # squared distances, exact small integers (BLAS on float64 is exact here)
+    dist = ((a * a).sum(axis=1)[:, None] + (g * g).sum(axis=1)[None, :] - 2 * (a @ g.T)).astype(np.int32)
+    limit = dist.min(axis=1)                             # the nearest shell, then each further one
+    for _ in range(NEIGHBOUR_SHELLS[fmt] - 1):
+        limit = np.where(dist > limit[:, None], dist, np.iinfo(np.int32).max).min(axis=1)
+    key_row, point = np.nonzero(dist <= limit[:, None])
+    order = np.lexsort((point, dist[key_row, point], key_row))   # by key, distance, then codebook index
     row = np.full(1 << 16, -1, dtype=np.int32)
     row[all_keys[off]] = np.arange(int(off.sum()), dtype=np.int32)
-    starts = np.concatenate(([0], np.cumsum(keep.sum(axis=1)))).astype(np.int64)
-    flat = order[keep].astype(np.int32)                  # row-major: each row's kept points in order
-    odd = (2 * levels.astype(np.int32) + 1).astype(F32)
-    for arr in (levels, odd, index, row, starts, flat):
+    starts = np.concatenate(([0], np.cumsum(np.bincount(key_row, minlength=int(off.sum()))))).astype(np.int64)
+    flat = point[order].astype(np.int32)
+    term_of = np.ascontiguousarray(levels.T.astype(np.int64) + 3 * np.arange(8)[:, None])
+    for arr in (levels, term_of, index, row, starts, flat):
         arr.flags.writeable = False
-    return Lattice(levels, odd, index, row, starts, flat)
+    return Lattice(levels, term_of, index, row, starts, flat)
 
 
 def neighbour_list(lat: Lattice, key: int) -> list[int]:
@@ -205,14 +215,15 @@ def best_neighbour(lat: Lattice, keys: np.ndarray, xval: np.ndarray, waux: np.nd
     counts = lat.starts[rows + 1] - first
     seg = np.concatenate(([0], np.cumsum(counts)[:-1]))        # each group's first pair
     total = int(counts.sum())
-    group = np.repeat(np.arange(keys.size), counts)
     cand = lat.flat[np.repeat(first - seg, counts) + np.arange(total)]
-    q = lat.odd[cand]                                           # (P, 8)
-    xv, wa, sc = xval[group], waux[group], scale[group]
+    # the three possible terms of every (group, element), one per level l:
+    # (waux * diff) * diff, diff = scale * (2l + 1) - xval; each pair adds its 8 in order
+    diff = scale[:, None, None] * _ODD - xval[:, :, None]      # (M, 8, 3)
+    term = ((waux[:, :, None] * diff) * diff).reshape(-1)
+    at = np.repeat(np.arange(0, 24 * keys.size, 24), counts)
     d2 = np.zeros(total, dtype=F32)
     for j in range(8):
-        diff = sc * q[:, j] - xv[:, j]
-        d2 = d2 + (wa[:, j] * diff) * diff
+        d2 += term[at + lat.term_of[j][cand]]
     d2 = np.where(d2 < _FLT_MAX, d2, F32(np.inf))               # NaN and overflow never qualify
     least = np.minimum.reduceat(d2, seg)
     position = np.where(d2 == np.repeat(least, counts), np.arange(total), total)
@@ -321,7 +332,7 @@ def search_xxs(lat: Lattice, xval: np.ndarray, weight: np.ndarray, waux: np.ndar
     refine = live & (scale > 0)
     inverse = F32(1) / np.where(refine, scale, F32(1))
     again = round_levels(inverse[:, None, None], xg)
-    index, _ = snap_to_codebook(lat, again, xg, wg, scale, refine[:, None].repeat(4, axis=1))
+    snap_to_codebook(lat, again, xg, wg, scale, refine[:, None].repeat(4, axis=1))
     np.copyto(levels, again, where=refine[:, None, None])
     sumqx, sumq2 = weighted_sums(weight, xval, levels.reshape(nb, 32))
     np.copyto(scale, sumqx / sumq2, where=refine & (sumq2 > 0))

@@ -61,7 +61,15 @@ ggml's search here is the form with per-half prefix sums (llama.cpp @
 in float32, which rounds differently, so the two versions do not always
 write the same bytes. The spec follows the first (the oracle's).
 
-Sort ties and overflowing sums: as IQ1_S (``iq1_s``, ``_iq1``).
+Zero blocks: a block of 16 with max |x| < 1e-7 or no kept candidate stores
+index 0 and delta + for both groups and scale 0 (it still takes part in the
+final refit); an all-zero super-block is 56 zero bytes.
+
+Sort ties and overflowing sums: as IQ1_S (``iq1_s``, ``_iq1``): equal values
+keep index order, and a NaN block scale (where ggml aborts) raises
+``NonFiniteInputError``. Ties matter much more here than in IQ1_S: a split
+inside a run of equal values puts them on different levels of the two
+halves, whose deltas may differ.
 
 Dot product with Q8_K (``ggml_vec_dot_iq1_m_q8_K_generic``), per super-block::
 
@@ -204,7 +212,7 @@ class _Overflow(Exception):
         self.block = block
 
 
-def _check_scales(xb: np.ndarray, scale: np.ndarray, searched: np.ndarray) -> None:
+def _check_scales(scale: np.ndarray, searched: np.ndarray) -> None:
     """ggml asserts ``scale >= 0`` for every searched block; a NaN scale
     (``inf/inf``: the weights overflow, |x| about 1e19 and more) aborts it.
     The spec refuses the same input with an error instead."""
@@ -307,19 +315,25 @@ def _block_search(xb: np.ndarray, wb: np.ndarray) -> tuple[np.ndarray, np.ndarra
     cp2 = _iq1.X_P[1] * _iq1.X_P[1] - _iq1.X_P[2] * _iq1.X_P[2]
     cm1 = _iq1.X_M[0] * _iq1.X_M[0] - _iq1.X_M[1] * _iq1.X_M[1]
     cm2 = _iq1.X_M[1] * _iq1.X_M[1] - _iq1.X_M[2] * _iq1.X_M[2]
+    # element-major: candidate c = 4*split + k, the C loop order, one row per candidate
+    px = [np.ascontiguousarray(p.T) for p in px]  # (17, B)
+    pw = [np.ascontiguousarray(p.T) for p in pw]
     qx_p, qx_m, q2_p, q2_m = [], [], [], []
     for h in (0, 1):
-        txs, tws = px[h][:, -1:], pw[h][:, -1:]
-        sx = px[h][:, i1] + px[h][:, i2]
+        txs, tws = px[h][BLOCK], pw[h][BLOCK]
+        sx = px[h][i1] + px[h][i2]
         qx_p.append(txs * p2 - sx)
         qx_m.append(txs * m2 - sx)
-        q2_p.append(tws * p2 * p2 + pw[h][:, i1] * cp1 + pw[h][:, i2] * cp2)
-        q2_m.append(tws * m2 * m2 + pw[h][:, i1] * cm1 + pw[h][:, i2] * cm2)
-    sumqx = np.stack([qx_p[0] + qx_p[1], qx_p[0] + qx_m[1], qx_m[0] + qx_p[1], qx_m[0] + qx_m[1]], axis=-1)
-    sumq2 = np.stack([q2_p[0] + q2_p[1], q2_p[0] + q2_m[1], q2_m[0] + q2_p[1], q2_m[0] + q2_m[1]], axis=-1)
-    best, scale = _iq1.scan_best(sumqx.reshape(nblocks, -1).T.copy(), sumq2.reshape(nblocks, -1).T.copy())
+        q2_p.append(tws * p2 * p2 + pw[h][i1] * cp1 + pw[h][i2] * cp2)
+        q2_m.append(tws * m2 * m2 + pw[h][i1] * cm1 + pw[h][i2] * cm2)
+    sumqx = np.empty((4 * len(i1), nblocks), dtype=F32)
+    sumq2 = np.empty((4 * len(i1), nblocks), dtype=F32)
+    for k, (first, second) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):  # 0: x_p, 1: x_m per half
+        sumqx[k::4] = (qx_p, qx_m)[first][0] + (qx_p, qx_m)[second][1]
+        sumq2[k::4] = (q2_p, q2_m)[first][0] + (q2_p, q2_m)[second][1]
+    best, scale = _iq1.scan_best(sumqx, sumq2)
 
-    _check_scales(xb, scale, (amax >= GROUP_MAX_EPS_IQ1_M) & (best >= 0))
+    _check_scales(scale, (amax >= GROUP_MAX_EPS_IQ1_M) & (best >= 0))
     zero = (amax < GROUP_MAX_EPS_IQ1_M) | (best < 0)
     split = np.maximum(best, 0) // 4
     shift = np.maximum(best, 0) % 4
@@ -338,7 +352,7 @@ def _block_search(xb: np.ndarray, wb: np.ndarray) -> tuple[np.ndarray, np.ndarra
     if off.any():
         blk, grp = np.nonzero(off)
         index[blk, grp] = _iq1.best_neighbour(u[blk, grp], xb.reshape(nblocks, 2, GROUP)[blk, grp],
-                                              wb.reshape(nblocks, 2, GROUP)[blk, grp], scale[blk], values[blk, grp])
+                                              wb.reshape(nblocks, 2, GROUP)[blk, grp], scale[blk], negative[blk, grp])
         refit = off.any(axis=1)
         chosen = _iq1.GRID_LEVELS[index[refit]]  # (R, 2, 8)
         q = np.take_along_axis(values[refit], chosen.astype(np.intp), axis=-1).reshape(-1, BLOCK)

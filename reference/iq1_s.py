@@ -60,10 +60,20 @@ equal values in index order. The spec defines exactly that stable order
 ggml built on glibc; a libc with an unstable ``qsort`` may give other bytes
 for blocks with equal values.
 
-Non-finite intermediate results: where the sums overflow, upstream can reach
-a neighbour search in which every candidate's error overflows; its fallback
-then reads out of bounds and asserts. The spec defines that case
-(``_iq1.best_neighbour``); ggml gives no result to compare with there.
+Zero blocks: a block of 32 with max |x| < 1e-12, or whose search keeps no
+candidate (all its weights 0, e.g. an imatrix that is 0 on its columns),
+stores index 0 for its groups and contributes scale 0; an all-zero
+super-block is 50 zero bytes (d = +0.0, not -0.0).
+
+Overflow: where x*x overflows (|x| around 1e19 and more in a super-block),
+the weights are inf and a block's search can end with scale inf/inf = NaN;
+ggml then fails ``GGML_ASSERT(scale >= 0)`` and aborts the process. The
+spec raises ``NonFiniteInputError`` naming the row and the elements
+instead. Smaller overflows (sums of |x| near 1e13 and more) are IEEE
+arithmetic that the spec reproduces byte for byte. If every neighbour's
+score overflowed, upstream's fallback would read out of bounds; the spec
+defines that case (``_iq1.best_neighbour``), which the NaN check leaves
+unreachable with finite input as far as known.
 
 Dot product with Q8_K (``ggml_vec_dot_iq1_s_q8_K_generic``), per super-block::
 
@@ -180,7 +190,7 @@ class _Overflow(Exception):
         self.block = block
 
 
-def _check_scales(xb: np.ndarray, scale: np.ndarray, searched: np.ndarray) -> None:
+def _check_scales(scale: np.ndarray, searched: np.ndarray) -> None:
     """ggml asserts ``scale >= 0`` for every searched block; a NaN scale
     (``inf/inf``: the weights overflow, |x| about 1e19 and more) aborts it.
     The spec refuses the same input with an error instead."""
@@ -260,22 +270,18 @@ def _block_search(xb: np.ndarray, wb: np.ndarray) -> tuple[np.ndarray, np.ndarra
     sumx = _iq1.prefix_sums(wx)  # (B, 33)
     sumw = _iq1.prefix_sums(np.take_along_axis(wb, order, axis=1))
     i1, i2 = _iq1.splits(BLOCK)
-
-    def sums(v):
-        a_x, b_x, c_x = (sumx[:, i1] - sumx[:, :1]), (sumx[:, i2] - sumx[:, i1]), (sumx[:, -1:] - sumx[:, i2])
-        a_w, b_w, c_w = (sumw[:, i1] - sumw[:, :1]), (sumw[:, i2] - sumw[:, i1]), (sumw[:, -1:] - sumw[:, i2])
-        qx = a_x * v[0] + b_x * v[1] + c_x * v[2]
-        q2 = a_w * v[0] * v[0] + b_w * v[1] * v[1] + c_w * v[2] * v[2]
-        return qx, q2
-
-    qx_p, q2_p = sums(_iq1.X_P)
-    qx_m, q2_m = sums(_iq1.X_M)
-    # candidate c = 2*split + (0: x_p, 1: x_m), the C loop order
-    sumqx = np.stack([qx_p, qx_m], axis=-1).reshape(nblocks, -1).T.copy()
-    sumq2 = np.stack([q2_p, q2_m], axis=-1).reshape(nblocks, -1).T.copy()
+    # element-major: candidate c = 2*split + (0: x_p, 1: x_m), the C loop order, one row per candidate
+    sx, sw = np.ascontiguousarray(sumx.T), np.ascontiguousarray(sumw.T)  # (33, B)
+    low_x, mid_x, high_x = sx[i1] - sx[0], sx[i2] - sx[i1], sx[BLOCK] - sx[i2]
+    low_w, mid_w, high_w = sw[i1] - sw[0], sw[i2] - sw[i1], sw[BLOCK] - sw[i2]
+    sumqx = np.empty((2 * len(i1), nblocks), dtype=F32)
+    sumq2 = np.empty((2 * len(i1), nblocks), dtype=F32)
+    for shift, v in enumerate((_iq1.X_P, _iq1.X_M)):
+        sumqx[shift::2] = low_x * v[0] + mid_x * v[1] + high_x * v[2]
+        sumq2[shift::2] = low_w * v[0] * v[0] + mid_w * v[1] * v[1] + high_w * v[2] * v[2]
     best, scale = _iq1.scan_best(sumqx, sumq2)
 
-    _check_scales(xb, scale, (amax >= GROUP_MAX_EPS_IQ1_S) & (best >= 0))
+    _check_scales(scale, (amax >= GROUP_MAX_EPS_IQ1_S) & (best >= 0))
     zero = (amax < GROUP_MAX_EPS_IQ1_S) | (best < 0)
     split = np.maximum(best, 0) // 2
     negative = (best % 2 == 1)
@@ -293,7 +299,7 @@ def _block_search(xb: np.ndarray, wb: np.ndarray) -> tuple[np.ndarray, np.ndarra
     if off.any():
         blk, grp = np.nonzero(off)
         index[blk, grp] = _iq1.best_neighbour(u[blk, grp], xb.reshape(nblocks, 4, GROUP)[blk, grp],
-                                              wb.reshape(nblocks, 4, GROUP)[blk, grp], scale[blk], values[blk])
+                                              wb.reshape(nblocks, 4, GROUP)[blk, grp], scale[blk], negative[blk])
         refit = off.any(axis=1)
         chosen = _iq1.GRID_LEVELS[index[refit]].reshape(-1, BLOCK)
         q = values[refit][np.arange(chosen.shape[0])[:, None], chosen]

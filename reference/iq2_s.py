@@ -18,8 +18,8 @@ Block (82 bytes)::
     db_b         = d * (0.5f + ls_b) * 0.25f           (float32, in this order)
     element 8g + j = db_(g//2) * IQ2S_GRID[index_g] byte j * (qs[32+g] bit j ? -1 : 1)
 
-Quantize (``quantize_row_iq2_s_impl``; an importance matrix is optional),
-per super-block::
+Quantize (``quantize_row_iq2_s_impl``; an importance matrix is optional;
+without one this is also ``quantize_row_iq2_s_ref``), per super-block::
 
     sigma2     = 2 * sum(x^2) / 256
     weight_i   = qw_i * sqrt(sigma2 + x_i^2)   with an importance matrix qw,
@@ -36,9 +36,12 @@ per super-block::
     ls_b       = clamp(nearest_int(0.5 * ((1/d) * scale_b - 1)), 0, 15)
                  (from the unfudged float32 d)
 
-A super-block whose block scales are all 0 keeps d = 0 and ls = 0 but
-stores the indices and signs its blocks found (all 0 for a zero
-super-block). Where ggml aborts (see IQ2_XXS) the spec takes the first neighbour.
+A super-block whose blocks are all below 1e-8 stores 82 zero bytes (ggml's
+``if (!max_scale) continue`` keeps what the blocks stored, and a block
+below the threshold stores nothing). A zero block of 16 in a live
+super-block stores index 0, signs 0 and ls 0, which decodes to the stored
+d (d * 0.5 * 0.25 * 8) per element, not 0 (codebook point 0 is eight 8s),
+as in ggml. Where ggml aborts (see IQ2_XXS) the spec takes the first neighbour.
 
 Dot product with Q8_K (``ggml_vec_dot_iq2_s_q8_K_generic``), per super-block::
 

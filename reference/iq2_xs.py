@@ -19,7 +19,10 @@ Block (74 bytes)::
 The eighth sign of a group is implied by parity, as in IQ2_XXS.
 
 Quantize (``quantize_row_iq2_xs_impl``; an importance matrix ``qw`` is
-required, as in ggml), per super-block::
+required: ggml's ``GGML_ASSERT(quant_weights)`` aborts without one and the
+type has no reference row quantizer; the spec raises
+``quantspec.errors.ImatrixError``, and ``FORMAT.imatrix`` is
+``"required"``), per super-block::
 
     sigma2     = sum(x^2) / 256
     weight_i   = qw_i * sqrt(sigma2 + x_i^2),   waux_i = sqrt(weight_i)
@@ -33,12 +36,15 @@ required, as in ggml), per super-block::
                sumqx^2/sumq2 wins (strictly, from 0); if a group of the
                winner was off the codebook, those groups are rounded again
                at id = 1/scale (neighbour search where needed) and scale =
-               sumqx/sumq2
+               sumqx/sumq2; a negative scale is negated and the stored sign
+               bits of the block toggle
     d          = max_scale / 31                       stored as fp16(d)
     ls_b       = clamp(nearest_int(0.5 * ((1/d) * scale_b - 1)), 0, 15)
 
-A super-block whose block scales are all 0 stores 74 zero bytes; a zero
-block of 16 in a non-zero super-block stores index 0, sign index 0 and ls 0.
+A super-block whose block scales are all 0 stores 74 zero bytes. A zero
+block of 16 in a live super-block stores index 0, sign index 0 and ls 0,
+which decodes to d per element, not 0 (codebook point 0 is eight 8s), as in
+ggml.
 Where ggml aborts (see IQ2_XXS) the spec takes the first neighbour.
 
 Dot product with Q8_K (``ggml_vec_dot_iq2_xs_q8_K_generic``), per super-block::

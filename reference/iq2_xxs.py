@@ -21,7 +21,10 @@ has an even number of negative elements (the sign parity trick, 7 bits for
 8 signs).
 
 Quantize (``quantize_row_iq2_xxs_impl``; an importance matrix ``qw`` is
-required, as in ggml), per super-block (``reference/_iq2.py`` has the
+required: ggml's ``GGML_ASSERT(quant_weights)`` aborts without one and the
+type has no reference row quantizer; the spec raises
+``quantspec.errors.ImatrixError``, and ``FORMAT.imatrix`` is
+``"required"``), per super-block (``reference/_iq2.py`` has the
 search)::
 
     sigma2     = sum(x^2) / 256                       (sequential float sum)
@@ -36,19 +39,25 @@ search)::
                -6..6: levels l = clamp(nearest_int(0.5*(id*xval - 1)), 0, 2)
                per element, groups off the codebook replaced by their best
                neighbour, and the trial with the largest sumqx^2/sumq2 (q =
-               2l+1, weights weight) wins; one more rounding at id = 1/scale
-               with neighbour search for every group, and scale = sumqx/sumq2
+               2l+1, weights weight) wins; if scale > 0, one more rounding
+               at id = 1/scale with neighbour search for every group, and
+               scale = sumqx/sumq2; a negative scale is negated and the 7
+               stored sign bits of every group of the block toggle
     d          = max_scale / 31                       stored as fp16(d)
     ls_b       = clamp(nearest_int(0.5 * ((1/d) * scale_b - 1)), 0, 15)
 
-A super-block whose block scales are all 0 stores 66 zero bytes; a zero
-block in a non-zero super-block stores index 0, sign index 0 and ls = 0.
+A super-block whose block scales are all 0 stores 66 zero bytes. A zero
+block (max < 1e-15) in a live super-block stores index 0, sign index 0 and
+ls = 0, which decodes to d * 0.5 * 0.25 * 8 = d per element, not 0
+(codebook point 0 is eight 8s), as in ggml.
 
 Where ggml's quantizer aborts the process (GGML_ASSERT in
-``iq2_find_best_neighbour``: every candidate's weighted distance overflows
-to inf or is NaN, for |x| from about 1e15 with large imatrix weights), the
-spec takes the first neighbour of the list and goes on, so that every
-finite input has bytes (ggml has none to compare with).
+``iq2_find_best_neighbour`` when every candidate's weighted distance
+overflows to inf or is NaN, or ``GGML_ASSERT(scale >= 0)`` for a NaN block
+scale: |x| from about 1e15 to 1e16 upwards, depending on the imatrix), the
+spec takes the first neighbour of the list and carries on with the same
+arithmetic, so that every finite input has bytes (ggml has none to compare
+with; where ggml does not abort, the bytes agree up to 3e38).
 
 Dot product with Q8_K (``ggml_vec_dot_iq2_xxs_q8_K_generic``), per super-block::
 

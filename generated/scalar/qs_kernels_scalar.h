@@ -23,6 +23,10 @@ int qs_iq1_m_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t
 void qs_iq1_s_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
 int qs_iq1_s_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
+int64_t qs_iq2_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void qs_iq2_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
+int qs_iq2_k_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
 void qs_iq2_s_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
 int qs_iq2_s_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
@@ -32,11 +36,47 @@ int qs_iq2_xs_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_
 void qs_iq2_xxs_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
 int qs_iq2_xxs_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
+int64_t qs_iq3_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void qs_iq3_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
+int qs_iq3_k_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
 void qs_iq3_s_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
 int qs_iq3_s_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
 void qs_iq3_xxs_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
 int qs_iq3_xxs_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+int64_t qs_iq4_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void qs_iq4_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
+int qs_iq4_k_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+int64_t qs_iq4_nl_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void qs_iq4_nl_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
+int qs_iq4_nl_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+int64_t qs_iq4_xs_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void qs_iq4_xs_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
+int qs_iq4_xs_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+int64_t qs_iq5_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void qs_iq5_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
+int qs_iq5_k_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+int64_t qs_iq6_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void qs_iq6_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
+int qs_iq6_k_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+void qs_mxfp4_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
+int qs_mxfp4_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+void qs_nvfp4_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
+int qs_nvfp4_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+void qs_q1_0_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
+int qs_q1_0_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+void qs_q2_0_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
+int qs_q2_0_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
 int64_t qs_q2_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
 void qs_q2_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
@@ -70,6 +110,10 @@ int64_t qs_q5_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int6
 void qs_q5_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
 int qs_q5_k_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
+int64_t qs_q6_0_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void qs_q6_0_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
+int qs_q6_0_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
 int64_t qs_q6_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
 void qs_q6_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
 int qs_q6_k_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
@@ -82,5 +126,11 @@ int64_t qs_q8_1_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int6
 void qs_q8_1_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
 int64_t qs_q8_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
 void qs_q8_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
+void qs_tq1_0_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
+int qs_tq1_0_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+void qs_tq2_0_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
+int qs_tq2_0_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
 
 #endif

@@ -94,3 +94,33 @@ def test_signed_points_are_indexed_by_the_stored_bits(fmt):
         expected = [int(grid[index, j]) * (-1 if signs >> j & 1 else 1) for j in range(8)]
         assert table[index + n * s].tolist() == expected
         assert (table[index + n * s] < 0).sum() % 2 == 0
+
+
+def _c_neighbours(points: np.ndarray, key: int, nwant: int) -> list[int]:
+    """``iq2xs_init_impl``'s list for one key, transcribed: the odd-integer
+    position of the key, the squared distance to every codebook point,
+    ``qsort`` on (distance, index), then points while fewer than ``nwant``
+    distinct distances have been passed."""
+    pos = [2 * (key >> 2 * k & 3) + 1 for k in range(8)]
+    dist2 = sorted((sum((2 * int(g[k]) + 1 - pos[k]) ** 2 for k in range(8)), j) for j, g in enumerate(points))
+    out, d2, nhave = [], dist2[0][0], 1
+    for dist, j in dist2:
+        if dist > d2:
+            if nhave == nwant:
+                break
+            d2, nhave = dist, nhave + 1
+        out.append(j)
+    return out
+
+
+@pytest.mark.parametrize("fmt", list(KGRIDS))
+def test_neighbour_lists_are_iq2xs_init_impl(fmt):
+    lat = _iq2.lattice(fmt)
+    rng = np.random.default_rng(3)
+    off_keys = [u for u in range(1 << 16) if lat.row[u] >= 0]
+    assert len(off_keys) + int((lat.index >= 0).sum()) == 3 ** 8  # every key of levels 0..2 is mapped
+    assert all(max((u >> 2 * k) & 3 for k in range(8)) <= 2 for u in off_keys)
+    for u in [off_keys[0], off_keys[-1]] + rng.choice(off_keys, 40, replace=False).tolist():
+        assert _iq2.neighbour_list(lat, u) == _c_neighbours(lat.levels, u, _iq2.NEIGHBOUR_SHELLS[fmt]), (fmt, u)
+    on = _iq2.lattice_keys(fmt)
+    assert (lat.index[on] == np.arange(on.size)).all()
