@@ -80,6 +80,50 @@ FORMATS = (
         ref=dict(search="qx", nmax=32, weights="square", scale_quant="signed_max_zero", levels=128),
         imatrix=dict(search="qx", nmax=32, sigma2_factor=None, scale_quant="signed_max_zero", levels=128))),
     ("q8_k", "kquant_q8.c.j2", ("quantize", "dequantize"), dict(kquant=True)),
+    # Grid IQ formats (codegen/iqgrid.py), facts read from reference/iq*.py docstrings; bit
+    # positions count from the start of the named field:
+    #   grid     the table module.NAME in reference/tables (u64 points: groups of 8, u32: groups of 4)
+    #   index    the grid index of group g: (field, bit of its part, width) parts, low bits first
+    #   signs    ("ksigns", field, bit of the 7-bit sign index of 8 elements t) or ("bytes", field,
+    #            bit of sign byte t); None: the grid values are signed (IQ1)
+    #   scale    (field, bit of the code ls_b of block b, width); block = elements per code
+    #   db       the block scale: "half" (d * (0.5f + ls)) * db_post, "odd" d * (float)(2*ls + 1)
+    #   delta    IQ1: (per "block" or "group", field, bit of the sign, the dot product's sums of
+    #            activation quants: "bsums" as stored or "qs" summed per group)
+    #   contrib  a super-block's dot term over dw, da, isum = sum_b (2*ls_b + 1) * sumi_b,
+    #            dsum (IQ1's delta sum) and the constant post
+    ("iq2_xxs", "iqgrid.c.j2", ("dequantize", "vec_dot"), dict(
+        iqgrid=True, grid="ggml_iq2.IQ2XXS_GRID", block=32, index=(("qs", lambda g: 64 * (g // 4) + 8 * (g % 4), 8),),
+        signs=("ksigns", "qs", lambda t: 64 * (t // 4) + 32 + 7 * (t % 4)), scale=("qs", lambda b: 64 * b + 60, 4),
+        db="half", db_post=0.25, contrib="((dw * da) * isum) * post", dot_post=0.125)),
+    ("iq2_xs", "iqgrid.c.j2", ("dequantize", "vec_dot"), dict(
+        iqgrid=True, grid="ggml_iq2.IQ2XS_GRID", block=16, index=(("qs", lambda g: 16 * g, 9),),
+        signs=("ksigns", "qs", lambda t: 16 * t + 9), scale=("scales", lambda b: 4 * b, 4),
+        db="half", db_post=0.25, contrib="((dw * da) * isum) * post", dot_post=0.125)),
+    ("iq2_s", "iqgrid.c.j2", ("dequantize", "vec_dot"), dict(
+        iqgrid=True, grid="ggml_iq2.IQ2S_GRID", block=16, index=(("qs", lambda g: 8 * g, 8), ("qh", lambda g: 2 * g, 2)),
+        signs=("bytes", "qs", lambda t: 8 * (32 + t)), scale=("scales", lambda b: 4 * b, 4),
+        db="half", db_post=0.25, contrib="((dw * da) * isum) * post", dot_post=0.125)),
+    ("iq3_xxs", "iqgrid.c.j2", ("dequantize", "vec_dot"), dict(
+        iqgrid=True, grid="ggml_iq3.IQ3XXS_GRID", block=32, index=(("qs", lambda g: 8 * g, 8),),
+        signs=("ksigns", "scales_and_signs", lambda t: 32 * (t // 4) + 7 * (t % 4)),
+        scale=("scales_and_signs", lambda b: 32 * b + 28, 4),
+        db="half", db_post=0.5, contrib="((dw * da) * isum) * post", dot_post=0.25)),
+    ("iq3_s", "iqgrid.c.j2", ("dequantize", "vec_dot"), dict(
+        iqgrid=True, grid="ggml_iq3.IQ3S_GRID", block=32, index=(("qs", lambda g: 8 * g, 8), ("qh", lambda g: g, 1)),
+        signs=("bytes", "signs", lambda t: 8 * t), scale=("scales", lambda b: 4 * b, 4),
+        db="odd", contrib="(dw * da) * isum")),
+    ("iq1_s", "iqgrid.c.j2", ("dequantize", "vec_dot"), dict(
+        iqgrid=True, grid="ggml_iq1.IQ1S_GRID", signed_grid=True, block=32,
+        index=(("qs", lambda g: 8 * g, 8), ("qh", lambda g: 16 * (g // 4) + 3 * (g % 4), 3)),
+        scale=("qh", lambda b: 16 * b + 12, 3), db="odd", delta=("block", "qh", lambda b: 16 * b + 15, "bsums"),
+        contrib="(dw * da) * (isum + post * dsum)", dot_post=0.125)),
+    ("iq1_m", "iqgrid.c.j2", ("dequantize", "vec_dot"), dict(
+        iqgrid=True, grid="ggml_iq1.IQ1S_GRID", signed_grid=True, block=16,
+        index=(("qs", lambda g: 8 * g, 8), ("qh", lambda g: 4 * g, 3)),
+        scale=("scales", lambda b: 16 * (b // 4) + 3 * (b % 4), 3), db="odd",
+        delta=("group", "qh", lambda g: 4 * g + 3, "qs"), super_scale="nibbles",
+        contrib="(dw * da) * (isum + post * dsum)", dot_post=0.125)),
     # codebook formats (codegen/lowbit.py): 4-bit indices into a 16-entry table of reference/tables/ggml.py
     #   group    elements per scale; scale  how a group's float scale is decoded
     #   imatrix  the IQ4 weighted scale search (reference/_iq4.py) quantizes them

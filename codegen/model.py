@@ -299,6 +299,10 @@ def context(fmt: str, isa: str, ops: tuple[str, ...], extra: dict) -> dict:
     if extra.get("kquant"):
         ctx.update(kquant_context(fmt, spec, extra))
         return ctx
+    if extra.get("iqgrid"):  # the grid IQ formats: codegen/iqgrid.py
+        from codegen.iqgrid import iqgrid_context
+        ctx.update(iqgrid_context(fmt, spec, extra))
+        return ctx
     if extra.get("family"):  # the small mainline formats: codegen/lowbit.py
         from codegen import lowbit
         ctx.update(getattr(lowbit, f"{extra['family']}_context")(fmt, spec, extra))

@@ -23,6 +23,12 @@ int qs_iq1_bn_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t 
 void qs_iq1_kt_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
 int qs_iq1_kt_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
+void qs_iq1_m_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
+int qs_iq1_m_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+void qs_iq1_s_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
+int qs_iq1_s_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
 void qs_iq2_bn_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
 int qs_iq2_bn_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
@@ -33,12 +39,27 @@ int qs_iq2_k_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t r
 void qs_iq2_kt_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
 int qs_iq2_kt_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
+void qs_iq2_s_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
+int qs_iq2_s_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+void qs_iq2_xs_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
+int qs_iq2_xs_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+void qs_iq2_xxs_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
+int qs_iq2_xxs_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
 int64_t qs_iq3_k_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
 void qs_iq3_k_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
 int qs_iq3_k_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
 void qs_iq3_kt_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
 int qs_iq3_kt_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+void qs_iq3_s_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
+int qs_iq3_s_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+void qs_iq3_xxs_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
+int qs_iq3_xxs_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
 int64_t qs_iq4_k_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
 void qs_iq4_k_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
