@@ -127,6 +127,10 @@ FORMATS = (
         search="sweep", step=1, refit=True, guard_first=False, sigma2="(2.f * sum_x2) / 256.f",
         quarter_sigma=True, scales="superblock", divisor=127, code_lo=-127, code_hi=127, skip_empty=True,
         skip_unused=True))),
+    # grid IQ quantizers (codegen/iqgrid_quantize.py: the spec's lattice maps and neighbour lists);
+    #   trials   the trial scales' steps is (first, last): id = (15 + 0.2*is)/max
+    ("iq3_s", "iqgrid_quantize.c.j2", ("quantize",), dict(iqgrid="iq3", trials=(-9, 9))),
+    ("iq3_xxs", "iqgrid_quantize.c.j2", ("quantize",), dict(iqgrid="iq3", trials=(-15, 15))),
 )
 
 

@@ -25,6 +25,8 @@ int64_t qs_iq3_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int
 void qs_iq3_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
 int qs_iq3_k_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
+int64_t qs_iq3_s_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+int64_t qs_iq3_xxs_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
 int64_t qs_iq4_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
 void qs_iq4_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
 int qs_iq4_k_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
