@@ -48,24 +48,25 @@ def _iq3_lattice(fmt: str):
 
 
 def iq3_lattice_header(fmt: str) -> str:
-    """KMAP (key -> grid index or -1, padded by one entry for 4-byte gathers),
-    GRID_ODD (grid point g as 4 bytes 2*l_i + 1), and per off-grid key its
-    neighbour list NB_LIST[NB_START[u] ..] of NB_COUNT[u] grid indices in the
-    spec's order (NB_LIST padded by 8 entries for 8-wide loads)."""
+    """KMAP (key -> grid index or -1, padded by one entry for 4-byte gathers)
+    and, per off-grid key u, its neighbours NB_LIST[NB_START[u] ..] (NB_COUNT[u]
+    of them, in the spec's order) given by their own keys: the grid index is
+    KMAP[key], the levels are the key's 3-bit fields (NB_LIST is padded by 8
+    entries for 8-wide loads)."""
     _, iq3, t, grid_size = _iq3_lattice(fmt)
-    odd = (2 * t.levels.astype(np.int64) + 1)
-    grid_odd = (odd << (8 * np.arange(4))).sum(axis=1)
+    grid_keys = (t.levels.astype(np.int64) << (3 * np.arange(4))).sum(axis=1)
+    if not (t.map[grid_keys] == np.arange(grid_size)).all():
+        raise ValueError(f"{fmt}: the lattice map does not invert the grid keys")
     kmap = np.concatenate([t.map, [0]])
     starts, flat = np.zeros(iq3.KMAP_SIZE, dtype=np.int64), []
     for u in range(iq3.KMAP_SIZE):
         starts[u] = len(flat)
-        flat.extend(t.neighbours[u, :t.count[u]].tolist())
+        flat.extend(grid_keys[t.neighbours[u, :t.count[u]]].tolist())
     flat += [0] * 8
     if len(flat) >= 1 << 16:
         raise ValueError(f"{fmt}: neighbour list too long for uint16 starts")
     return (f"/* {fmt}: the quantizer's lattice (reference/_iq3.py lattice_tables({grid_size})) */\n"
             + _c_array("int16_t", "KMAP", kmap)
-            + _c_array("uint32_t", "GRID_ODD", grid_odd, per_line=8)
             + _c_array("uint16_t", "NB_START", starts)
             + _c_array("uint8_t", "NB_COUNT", t.count)
             + _c_array("uint16_t", "NB_LIST", flat))

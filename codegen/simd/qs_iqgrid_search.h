@@ -9,26 +9,26 @@
 /* MAX(a, b) of ggml: a > b ? a : b (a NaN b wins unless a > b). */
 static inline float qs_c_max(float a, float b) { return a > b ? a : b; }
 
-/* iq3_find_best_neighbour over `count` grid indices `list` (grid point g =
- * 4 bytes 2*l_i + 1 in grid_odd[g]): the first index of least
+/* iq3_find_best_neighbour over `count` lattice keys `keys` (levels l_i =
+ * bits 3i..3i+2, lattice values q_i = 2*l_i + 1): the position of the first
+ * key of least
  *   d2 = sum_i (waux_i * diff_i) * diff_i,  diff_i = scale * q_i - xval_i
- * (i = 0..3 in order, from 0) among those with d2 < FLT_MAX; list[0] when
- * none qualifies (ggml aborts there; reference/_iq3.py best_neighbour). */
-static inline int qs_iq3_best_neighbour(const uint16_t *list, int count, const uint32_t *grid_odd,
-                                        const float *xval, const float *waux, float scale) {
+ * (i = 0..3 in order, from 0) among those with d2 < FLT_MAX; 0 when none
+ * qualifies (ggml aborts there; reference/_iq3.py best_neighbour). */
+static inline int qs_iq3_best_neighbour(const uint16_t *keys, int count, const float *xval, const float *waux,
+                                        float scale) {
     float best = FLT_MAX;
-    int found = list[0];
+    int found = 0;
     for (int j = 0; j < count; ++j) {
-        const uint32_t g = grid_odd[list[j]];
         float d2 = 0;
         for (int i = 0; i < 4; ++i) {
-            const float q = (float)((g >> (8 * i)) & 0xFF);
+            const float q = (float)(2 * ((keys[j] >> (3 * i)) & 7) + 1);
             const float diff = scale * q - xval[i];
             d2 += (waux[i] * diff) * diff;
         }
         if (d2 < best) {
             best = d2;
-            found = list[j];
+            found = j;
         }
     }
     return found;

@@ -6,42 +6,59 @@
 #include "qs_avx2.h"
 #include "qs_iqgrid_search.h"
 
-/* qs_iq3_best_neighbour, 8 neighbours at a time; list must be readable 8
- * entries past count (the lattice tables pad it). Within a chunk the least
- * qualifying d2 and its first lane; across chunks a strict < keeps the
- * earlier one: the first least in list order. */
-static inline int qs_iq3_best_neighbour_avx2(const uint16_t *list, int count, const uint32_t *grid_odd,
-                                             const float *xval, const float *waux, float scale) {
+/* The 8 terms (waux*diff)*diff, diff = scale*q_l - xval, of one coordinate
+ * for its 8 possible levels l (lane l, q_l = 2l + 1): a candidate's d2 is
+ * the sum of one lane of each coordinate's table, the same operations as
+ * computing it directly. */
+static inline __m256 qs_iq3_terms_avx2(__m256 scale, float xval, float waux) {
+    const __m256 q = _mm256_setr_ps(1.f, 3.f, 5.f, 7.f, 9.f, 11.f, 13.f, 15.f);
+    const __m256 diff = _mm256_sub_ps(_mm256_mul_ps(scale, q), _mm256_set1_ps(xval));
+    return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(waux), diff), diff);
+}
+
+/* The least of 8 lanes of d and the least of the positions j whose d equals
+ * it: the first least of a list scored 8 at a time (each lane holding its own
+ * first least); returns -1 when no lane is below FLT_MAX. */
+static inline int qs_first_least_avx2(__m256 d, __m256i j) {
+    __m128 m = _mm_min_ps(_mm256_castps256_ps128(d), _mm256_extractf128_ps(d, 1));
+    m = _mm_min_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_min_ss(m, _mm_movehdup_ps(m));
+    const __m256 least = _mm256_broadcastss_ps(m);
+    if (!(_mm_cvtss_f32(m) < FLT_MAX)) return -1;
+    const __m256i pos = _mm256_blendv_epi8(_mm256_set1_epi32(INT32_MAX), j,
+                                           _mm256_castps_si256(_mm256_cmp_ps(d, least, _CMP_EQ_OQ)));
+    __m128i p = _mm_min_epi32(_mm256_castsi256_si128(pos), _mm256_extracti128_si256(pos, 1));
+    p = _mm_min_epi32(p, _mm_shuffle_epi32(p, 0x4E));
+    p = _mm_min_epi32(p, _mm_shuffle_epi32(p, 0xB1));
+    return _mm_cvtsi128_si32(p);
+}
+
+/* qs_iq3_best_neighbour, 8 keys at a time from the coordinates' term tables;
+ * keys must be readable 8 entries past count (the lattice tables pad them).
+ * A lane keeps a candidate only when its d2 is below the lane's best so far
+ * (FLT_MAX at first: NaN and overflow never qualify). */
+static inline int qs_iq3_best_neighbour_avx2(const uint16_t *keys, int count, const float *xval, const float *waux,
+                                             float scale) {
     const __m256 s = _mm256_set1_ps(scale);
-    const __m256 inf = _mm256_set1_ps(INFINITY), flt_max = _mm256_set1_ps(FLT_MAX);
-    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), byte = _mm256_set1_epi32(0xFF);
-    __m256 x[4], w[4];
-    for (int i = 0; i < 4; ++i) {
-        x[i] = _mm256_set1_ps(xval[i]);
-        w[i] = _mm256_set1_ps(waux[i]);
-    }
-    float best = FLT_MAX;
-    int found = list[0];
+    const __m256 t0 = qs_iq3_terms_avx2(s, xval[0], waux[0]), t1 = qs_iq3_terms_avx2(s, xval[1], waux[1]);
+    const __m256 t2 = qs_iq3_terms_avx2(s, xval[2], waux[2]), t3 = qs_iq3_terms_avx2(s, xval[3], waux[3]);
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    __m256 best = _mm256_set1_ps(FLT_MAX);
+    __m256i best_j = _mm256_setzero_si256();
     for (int j0 = 0; j0 < count; j0 += 8) {
-        const __m256i idx = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(list + j0)));
-        const __m256i g = _mm256_i32gather_epi32((const int *)grid_odd, idx, 4);
-        __m256 d2 = _mm256_setzero_ps();
-        for (int i = 0; i < 4; ++i) {
-            const __m256 q = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(g, 8 * i), byte));
-            const __m256 diff = _mm256_sub_ps(_mm256_mul_ps(s, q), x[i]);
-            d2 = _mm256_add_ps(d2, _mm256_mul_ps(_mm256_mul_ps(w[i], diff), diff));
-        }
-        const __m256 valid = _mm256_and_ps(_mm256_cmp_ps(d2, flt_max, _CMP_LT_OQ),
-                                           _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(count - j0), lanes)));
-        d2 = _mm256_blendv_ps(inf, d2, valid);
-        const float m = qs_avx2_hmin_ps(d2);
-        if (m < best) {
-            best = m;
-            const unsigned hit = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(d2, _mm256_set1_ps(m), _CMP_EQ_OQ));
-            found = list[j0 + __builtin_ctz(hit)];
-        }
+        const __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(keys + j0)));
+        __m256 d2 = _mm256_add_ps(_mm256_setzero_ps(), _mm256_permutevar8x32_ps(t0, u));
+        d2 = _mm256_add_ps(d2, _mm256_permutevar8x32_ps(t1, _mm256_srli_epi32(u, 3)));
+        d2 = _mm256_add_ps(d2, _mm256_permutevar8x32_ps(t2, _mm256_srli_epi32(u, 6)));
+        d2 = _mm256_add_ps(d2, _mm256_permutevar8x32_ps(t3, _mm256_srli_epi32(u, 9)));
+        const __m256i j = _mm256_add_epi32(lanes, _mm256_set1_epi32(j0));
+        const __m256 keep = _mm256_and_ps(_mm256_cmp_ps(d2, best, _CMP_LT_OQ),
+                                          _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(count), j)));
+        best = _mm256_blendv_ps(best, d2, keep);
+        best_j = _mm256_blendv_epi8(best_j, j, _mm256_castps_si256(keep));
     }
-    return found;
+    const int found = qs_first_least_avx2(best, best_j);
+    return found < 0 ? 0 : found;
 }
 
 /* 8 lanes of ggml's level rounding: clamp(nearest_int(0.5f*(id*xval - 1)), 0, lmax). */

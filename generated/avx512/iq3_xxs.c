@@ -39,14 +39,15 @@ static inline int group_key(const int8_t *L) {
     return L[0] | L[1] << 3 | L[2] << 6 | L[3] << 9;
 }
 
-/* Levels of grid point g: (2*l + 1 - 1) / 2 of its odd bytes. */
-static inline void grid_levels(int g, int8_t *L) {
-    const uint32_t v = GRID_ODD[g];
-    for (int i = 0; i < 4; ++i) L[i] = (int8_t)((((v >> (8 * i)) & 0xFF) - 1) / 2);
+/* The 4 levels of a lattice key. */
+static inline void key_levels(int key, int8_t *L) {
+    for (int i = 0; i < 4; ++i) L[i] = (int8_t)((key >> (3 * i)) & 7);
 }
 
+/* The key of the best grid neighbour of an off-grid key. */
 static inline int best_neighbour(int key, const float *xval, const float *waux, float scale) {
-    return qs_iq3_best_neighbour_avx2(NB_LIST + NB_START[key], NB_COUNT[key], GRID_ODD, xval, waux, scale);
+    const uint16_t *list = NB_LIST + NB_START[key];
+    return list[qs_iq3_best_neighbour_avx2(list, NB_COUNT[key], xval, waux, scale)];
 }
 
 /* Group k rounded at inverse scale id; off the grid: its best neighbour for
@@ -55,7 +56,7 @@ static inline int snap_group(const float *xval, const float *waux, float id, flo
     for (int i = 0; i < 4; ++i) L[i] = (int8_t)qs_iq_round_level(id, xval[i], KMAX);
     const int key = group_key(L);
     if (KMAP[key] >= 0) return 1;
-    grid_levels(best_neighbour(key, xval, waux, scale), L);
+    key_levels(best_neighbour(key, xval, waux, scale), L);
     return 0;
 }
 
@@ -106,7 +107,7 @@ static void search_trials(const float *xval, const float *waux, const float *wei
                 off &= off - 1;
                 on_grid[t] &= (uint8_t)~(1u << k);
                 int8_t nl[4];
-                grid_levels(best_neighbour(key[lane], xval + 4 * k, waux + 4 * k, scale_l[t]), nl);
+                key_levels(best_neighbour(key[lane], xval + 4 * k, waux + 4 * k, scale_l[t]), nl);
                 for (int i = 0; i < 4; ++i) levels[4 * k + i][t] = nl[i];
             }
         }

@@ -34,14 +34,15 @@ static inline int group_key(const int8_t *L) {
     return L[0] | L[1] << 3 | L[2] << 6 | L[3] << 9;
 }
 
-/* Levels of grid point g: (2*l + 1 - 1) / 2 of its odd bytes. */
-static inline void grid_levels(int g, int8_t *L) {
-    const uint32_t v = GRID_ODD[g];
-    for (int i = 0; i < 4; ++i) L[i] = (int8_t)((((v >> (8 * i)) & 0xFF) - 1) / 2);
+/* The 4 levels of a lattice key. */
+static inline void key_levels(int key, int8_t *L) {
+    for (int i = 0; i < 4; ++i) L[i] = (int8_t)((key >> (3 * i)) & 7);
 }
 
+/* The key of the best grid neighbour of an off-grid key. */
 static inline int best_neighbour(int key, const float *xval, const float *waux, float scale) {
-    return qs_iq3_best_neighbour(NB_LIST + NB_START[key], NB_COUNT[key], GRID_ODD, xval, waux, scale);
+    const uint16_t *list = NB_LIST + NB_START[key];
+    return list[qs_iq3_best_neighbour(list, NB_COUNT[key], xval, waux, scale)];
 }
 
 /* Group k rounded at inverse scale id; off the grid: its best neighbour for
@@ -50,7 +51,7 @@ static inline int snap_group(const float *xval, const float *waux, float id, flo
     for (int i = 0; i < 4; ++i) L[i] = (int8_t)qs_iq_round_level(id, xval[i], KMAX);
     const int key = group_key(L);
     if (KMAP[key] >= 0) return 1;
-    grid_levels(best_neighbour(key, xval, waux, scale), L);
+    key_levels(best_neighbour(key, xval, waux, scale), L);
     return 0;
 }
 
