@@ -127,6 +127,16 @@ FORMATS = (
         search="sweep", step=1, refit=True, guard_first=False, sigma2="(2.f * sum_x2) / 256.f",
         quarter_sigma=True, scales="superblock", divisor=127, code_lo=-127, code_hi=127, skip_empty=True,
         skip_unused=True))),
+    # ik_llama.cpp's trellis, ternary and binary formats (codegen/iklowbit.py reads the rest from the spec modules):
+    #   layout   how a trellis super-block stores its sub-block scales and seeds (kt.c.j2 decoders)
+    #   group    values per seed
+    ("iq1_kt", "kt.c.j2", ("dequantize", "vec_dot"), dict(ik_family="kt", layout="iq1", group=8)),
+    ("iq2_kt", "kt.c.j2", ("dequantize", "vec_dot"), dict(ik_family="kt", layout="iq2", group=8)),
+    ("iq3_kt", "kt.c.j2", ("dequantize", "vec_dot"), dict(ik_family="kt", layout="iq3", group=8)),
+    ("iq4_kt", "kt.c.j2", ("dequantize", "vec_dot"), dict(ik_family="kt", layout="iq4", group=4, two_codebooks=True)),
+    ("iq1_bn", "bn.c.j2", ("dequantize", "vec_dot"), dict(ik_family="bn")),
+    ("iq2_bn", "bn.c.j2", ("dequantize", "vec_dot"), dict(ik_family="bn")),
+    ("q1_0_g128", "binary.c.j2", ("dequantize", "vec_dot"), dict(ik_family="binary")),
     # grid IQ quantizers (codegen/iqgrid_quantize.py: the spec's lattice maps and neighbour lists);
     #   trials   the trial scales' steps is (first, last): id = (15 + 0.2*is)/max
     ("iq3_s", "iqgrid_quantize.c.j2", ("quantize",), dict(iqgrid="iq3", trials=(-9, 9))),

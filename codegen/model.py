@@ -307,6 +307,10 @@ def context(fmt: str, isa: str, ops: tuple[str, ...], extra: dict) -> dict:
         from codegen import lowbit
         ctx.update(getattr(lowbit, f"{extra['family']}_context")(fmt, spec, extra))
         return ctx
+    if extra.get("ik_family"):  # ik_llama.cpp's trellis, ternary and binary formats: codegen/iklowbit.py
+        from codegen import iklowbit
+        ctx.update(getattr(iklowbit, f"{extra['ik_family']}_context")(fmt, spec, extra))
+        return ctx
     names = {f.name for f in spec.fields}
     ctx["has_min"] = "m" in names
     ctx["has_s"] = "s" in names

@@ -15,17 +15,29 @@ cdef extern from "qs_kernels_scalar.h" nogil:
     int64_t qs_f32_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
     void qs_f32_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
     int qs_f32_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    void qs_iq1_bn_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
+    int qs_iq1_bn_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    void qs_iq1_kt_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
+    int qs_iq1_kt_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    void qs_iq2_bn_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
+    int qs_iq2_bn_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
     int64_t qs_iq2_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
     void qs_iq2_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
     int qs_iq2_k_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    void qs_iq2_kt_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
+    int qs_iq2_kt_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
     int64_t qs_iq3_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
     void qs_iq3_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
     int qs_iq3_k_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    void qs_iq3_kt_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
+    int qs_iq3_kt_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
     int64_t qs_iq3_s_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
     int64_t qs_iq3_xxs_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
     int64_t qs_iq4_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
     void qs_iq4_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
     int qs_iq4_k_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    void qs_iq4_kt_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
+    int qs_iq4_kt_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
     int64_t qs_iq4_nl_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
     void qs_iq4_nl_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
     int qs_iq4_nl_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
@@ -44,6 +56,8 @@ cdef extern from "qs_kernels_scalar.h" nogil:
     int qs_nvfp4_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
     void qs_q1_0_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
     int qs_q1_0_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    void qs_q1_0_g128_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
+    int qs_q1_0_g128_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
     void qs_q2_0_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
     int qs_q2_0_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
     int64_t qs_q2_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
@@ -103,17 +117,29 @@ KERNELS = (
     ("f32", "quantize"),
     ("f32", "dequantize"),
     ("f32", "vec_dot"),
+    ("iq1_bn", "dequantize"),
+    ("iq1_bn", "vec_dot"),
+    ("iq1_kt", "dequantize"),
+    ("iq1_kt", "vec_dot"),
+    ("iq2_bn", "dequantize"),
+    ("iq2_bn", "vec_dot"),
     ("iq2_k", "quantize"),
     ("iq2_k", "dequantize"),
     ("iq2_k", "vec_dot"),
+    ("iq2_kt", "dequantize"),
+    ("iq2_kt", "vec_dot"),
     ("iq3_k", "quantize"),
     ("iq3_k", "dequantize"),
     ("iq3_k", "vec_dot"),
+    ("iq3_kt", "dequantize"),
+    ("iq3_kt", "vec_dot"),
     ("iq3_s", "quantize"),
     ("iq3_xxs", "quantize"),
     ("iq4_k", "quantize"),
     ("iq4_k", "dequantize"),
     ("iq4_k", "vec_dot"),
+    ("iq4_kt", "dequantize"),
+    ("iq4_kt", "vec_dot"),
     ("iq4_nl", "quantize"),
     ("iq4_nl", "dequantize"),
     ("iq4_nl", "vec_dot"),
@@ -132,6 +158,8 @@ KERNELS = (
     ("nvfp4", "vec_dot"),
     ("q1_0", "dequantize"),
     ("q1_0", "vec_dot"),
+    ("q1_0_g128", "dequantize"),
+    ("q1_0_g128", "vec_dot"),
     ("q2_0", "dequantize"),
     ("q2_0", "vec_dot"),
     ("q2_k", "quantize"),
@@ -205,67 +233,81 @@ _quantize[23] = qs_q8_1_quantize__scalar
 _quantize[24] = qs_q8_k_quantize__scalar
 _QUANTIZE_INDEX = { "bf16": 0, "f16": 1, "f32": 2, "iq2_k": 3, "iq3_k": 4, "iq3_s": 5, "iq3_xxs": 6, "iq4_k": 7, "iq4_nl": 8, "iq4_xs": 9, "iq5_k": 10, "iq6_k": 11, "q2_k": 12, "q3_k": 13, "q4_0": 14, "q4_1": 15, "q4_k": 16, "q5_0": 17, "q5_1": 18, "q5_k": 19, "q6_0": 20, "q6_k": 21, "q8_0": 22, "q8_1": 23, "q8_k": 24, }
 
-cdef dequantize_fn _dequantize[29]
+cdef dequantize_fn _dequantize[36]
 _dequantize[0] = qs_bf16_dequantize__scalar
 _dequantize[1] = qs_f16_dequantize__scalar
 _dequantize[2] = qs_f32_dequantize__scalar
-_dequantize[3] = qs_iq2_k_dequantize__scalar
-_dequantize[4] = qs_iq3_k_dequantize__scalar
-_dequantize[5] = qs_iq4_k_dequantize__scalar
-_dequantize[6] = qs_iq4_nl_dequantize__scalar
-_dequantize[7] = qs_iq4_xs_dequantize__scalar
-_dequantize[8] = qs_iq5_k_dequantize__scalar
-_dequantize[9] = qs_iq6_k_dequantize__scalar
-_dequantize[10] = qs_mxfp4_dequantize__scalar
-_dequantize[11] = qs_nvfp4_dequantize__scalar
-_dequantize[12] = qs_q1_0_dequantize__scalar
-_dequantize[13] = qs_q2_0_dequantize__scalar
-_dequantize[14] = qs_q2_k_dequantize__scalar
-_dequantize[15] = qs_q3_k_dequantize__scalar
-_dequantize[16] = qs_q4_0_dequantize__scalar
-_dequantize[17] = qs_q4_1_dequantize__scalar
-_dequantize[18] = qs_q4_k_dequantize__scalar
-_dequantize[19] = qs_q5_0_dequantize__scalar
-_dequantize[20] = qs_q5_1_dequantize__scalar
-_dequantize[21] = qs_q5_k_dequantize__scalar
-_dequantize[22] = qs_q6_0_dequantize__scalar
-_dequantize[23] = qs_q6_k_dequantize__scalar
-_dequantize[24] = qs_q8_0_dequantize__scalar
-_dequantize[25] = qs_q8_1_dequantize__scalar
-_dequantize[26] = qs_q8_k_dequantize__scalar
-_dequantize[27] = qs_tq1_0_dequantize__scalar
-_dequantize[28] = qs_tq2_0_dequantize__scalar
-_DEQUANTIZE_INDEX = { "bf16": 0, "f16": 1, "f32": 2, "iq2_k": 3, "iq3_k": 4, "iq4_k": 5, "iq4_nl": 6, "iq4_xs": 7, "iq5_k": 8, "iq6_k": 9, "mxfp4": 10, "nvfp4": 11, "q1_0": 12, "q2_0": 13, "q2_k": 14, "q3_k": 15, "q4_0": 16, "q4_1": 17, "q4_k": 18, "q5_0": 19, "q5_1": 20, "q5_k": 21, "q6_0": 22, "q6_k": 23, "q8_0": 24, "q8_1": 25, "q8_k": 26, "tq1_0": 27, "tq2_0": 28, }
+_dequantize[3] = qs_iq1_bn_dequantize__scalar
+_dequantize[4] = qs_iq1_kt_dequantize__scalar
+_dequantize[5] = qs_iq2_bn_dequantize__scalar
+_dequantize[6] = qs_iq2_k_dequantize__scalar
+_dequantize[7] = qs_iq2_kt_dequantize__scalar
+_dequantize[8] = qs_iq3_k_dequantize__scalar
+_dequantize[9] = qs_iq3_kt_dequantize__scalar
+_dequantize[10] = qs_iq4_k_dequantize__scalar
+_dequantize[11] = qs_iq4_kt_dequantize__scalar
+_dequantize[12] = qs_iq4_nl_dequantize__scalar
+_dequantize[13] = qs_iq4_xs_dequantize__scalar
+_dequantize[14] = qs_iq5_k_dequantize__scalar
+_dequantize[15] = qs_iq6_k_dequantize__scalar
+_dequantize[16] = qs_mxfp4_dequantize__scalar
+_dequantize[17] = qs_nvfp4_dequantize__scalar
+_dequantize[18] = qs_q1_0_dequantize__scalar
+_dequantize[19] = qs_q1_0_g128_dequantize__scalar
+_dequantize[20] = qs_q2_0_dequantize__scalar
+_dequantize[21] = qs_q2_k_dequantize__scalar
+_dequantize[22] = qs_q3_k_dequantize__scalar
+_dequantize[23] = qs_q4_0_dequantize__scalar
+_dequantize[24] = qs_q4_1_dequantize__scalar
+_dequantize[25] = qs_q4_k_dequantize__scalar
+_dequantize[26] = qs_q5_0_dequantize__scalar
+_dequantize[27] = qs_q5_1_dequantize__scalar
+_dequantize[28] = qs_q5_k_dequantize__scalar
+_dequantize[29] = qs_q6_0_dequantize__scalar
+_dequantize[30] = qs_q6_k_dequantize__scalar
+_dequantize[31] = qs_q8_0_dequantize__scalar
+_dequantize[32] = qs_q8_1_dequantize__scalar
+_dequantize[33] = qs_q8_k_dequantize__scalar
+_dequantize[34] = qs_tq1_0_dequantize__scalar
+_dequantize[35] = qs_tq2_0_dequantize__scalar
+_DEQUANTIZE_INDEX = { "bf16": 0, "f16": 1, "f32": 2, "iq1_bn": 3, "iq1_kt": 4, "iq2_bn": 5, "iq2_k": 6, "iq2_kt": 7, "iq3_k": 8, "iq3_kt": 9, "iq4_k": 10, "iq4_kt": 11, "iq4_nl": 12, "iq4_xs": 13, "iq5_k": 14, "iq6_k": 15, "mxfp4": 16, "nvfp4": 17, "q1_0": 18, "q1_0_g128": 19, "q2_0": 20, "q2_k": 21, "q3_k": 22, "q4_0": 23, "q4_1": 24, "q4_k": 25, "q5_0": 26, "q5_1": 27, "q5_k": 28, "q6_0": 29, "q6_k": 30, "q8_0": 31, "q8_1": 32, "q8_k": 33, "tq1_0": 34, "tq2_0": 35, }
 
-cdef vec_dot_fn _vec_dot[27]
+cdef vec_dot_fn _vec_dot[34]
 _vec_dot[0] = qs_bf16_vec_dot__scalar
 _vec_dot[1] = qs_f16_vec_dot__scalar
 _vec_dot[2] = qs_f32_vec_dot__scalar
-_vec_dot[3] = qs_iq2_k_vec_dot__scalar
-_vec_dot[4] = qs_iq3_k_vec_dot__scalar
-_vec_dot[5] = qs_iq4_k_vec_dot__scalar
-_vec_dot[6] = qs_iq4_nl_vec_dot__scalar
-_vec_dot[7] = qs_iq4_xs_vec_dot__scalar
-_vec_dot[8] = qs_iq5_k_vec_dot__scalar
-_vec_dot[9] = qs_iq6_k_vec_dot__scalar
-_vec_dot[10] = qs_mxfp4_vec_dot__scalar
-_vec_dot[11] = qs_nvfp4_vec_dot__scalar
-_vec_dot[12] = qs_q1_0_vec_dot__scalar
-_vec_dot[13] = qs_q2_0_vec_dot__scalar
-_vec_dot[14] = qs_q2_k_vec_dot__scalar
-_vec_dot[15] = qs_q3_k_vec_dot__scalar
-_vec_dot[16] = qs_q4_0_vec_dot__scalar
-_vec_dot[17] = qs_q4_1_vec_dot__scalar
-_vec_dot[18] = qs_q4_k_vec_dot__scalar
-_vec_dot[19] = qs_q5_0_vec_dot__scalar
-_vec_dot[20] = qs_q5_1_vec_dot__scalar
-_vec_dot[21] = qs_q5_k_vec_dot__scalar
-_vec_dot[22] = qs_q6_0_vec_dot__scalar
-_vec_dot[23] = qs_q6_k_vec_dot__scalar
-_vec_dot[24] = qs_q8_0_vec_dot__scalar
-_vec_dot[25] = qs_tq1_0_vec_dot__scalar
-_vec_dot[26] = qs_tq2_0_vec_dot__scalar
-_VEC_DOT_INDEX = { "bf16": 0, "f16": 1, "f32": 2, "iq2_k": 3, "iq3_k": 4, "iq4_k": 5, "iq4_nl": 6, "iq4_xs": 7, "iq5_k": 8, "iq6_k": 9, "mxfp4": 10, "nvfp4": 11, "q1_0": 12, "q2_0": 13, "q2_k": 14, "q3_k": 15, "q4_0": 16, "q4_1": 17, "q4_k": 18, "q5_0": 19, "q5_1": 20, "q5_k": 21, "q6_0": 22, "q6_k": 23, "q8_0": 24, "tq1_0": 25, "tq2_0": 26, }
+_vec_dot[3] = qs_iq1_bn_vec_dot__scalar
+_vec_dot[4] = qs_iq1_kt_vec_dot__scalar
+_vec_dot[5] = qs_iq2_bn_vec_dot__scalar
+_vec_dot[6] = qs_iq2_k_vec_dot__scalar
+_vec_dot[7] = qs_iq2_kt_vec_dot__scalar
+_vec_dot[8] = qs_iq3_k_vec_dot__scalar
+_vec_dot[9] = qs_iq3_kt_vec_dot__scalar
+_vec_dot[10] = qs_iq4_k_vec_dot__scalar
+_vec_dot[11] = qs_iq4_kt_vec_dot__scalar
+_vec_dot[12] = qs_iq4_nl_vec_dot__scalar
+_vec_dot[13] = qs_iq4_xs_vec_dot__scalar
+_vec_dot[14] = qs_iq5_k_vec_dot__scalar
+_vec_dot[15] = qs_iq6_k_vec_dot__scalar
+_vec_dot[16] = qs_mxfp4_vec_dot__scalar
+_vec_dot[17] = qs_nvfp4_vec_dot__scalar
+_vec_dot[18] = qs_q1_0_vec_dot__scalar
+_vec_dot[19] = qs_q1_0_g128_vec_dot__scalar
+_vec_dot[20] = qs_q2_0_vec_dot__scalar
+_vec_dot[21] = qs_q2_k_vec_dot__scalar
+_vec_dot[22] = qs_q3_k_vec_dot__scalar
+_vec_dot[23] = qs_q4_0_vec_dot__scalar
+_vec_dot[24] = qs_q4_1_vec_dot__scalar
+_vec_dot[25] = qs_q4_k_vec_dot__scalar
+_vec_dot[26] = qs_q5_0_vec_dot__scalar
+_vec_dot[27] = qs_q5_1_vec_dot__scalar
+_vec_dot[28] = qs_q5_k_vec_dot__scalar
+_vec_dot[29] = qs_q6_0_vec_dot__scalar
+_vec_dot[30] = qs_q6_k_vec_dot__scalar
+_vec_dot[31] = qs_q8_0_vec_dot__scalar
+_vec_dot[32] = qs_tq1_0_vec_dot__scalar
+_vec_dot[33] = qs_tq2_0_vec_dot__scalar
+_VEC_DOT_INDEX = { "bf16": 0, "f16": 1, "f32": 2, "iq1_bn": 3, "iq1_kt": 4, "iq2_bn": 5, "iq2_k": 6, "iq2_kt": 7, "iq3_k": 8, "iq3_kt": 9, "iq4_k": 10, "iq4_kt": 11, "iq4_nl": 12, "iq4_xs": 13, "iq5_k": 14, "iq6_k": 15, "mxfp4": 16, "nvfp4": 17, "q1_0": 18, "q1_0_g128": 19, "q2_0": 20, "q2_k": 21, "q3_k": 22, "q4_0": 23, "q4_1": 24, "q4_k": 25, "q5_0": 26, "q5_1": 27, "q5_k": 28, "q6_0": 29, "q6_k": 30, "q8_0": 31, "tq1_0": 32, "tq2_0": 33, }
 
 
 def quantize(str fmt, const float[:, ::1] x, uint8_t[:, ::1] q, const float[::1] imatrix=None):
