@@ -45,7 +45,8 @@ def kernel_extensions():
         if e["arch"] not in ("any", ARCH):
             continue
         ext = Extension(e["name"], [e["pyx"]], include_dirs=e["include_dirs"], extra_compile_args=BASE_CFLAGS,
-                        depends=[str(p) for p in (ROOT / "codegen" / "simd").glob("*.h")])
+                        depends=[str(p) for p in [*(ROOT / "codegen" / "simd").glob("*.h"),
+                                                   *(ROOT / "generated" / "iqgrid").glob("*.h")]])
         out.append(ext)
     return out
 

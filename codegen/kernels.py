@@ -181,6 +181,10 @@ FORMATS = (
     ("iq1_bn", "bn.c.j2", ("dequantize", "vec_dot"), dict(ik_family="bn")),
     ("iq2_bn", "bn.c.j2", ("dequantize", "vec_dot"), dict(ik_family="bn")),
     ("q1_0_g128", "binary.c.j2", ("dequantize", "vec_dot"), dict(ik_family="binary")),
+    # grid IQ quantizers (codegen/iqgrid_quantize.py: the spec's lattice maps and neighbour lists);
+    #   trials   the trial scales' steps is (first, last): id = (15 + 0.2*is)/max
+    ("iq3_s", "iqgrid_quantize.c.j2", ("quantize",), dict(iqgrid_search="iq3", trials=(-9, 9))),
+    ("iq3_xxs", "iqgrid_quantize.c.j2", ("quantize",), dict(iqgrid_search="iq3", trials=(-15, 15))),
 )
 
 

@@ -292,6 +292,10 @@ def context(fmt: str, isa: str, ops: tuple[str, ...], extra: dict) -> dict:
     ctx = dict(fmt=fmt, isa=isa, ops=ops, block_size=spec.block_size, type_size=spec.type_size,
                fields=_fields(spec), act=None)
     ctx.update(extra)
+    if extra.get("iqgrid_search"):  # the grid IQ quantizers: codegen/iqgrid_quantize.py
+        from codegen import iqgrid_quantize
+        ctx.update(iqgrid_quantize.context(fmt, spec, extra))
+        return ctx
     if extra.get("iqk"):
         from codegen.iqk import iqk_context
         ctx.update(iqk_context(fmt, spec, extra))

@@ -41,8 +41,10 @@ cdef extern from "qs_kernels_scalar.h" nogil:
     int qs_iq3_k_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
     void qs_iq3_kt_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
     int qs_iq3_kt_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    int64_t qs_iq3_s_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
     void qs_iq3_s_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
     int qs_iq3_s_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    int64_t qs_iq3_xxs_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
     void qs_iq3_xxs_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
     int qs_iq3_xxs_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
     int64_t qs_iq4_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
@@ -155,8 +157,10 @@ KERNELS = (
     ("iq3_k", "vec_dot"),
     ("iq3_kt", "dequantize"),
     ("iq3_kt", "vec_dot"),
+    ("iq3_s", "quantize"),
     ("iq3_s", "dequantize"),
     ("iq3_s", "vec_dot"),
+    ("iq3_xxs", "quantize"),
     ("iq3_xxs", "dequantize"),
     ("iq3_xxs", "vec_dot"),
     ("iq4_k", "quantize"),
@@ -229,31 +233,33 @@ KERNELS = (
     ("tq2_0", "vec_dot"),
 )
 
-cdef quantize_fn _quantize[23]
+cdef quantize_fn _quantize[25]
 _quantize[0] = qs_bf16_quantize__scalar
 _quantize[1] = qs_f16_quantize__scalar
 _quantize[2] = qs_f32_quantize__scalar
 _quantize[3] = qs_iq2_k_quantize__scalar
 _quantize[4] = qs_iq3_k_quantize__scalar
-_quantize[5] = qs_iq4_k_quantize__scalar
-_quantize[6] = qs_iq4_nl_quantize__scalar
-_quantize[7] = qs_iq4_xs_quantize__scalar
-_quantize[8] = qs_iq5_k_quantize__scalar
-_quantize[9] = qs_iq6_k_quantize__scalar
-_quantize[10] = qs_q2_k_quantize__scalar
-_quantize[11] = qs_q3_k_quantize__scalar
-_quantize[12] = qs_q4_0_quantize__scalar
-_quantize[13] = qs_q4_1_quantize__scalar
-_quantize[14] = qs_q4_k_quantize__scalar
-_quantize[15] = qs_q5_0_quantize__scalar
-_quantize[16] = qs_q5_1_quantize__scalar
-_quantize[17] = qs_q5_k_quantize__scalar
-_quantize[18] = qs_q6_0_quantize__scalar
-_quantize[19] = qs_q6_k_quantize__scalar
-_quantize[20] = qs_q8_0_quantize__scalar
-_quantize[21] = qs_q8_1_quantize__scalar
-_quantize[22] = qs_q8_k_quantize__scalar
-_QUANTIZE_INDEX = { "bf16": 0, "f16": 1, "f32": 2, "iq2_k": 3, "iq3_k": 4, "iq4_k": 5, "iq4_nl": 6, "iq4_xs": 7, "iq5_k": 8, "iq6_k": 9, "q2_k": 10, "q3_k": 11, "q4_0": 12, "q4_1": 13, "q4_k": 14, "q5_0": 15, "q5_1": 16, "q5_k": 17, "q6_0": 18, "q6_k": 19, "q8_0": 20, "q8_1": 21, "q8_k": 22, }
+_quantize[5] = qs_iq3_s_quantize__scalar
+_quantize[6] = qs_iq3_xxs_quantize__scalar
+_quantize[7] = qs_iq4_k_quantize__scalar
+_quantize[8] = qs_iq4_nl_quantize__scalar
+_quantize[9] = qs_iq4_xs_quantize__scalar
+_quantize[10] = qs_iq5_k_quantize__scalar
+_quantize[11] = qs_iq6_k_quantize__scalar
+_quantize[12] = qs_q2_k_quantize__scalar
+_quantize[13] = qs_q3_k_quantize__scalar
+_quantize[14] = qs_q4_0_quantize__scalar
+_quantize[15] = qs_q4_1_quantize__scalar
+_quantize[16] = qs_q4_k_quantize__scalar
+_quantize[17] = qs_q5_0_quantize__scalar
+_quantize[18] = qs_q5_1_quantize__scalar
+_quantize[19] = qs_q5_k_quantize__scalar
+_quantize[20] = qs_q6_0_quantize__scalar
+_quantize[21] = qs_q6_k_quantize__scalar
+_quantize[22] = qs_q8_0_quantize__scalar
+_quantize[23] = qs_q8_1_quantize__scalar
+_quantize[24] = qs_q8_k_quantize__scalar
+_QUANTIZE_INDEX = { "bf16": 0, "f16": 1, "f32": 2, "iq2_k": 3, "iq3_k": 4, "iq3_s": 5, "iq3_xxs": 6, "iq4_k": 7, "iq4_nl": 8, "iq4_xs": 9, "iq5_k": 10, "iq6_k": 11, "q2_k": 12, "q3_k": 13, "q4_0": 14, "q4_1": 15, "q4_k": 16, "q5_0": 17, "q5_1": 18, "q5_k": 19, "q6_0": 20, "q6_k": 21, "q8_0": 22, "q8_1": 23, "q8_k": 24, }
 
 cdef dequantize_fn _dequantize[43]
 _dequantize[0] = qs_bf16_dequantize__scalar
