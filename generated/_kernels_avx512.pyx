@@ -15,6 +15,22 @@ cdef extern from "qs_kernels_avx512.h" nogil:
     int64_t qs_f32_quantize__avx512(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
     void qs_f32_dequantize__avx512(const uint8_t *q, float *y, int64_t n)
     int qs_f32_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    void qs_iq2_kl_dequantize__avx512(const uint8_t *q, float *y, int64_t n)
+    int qs_iq2_kl_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    void qs_iq2_ks_dequantize__avx512(const uint8_t *q, float *y, int64_t n)
+    int qs_iq2_ks_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    int64_t qs_iq3_ks_quantize__avx512(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
+    void qs_iq3_ks_dequantize__avx512(const uint8_t *q, float *y, int64_t n)
+    int qs_iq3_ks_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    int64_t qs_iq4_ks_quantize__avx512(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
+    void qs_iq4_ks_dequantize__avx512(const uint8_t *q, float *y, int64_t n)
+    int qs_iq4_ks_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    int64_t qs_iq4_kss_quantize__avx512(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
+    void qs_iq4_kss_dequantize__avx512(const uint8_t *q, float *y, int64_t n)
+    int qs_iq4_kss_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    int64_t qs_iq5_ks_quantize__avx512(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
+    void qs_iq5_ks_dequantize__avx512(const uint8_t *q, float *y, int64_t n)
+    int qs_iq5_ks_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
     int64_t qs_q2_k_quantize__avx512(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
     void qs_q2_k_dequantize__avx512(const uint8_t *q, float *y, int64_t n)
     int qs_q2_k_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
@@ -65,6 +81,22 @@ KERNELS = (
     ("f32", "quantize"),
     ("f32", "dequantize"),
     ("f32", "vec_dot"),
+    ("iq2_kl", "dequantize"),
+    ("iq2_kl", "vec_dot"),
+    ("iq2_ks", "dequantize"),
+    ("iq2_ks", "vec_dot"),
+    ("iq3_ks", "quantize"),
+    ("iq3_ks", "dequantize"),
+    ("iq3_ks", "vec_dot"),
+    ("iq4_ks", "quantize"),
+    ("iq4_ks", "dequantize"),
+    ("iq4_ks", "vec_dot"),
+    ("iq4_kss", "quantize"),
+    ("iq4_kss", "dequantize"),
+    ("iq4_kss", "vec_dot"),
+    ("iq5_ks", "quantize"),
+    ("iq5_ks", "dequantize"),
+    ("iq5_ks", "vec_dot"),
     ("q2_k", "quantize"),
     ("q2_k", "dequantize"),
     ("q2_k", "vec_dot"),
@@ -101,57 +133,73 @@ KERNELS = (
     ("q8_k", "dequantize"),
 )
 
-cdef quantize_fn _quantize[15]
+cdef quantize_fn _quantize[19]
 _quantize[0] = qs_bf16_quantize__avx512
 _quantize[1] = qs_f16_quantize__avx512
 _quantize[2] = qs_f32_quantize__avx512
-_quantize[3] = qs_q2_k_quantize__avx512
-_quantize[4] = qs_q3_k_quantize__avx512
-_quantize[5] = qs_q4_0_quantize__avx512
-_quantize[6] = qs_q4_1_quantize__avx512
-_quantize[7] = qs_q4_k_quantize__avx512
-_quantize[8] = qs_q5_0_quantize__avx512
-_quantize[9] = qs_q5_1_quantize__avx512
-_quantize[10] = qs_q5_k_quantize__avx512
-_quantize[11] = qs_q6_k_quantize__avx512
-_quantize[12] = qs_q8_0_quantize__avx512
-_quantize[13] = qs_q8_1_quantize__avx512
-_quantize[14] = qs_q8_k_quantize__avx512
-_QUANTIZE_INDEX = { "bf16": 0, "f16": 1, "f32": 2, "q2_k": 3, "q3_k": 4, "q4_0": 5, "q4_1": 6, "q4_k": 7, "q5_0": 8, "q5_1": 9, "q5_k": 10, "q6_k": 11, "q8_0": 12, "q8_1": 13, "q8_k": 14, }
+_quantize[3] = qs_iq3_ks_quantize__avx512
+_quantize[4] = qs_iq4_ks_quantize__avx512
+_quantize[5] = qs_iq4_kss_quantize__avx512
+_quantize[6] = qs_iq5_ks_quantize__avx512
+_quantize[7] = qs_q2_k_quantize__avx512
+_quantize[8] = qs_q3_k_quantize__avx512
+_quantize[9] = qs_q4_0_quantize__avx512
+_quantize[10] = qs_q4_1_quantize__avx512
+_quantize[11] = qs_q4_k_quantize__avx512
+_quantize[12] = qs_q5_0_quantize__avx512
+_quantize[13] = qs_q5_1_quantize__avx512
+_quantize[14] = qs_q5_k_quantize__avx512
+_quantize[15] = qs_q6_k_quantize__avx512
+_quantize[16] = qs_q8_0_quantize__avx512
+_quantize[17] = qs_q8_1_quantize__avx512
+_quantize[18] = qs_q8_k_quantize__avx512
+_QUANTIZE_INDEX = { "bf16": 0, "f16": 1, "f32": 2, "iq3_ks": 3, "iq4_ks": 4, "iq4_kss": 5, "iq5_ks": 6, "q2_k": 7, "q3_k": 8, "q4_0": 9, "q4_1": 10, "q4_k": 11, "q5_0": 12, "q5_1": 13, "q5_k": 14, "q6_k": 15, "q8_0": 16, "q8_1": 17, "q8_k": 18, }
 
-cdef dequantize_fn _dequantize[15]
+cdef dequantize_fn _dequantize[21]
 _dequantize[0] = qs_bf16_dequantize__avx512
 _dequantize[1] = qs_f16_dequantize__avx512
 _dequantize[2] = qs_f32_dequantize__avx512
-_dequantize[3] = qs_q2_k_dequantize__avx512
-_dequantize[4] = qs_q3_k_dequantize__avx512
-_dequantize[5] = qs_q4_0_dequantize__avx512
-_dequantize[6] = qs_q4_1_dequantize__avx512
-_dequantize[7] = qs_q4_k_dequantize__avx512
-_dequantize[8] = qs_q5_0_dequantize__avx512
-_dequantize[9] = qs_q5_1_dequantize__avx512
-_dequantize[10] = qs_q5_k_dequantize__avx512
-_dequantize[11] = qs_q6_k_dequantize__avx512
-_dequantize[12] = qs_q8_0_dequantize__avx512
-_dequantize[13] = qs_q8_1_dequantize__avx512
-_dequantize[14] = qs_q8_k_dequantize__avx512
-_DEQUANTIZE_INDEX = { "bf16": 0, "f16": 1, "f32": 2, "q2_k": 3, "q3_k": 4, "q4_0": 5, "q4_1": 6, "q4_k": 7, "q5_0": 8, "q5_1": 9, "q5_k": 10, "q6_k": 11, "q8_0": 12, "q8_1": 13, "q8_k": 14, }
+_dequantize[3] = qs_iq2_kl_dequantize__avx512
+_dequantize[4] = qs_iq2_ks_dequantize__avx512
+_dequantize[5] = qs_iq3_ks_dequantize__avx512
+_dequantize[6] = qs_iq4_ks_dequantize__avx512
+_dequantize[7] = qs_iq4_kss_dequantize__avx512
+_dequantize[8] = qs_iq5_ks_dequantize__avx512
+_dequantize[9] = qs_q2_k_dequantize__avx512
+_dequantize[10] = qs_q3_k_dequantize__avx512
+_dequantize[11] = qs_q4_0_dequantize__avx512
+_dequantize[12] = qs_q4_1_dequantize__avx512
+_dequantize[13] = qs_q4_k_dequantize__avx512
+_dequantize[14] = qs_q5_0_dequantize__avx512
+_dequantize[15] = qs_q5_1_dequantize__avx512
+_dequantize[16] = qs_q5_k_dequantize__avx512
+_dequantize[17] = qs_q6_k_dequantize__avx512
+_dequantize[18] = qs_q8_0_dequantize__avx512
+_dequantize[19] = qs_q8_1_dequantize__avx512
+_dequantize[20] = qs_q8_k_dequantize__avx512
+_DEQUANTIZE_INDEX = { "bf16": 0, "f16": 1, "f32": 2, "iq2_kl": 3, "iq2_ks": 4, "iq3_ks": 5, "iq4_ks": 6, "iq4_kss": 7, "iq5_ks": 8, "q2_k": 9, "q3_k": 10, "q4_0": 11, "q4_1": 12, "q4_k": 13, "q5_0": 14, "q5_1": 15, "q5_k": 16, "q6_k": 17, "q8_0": 18, "q8_1": 19, "q8_k": 20, }
 
-cdef vec_dot_fn _vec_dot[13]
+cdef vec_dot_fn _vec_dot[19]
 _vec_dot[0] = qs_bf16_vec_dot__avx512
 _vec_dot[1] = qs_f16_vec_dot__avx512
 _vec_dot[2] = qs_f32_vec_dot__avx512
-_vec_dot[3] = qs_q2_k_vec_dot__avx512
-_vec_dot[4] = qs_q3_k_vec_dot__avx512
-_vec_dot[5] = qs_q4_0_vec_dot__avx512
-_vec_dot[6] = qs_q4_1_vec_dot__avx512
-_vec_dot[7] = qs_q4_k_vec_dot__avx512
-_vec_dot[8] = qs_q5_0_vec_dot__avx512
-_vec_dot[9] = qs_q5_1_vec_dot__avx512
-_vec_dot[10] = qs_q5_k_vec_dot__avx512
-_vec_dot[11] = qs_q6_k_vec_dot__avx512
-_vec_dot[12] = qs_q8_0_vec_dot__avx512
-_VEC_DOT_INDEX = { "bf16": 0, "f16": 1, "f32": 2, "q2_k": 3, "q3_k": 4, "q4_0": 5, "q4_1": 6, "q4_k": 7, "q5_0": 8, "q5_1": 9, "q5_k": 10, "q6_k": 11, "q8_0": 12, }
+_vec_dot[3] = qs_iq2_kl_vec_dot__avx512
+_vec_dot[4] = qs_iq2_ks_vec_dot__avx512
+_vec_dot[5] = qs_iq3_ks_vec_dot__avx512
+_vec_dot[6] = qs_iq4_ks_vec_dot__avx512
+_vec_dot[7] = qs_iq4_kss_vec_dot__avx512
+_vec_dot[8] = qs_iq5_ks_vec_dot__avx512
+_vec_dot[9] = qs_q2_k_vec_dot__avx512
+_vec_dot[10] = qs_q3_k_vec_dot__avx512
+_vec_dot[11] = qs_q4_0_vec_dot__avx512
+_vec_dot[12] = qs_q4_1_vec_dot__avx512
+_vec_dot[13] = qs_q4_k_vec_dot__avx512
+_vec_dot[14] = qs_q5_0_vec_dot__avx512
+_vec_dot[15] = qs_q5_1_vec_dot__avx512
+_vec_dot[16] = qs_q5_k_vec_dot__avx512
+_vec_dot[17] = qs_q6_k_vec_dot__avx512
+_vec_dot[18] = qs_q8_0_vec_dot__avx512
+_VEC_DOT_INDEX = { "bf16": 0, "f16": 1, "f32": 2, "iq2_kl": 3, "iq2_ks": 4, "iq3_ks": 5, "iq4_ks": 6, "iq4_kss": 7, "iq5_ks": 8, "q2_k": 9, "q3_k": 10, "q4_0": 11, "q4_1": 12, "q4_k": 13, "q5_0": 14, "q5_1": 15, "q5_k": 16, "q6_k": 17, "q8_0": 18, }
 
 
 def quantize(str fmt, const float[:, ::1] x, uint8_t[:, ::1] q, const float[::1] imatrix=None):

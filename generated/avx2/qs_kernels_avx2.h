@@ -17,6 +17,28 @@ int64_t qs_f32_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_t
 void qs_f32_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
 int qs_f32_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
+void qs_iq2_kl_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
+int qs_iq2_kl_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+void qs_iq2_ks_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
+int qs_iq2_ks_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+int64_t qs_iq3_ks_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void qs_iq3_ks_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
+int qs_iq3_ks_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+int64_t qs_iq4_ks_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void qs_iq4_ks_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
+int qs_iq4_ks_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+int64_t qs_iq4_kss_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void qs_iq4_kss_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
+int qs_iq4_kss_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+int64_t qs_iq5_ks_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void qs_iq5_ks_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
+int qs_iq5_ks_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
 int64_t qs_q2_k_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
 void qs_q2_k_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
 int qs_q2_k_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
