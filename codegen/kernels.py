@@ -185,6 +185,43 @@ FORMATS = (
     #   trials   the trial scales' steps is (first, last): id = (15 + 0.2*is)/max
     ("iq3_s", "iqgrid_quantize.c.j2", ("quantize",), dict(iqgrid_search="iq3", trials=(-9, 9))),
     ("iq3_xxs", "iqgrid_quantize.c.j2", ("quantize",), dict(iqgrid_search="iq3", trials=(-15, 15))),
+    # ik_llama.cpp formats with a row scale before the blocks (reference/iq4_ks.py ...): 256-element blocks of
+    # 8 sub-blocks of 32, element = (d_row * scale_b) * grid value. Facts read from each spec module:
+    #   grid, half   the value table (reference/tables/ik_llama.py) and its values per half (shift_b picks one)
+    #   scale, shift C expressions of sub-block b's integer scale and grid half over the block's fields
+    #   index        C expression of element j's index in the half (IQ2_KL: pair j's grid point)
+    #   codes        the SIMD unpacker of the index bits (a layout named in codegen/templates/iqks.c.j2)
+    #   quantize     the quantizer: kind (ks: odd 7-bit codes against d = max|scale|/127; kss: the same with
+    #                IQ4_KSS's parity pruning; iq3_ks: signed 5-bit codes against -max_scale/16), the sweep's
+    #                ntry, sigma2 factor, first-candidate guard and the order of the final sums
+    ("iq4_ks", "iqks.c.j2", OPS, dict(
+        iqks=True, grid="IQ4K_VALUES", half=16, codes="nibbles16",
+        scale="(scales[b] & 254) - 127", shift="scales[b] & 1", index="(qs[16 * b + j % 16] >> 4 * (j / 16)) & 15",
+        quantize=dict(kind="ks", nearest="IQ4K", ntry=7, sigma_factor=2.0, guard_first=False, pair_sums=True))),
+    ("iq4_kss", "iqks.c.j2", OPS, dict(
+        iqks=True, grid="IQ4K_VALUES", half=16, codes="kss",
+        scale="(kss_byte(qs, b) & 254) - 127", shift="kss_byte(qs, b) & 1",
+        index="(kss_nibbles(qs, 8 * b + j % 16 / 2) >> (8 * (j % 2) + 4 * (j / 16))) & 15",
+        quantize=dict(kind="kss", nearest="IQ4K", ntry=7, sigma_factor=2.0, guard_first=False, pair_sums=False))),
+    ("iq5_ks", "iqks.c.j2", OPS, dict(
+        iqks=True, grid="IQ5NL_VALUES", half=32, codes="nibbles32_qh",
+        scale="(scales[b] & 254) - 127", shift="scales[b] & 1",
+        index="((qs[32 * (b / 2) + j] >> 4 * (b % 2)) & 15) | (((qh[j] >> b) & 1) << 4)",
+        quantize=dict(kind="ks", nearest="IQ5NL", ntry=5, sigma_factor=2.0, guard_first=False, pair_sums=False))),
+    ("iq3_ks", "iqks.c.j2", OPS, dict(
+        iqks=True, grid="IQ3NL_VALUES", half=8, codes="crumbs32_qh",
+        scale="(int)(((scales[b % 4] >> 4 * (b / 4)) & 15) | (((extra >> b) & 1) << 4)) - 16",
+        shift="(extra >> (8 + b)) & 1",
+        index="((qs[32 * (b / 4) + j] >> 2 * (b % 4)) & 3) | (((qh[j] >> b) & 1) << 2)",
+        quantize=dict(kind="iq3_ks", nearest="IQ3NL", ntry=5, sigma_factor=2.0, guard_first=True, pair_sums=False))),
+    ("iq2_ks", "iqks.c.j2", ("dequantize", "vec_dot"), dict(
+        iqks=True, grid="IQ2NL_VALUES", half=4, codes="crumbs32",
+        scale="(int)(((scales[b / 2] >> 4 * (b % 2)) & 15) | (((extra >> (8 + b)) & 1) << 4)) - 16",
+        shift="(extra >> b) & 1", index="(qs[32 * (b / 4) + j] >> 2 * (b % 4)) & 3")),
+    ("iq2_kl", "iqks.c.j2", ("dequantize", "vec_dot"), dict(
+        iqks=True, grid="IQ2KL_VALUES", half=32, codes="pairs",
+        scale="(int)(((scales_l[b % 4] >> 4 * (b / 4)) & 15) | (((scales_h >> 2 * b) & 3) << 4)) - 32",
+        shift="0", index="((qs[16 * (b / 2) + j] >> 4 * (b % 2)) & 15) | (((qh[j] >> b) & 1) << 4)")),
 )
 
 

@@ -36,6 +36,12 @@ int64_t qs_iq2_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int
 void qs_iq2_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
 int qs_iq2_k_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
+void qs_iq2_kl_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
+int qs_iq2_kl_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+void qs_iq2_ks_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
+int qs_iq2_ks_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
 void qs_iq2_kt_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
 int qs_iq2_kt_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
@@ -52,6 +58,10 @@ int64_t qs_iq3_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int
 void qs_iq3_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
 int qs_iq3_k_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
+int64_t qs_iq3_ks_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void qs_iq3_ks_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
+int qs_iq3_ks_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
 void qs_iq3_kt_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
 int qs_iq3_kt_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
@@ -67,6 +77,14 @@ int64_t qs_iq4_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int
 void qs_iq4_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
 int qs_iq4_k_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
+int64_t qs_iq4_ks_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void qs_iq4_ks_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
+int qs_iq4_ks_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+int64_t qs_iq4_kss_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void qs_iq4_kss_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
+int qs_iq4_kss_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
 void qs_iq4_kt_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
 int qs_iq4_kt_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
@@ -81,6 +99,10 @@ int qs_iq4_xs_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_
 int64_t qs_iq5_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
 void qs_iq5_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
 int qs_iq5_k_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+int64_t qs_iq5_ks_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void qs_iq5_ks_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
+int qs_iq5_ks_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
 int64_t qs_iq6_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
 void qs_iq6_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
