@@ -80,6 +80,50 @@ FORMATS = (
         ref=dict(search="qx", nmax=32, weights="square", scale_quant="signed_max_zero", levels=128),
         imatrix=dict(search="qx", nmax=32, sigma2_factor=None, scale_quant="signed_max_zero", levels=128))),
     ("q8_k", "kquant_q8.c.j2", ("quantize", "dequantize"), dict(kquant=True)),
+    # Grid IQ formats (codegen/iqgrid.py), facts read from reference/iq*.py docstrings; bit
+    # positions count from the start of the named field:
+    #   grid     the table module.NAME in reference/tables (u64 points: groups of 8, u32: groups of 4)
+    #   index    the grid index of group g: (field, bit of its part, width) parts, low bits first
+    #   signs    ("ksigns", field, bit of the 7-bit sign index of 8 elements t) or ("bytes", field,
+    #            bit of sign byte t); None: the grid values are signed (IQ1)
+    #   scale    (field, bit of the code ls_b of block b, width); block = elements per code
+    #   db       the block scale: "half" (d * (0.5f + ls)) * db_post, "odd" d * (float)(2*ls + 1)
+    #   delta    IQ1: (per "block" or "group", field, bit of the sign, the dot product's sums of
+    #            activation quants: "bsums" as stored or "qs" summed per group)
+    #   contrib  a super-block's dot term over dw, da, isum = sum_b (2*ls_b + 1) * sumi_b,
+    #            dsum (IQ1's delta sum) and the constant post
+    ("iq2_xxs", "iqgrid.c.j2", ("dequantize", "vec_dot"), dict(
+        iqgrid=True, grid="ggml_iq2.IQ2XXS_GRID", block=32, index=(("qs", lambda g: 64 * (g // 4) + 8 * (g % 4), 8),),
+        signs=("ksigns", "qs", lambda t: 64 * (t // 4) + 32 + 7 * (t % 4)), scale=("qs", lambda b: 64 * b + 60, 4),
+        db="half", db_post=0.25, contrib="((dw * da) * isum) * post", dot_post=0.125)),
+    ("iq2_xs", "iqgrid.c.j2", ("dequantize", "vec_dot"), dict(
+        iqgrid=True, grid="ggml_iq2.IQ2XS_GRID", block=16, index=(("qs", lambda g: 16 * g, 9),),
+        signs=("ksigns", "qs", lambda t: 16 * t + 9), scale=("scales", lambda b: 4 * b, 4),
+        db="half", db_post=0.25, contrib="((dw * da) * isum) * post", dot_post=0.125)),
+    ("iq2_s", "iqgrid.c.j2", ("dequantize", "vec_dot"), dict(
+        iqgrid=True, grid="ggml_iq2.IQ2S_GRID", block=16, index=(("qs", lambda g: 8 * g, 8), ("qh", lambda g: 2 * g, 2)),
+        signs=("bytes", "qs", lambda t: 8 * (32 + t)), scale=("scales", lambda b: 4 * b, 4),
+        db="half", db_post=0.25, contrib="((dw * da) * isum) * post", dot_post=0.125)),
+    ("iq3_xxs", "iqgrid.c.j2", ("dequantize", "vec_dot"), dict(
+        iqgrid=True, grid="ggml_iq3.IQ3XXS_GRID", block=32, index=(("qs", lambda g: 8 * g, 8),),
+        signs=("ksigns", "scales_and_signs", lambda t: 32 * (t // 4) + 7 * (t % 4)),
+        scale=("scales_and_signs", lambda b: 32 * b + 28, 4),
+        db="half", db_post=0.5, contrib="((dw * da) * isum) * post", dot_post=0.25)),
+    ("iq3_s", "iqgrid.c.j2", ("dequantize", "vec_dot"), dict(
+        iqgrid=True, grid="ggml_iq3.IQ3S_GRID", block=32, index=(("qs", lambda g: 8 * g, 8), ("qh", lambda g: g, 1)),
+        signs=("bytes", "signs", lambda t: 8 * t), scale=("scales", lambda b: 4 * b, 4),
+        db="odd", contrib="(dw * da) * isum")),
+    ("iq1_s", "iqgrid.c.j2", ("dequantize", "vec_dot"), dict(
+        iqgrid=True, grid="ggml_iq1.IQ1S_GRID", signed_grid=True, block=32,
+        index=(("qs", lambda g: 8 * g, 8), ("qh", lambda g: 16 * (g // 4) + 3 * (g % 4), 3)),
+        scale=("qh", lambda b: 16 * b + 12, 3), db="odd", delta=("block", "qh", lambda b: 16 * b + 15, "bsums"),
+        contrib="(dw * da) * (isum + post * dsum)", dot_post=0.125)),
+    ("iq1_m", "iqgrid.c.j2", ("dequantize", "vec_dot"), dict(
+        iqgrid=True, grid="ggml_iq1.IQ1S_GRID", signed_grid=True, block=16,
+        index=(("qs", lambda g: 8 * g, 8), ("qh", lambda g: 4 * g, 3)),
+        scale=("scales", lambda b: 16 * (b // 4) + 3 * (b % 4), 3), db="odd",
+        delta=("group", "qh", lambda g: 4 * g + 3, "qs"), super_scale="nibbles",
+        contrib="(dw * da) * (isum + post * dsum)", dot_post=0.125)),
     # codebook formats (codegen/lowbit.py): 4-bit indices into a 16-entry table of reference/tables/ggml.py
     #   group    elements per scale; scale  how a group's float scale is decoded
     #   imatrix  the IQ4 weighted scale search (reference/_iq4.py) quantizes them
@@ -127,6 +171,57 @@ FORMATS = (
         search="sweep", step=1, refit=True, guard_first=False, sigma2="(2.f * sum_x2) / 256.f",
         quarter_sigma=True, scales="superblock", divisor=127, code_lo=-127, code_hi=127, skip_empty=True,
         skip_unused=True))),
+    # ik_llama.cpp's trellis, ternary and binary formats (codegen/iklowbit.py reads the rest from the spec modules):
+    #   layout   how a trellis super-block stores its sub-block scales and seeds (kt.c.j2 decoders)
+    #   group    values per seed
+    ("iq1_kt", "kt.c.j2", ("dequantize", "vec_dot"), dict(ik_family="kt", layout="iq1", group=8)),
+    ("iq2_kt", "kt.c.j2", ("dequantize", "vec_dot"), dict(ik_family="kt", layout="iq2", group=8)),
+    ("iq3_kt", "kt.c.j2", ("dequantize", "vec_dot"), dict(ik_family="kt", layout="iq3", group=8)),
+    ("iq4_kt", "kt.c.j2", ("dequantize", "vec_dot"), dict(ik_family="kt", layout="iq4", group=4, two_codebooks=True)),
+    ("iq1_bn", "bn.c.j2", ("dequantize", "vec_dot"), dict(ik_family="bn")),
+    ("iq2_bn", "bn.c.j2", ("dequantize", "vec_dot"), dict(ik_family="bn")),
+    ("q1_0_g128", "binary.c.j2", ("dequantize", "vec_dot"), dict(ik_family="binary")),
+    # grid IQ quantizers (codegen/iqgrid_quantize.py: the spec's lattice maps and neighbour lists);
+    #   trials   the trial scales' steps is (first, last): id = (15 + 0.2*is)/max
+    ("iq3_s", "iqgrid_quantize.c.j2", ("quantize",), dict(iqgrid_search="iq3", trials=(-9, 9))),
+    ("iq3_xxs", "iqgrid_quantize.c.j2", ("quantize",), dict(iqgrid_search="iq3", trials=(-15, 15))),
+    # ik_llama.cpp formats with a row scale before the blocks (reference/iq4_ks.py ...): 256-element blocks of
+    # 8 sub-blocks of 32, element = (d_row * scale_b) * grid value. Facts read from each spec module:
+    #   grid, half   the value table (reference/tables/ik_llama.py) and its values per half (shift_b picks one)
+    #   scale, shift C expressions of sub-block b's integer scale and grid half over the block's fields
+    #   index        C expression of element j's index in the half (IQ2_KL: pair j's grid point)
+    #   codes        the SIMD unpacker of the index bits (a layout named in codegen/templates/iqks.c.j2)
+    #   quantize     the quantizer: kind (ks: odd 7-bit codes against d = max|scale|/127; kss: the same with
+    #                IQ4_KSS's parity pruning; iq3_ks: signed 5-bit codes against -max_scale/16), the sweep's
+    #                ntry, sigma2 factor, first-candidate guard and the order of the final sums
+    ("iq4_ks", "iqks.c.j2", OPS, dict(
+        iqks=True, grid="IQ4K_VALUES", half=16, codes="nibbles16",
+        scale="(scales[b] & 254) - 127", shift="scales[b] & 1", index="(qs[16 * b + j % 16] >> 4 * (j / 16)) & 15",
+        quantize=dict(kind="ks", nearest="IQ4K", ntry=7, sigma_factor=2.0, guard_first=False, pair_sums=True))),
+    ("iq4_kss", "iqks.c.j2", OPS, dict(
+        iqks=True, grid="IQ4K_VALUES", half=16, codes="kss",
+        scale="(kss_byte(qs, b) & 254) - 127", shift="kss_byte(qs, b) & 1",
+        index="(kss_nibbles(qs, 8 * b + j % 16 / 2) >> (8 * (j % 2) + 4 * (j / 16))) & 15",
+        quantize=dict(kind="kss", nearest="IQ4K", ntry=7, sigma_factor=2.0, guard_first=False, pair_sums=False))),
+    ("iq5_ks", "iqks.c.j2", OPS, dict(
+        iqks=True, grid="IQ5NL_VALUES", half=32, codes="nibbles32_qh",
+        scale="(scales[b] & 254) - 127", shift="scales[b] & 1",
+        index="((qs[32 * (b / 2) + j] >> 4 * (b % 2)) & 15) | (((qh[j] >> b) & 1) << 4)",
+        quantize=dict(kind="ks", nearest="IQ5NL", ntry=5, sigma_factor=2.0, guard_first=False, pair_sums=False))),
+    ("iq3_ks", "iqks.c.j2", OPS, dict(
+        iqks=True, grid="IQ3NL_VALUES", half=8, codes="crumbs32_qh",
+        scale="(int)(((scales[b % 4] >> 4 * (b / 4)) & 15) | (((extra >> b) & 1) << 4)) - 16",
+        shift="(extra >> (8 + b)) & 1",
+        index="((qs[32 * (b / 4) + j] >> 2 * (b % 4)) & 3) | (((qh[j] >> b) & 1) << 2)",
+        quantize=dict(kind="iq3_ks", nearest="IQ3NL", ntry=5, sigma_factor=2.0, guard_first=True, pair_sums=False))),
+    ("iq2_ks", "iqks.c.j2", ("dequantize", "vec_dot"), dict(
+        iqks=True, grid="IQ2NL_VALUES", half=4, codes="crumbs32",
+        scale="(int)(((scales[b / 2] >> 4 * (b % 2)) & 15) | (((extra >> (8 + b)) & 1) << 4)) - 16",
+        shift="(extra >> b) & 1", index="(qs[32 * (b / 4) + j] >> 2 * (b % 4)) & 3")),
+    ("iq2_kl", "iqks.c.j2", ("dequantize", "vec_dot"), dict(
+        iqks=True, grid="IQ2KL_VALUES", half=32, codes="pairs",
+        scale="(int)(((scales_l[b % 4] >> 4 * (b / 4)) & 15) | (((scales_h >> 2 * b) & 3) << 4)) - 32",
+        shift="0", index="((qs[16 * (b / 2) + j] >> 4 * (b % 2)) & 15) | (((qh[j] >> b) & 1) << 4)")),
 )
 
 

@@ -287,11 +287,58 @@ def dot_groups(code_bits: int, sub: int) -> dict:
     return dict(dot_levels=levels, dot_groups=groups)
 
 
+# ------------------------------------------------------------------ ik_llama.cpp row-scale formats
+
+def _ik_module(name: str):
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    return importlib.import_module(f"reference.{name}")
+
+
+def iqks_context(fmt: str, spec, extra: dict) -> dict:
+    """Template facts of a format with a row scale and 8 sub-blocks of 32
+    (codegen/templates/iqks.c.j2): the row scale's type, the grid (int8,
+    padded by 16 zero bytes so that a SIMD kernel may load 16 bytes from the
+    start of any half), the Q8_K offsets and the quantizer's nearest-value
+    table (reference/_iqk.py Grid)."""
+    if spec.block_size != 256 or spec.row_meta_size not in (2, 4):
+        raise ValueError(f"{fmt}: iqks.c.j2 needs 256-element blocks and an f16 or f32 row scale")
+    tables = _ik_module("tables.ik_llama")
+    values = np.asarray(getattr(tables, extra["grid"]))
+    ctx = dict(meta="f32" if spec.row_meta_size == 4 else "f16", meta_size=spec.row_meta_size,
+               grid_name=extra["grid"])
+    if extra["codes"] == "pairs":  # uint16 points: first coordinate in the low byte
+        first = (values & 0xFF).astype(np.uint8).view(np.int8)
+        second = (values >> 8).astype(np.uint8).view(np.int8)
+        ctx["pair_first"] = [int(v) for v in first] + [0] * 16
+        ctx["pair_second"] = [int(v) for v in second] + [0] * 16
+    else:
+        if len(values) != 2 * extra["half"]:
+            raise ValueError(f"{fmt}: {extra['grid']} must hold two halves of {extra['half']}")
+        ctx["grid"] = [int(v) for v in values.astype(np.int8)] + [0] * 16
+    act = spec_format(spec.vec_dot_format)
+    aoffs = act.offsets()
+    ctx["kact"] = dict(name=act.name, type_size=act.type_size, off_d=aoffs["d"], off_qs=aoffs["qs"])
+    if "quantize" in extra:
+        qx = dict(extra["quantize"])
+        grid = getattr(_ik_module("_iqk"), qx["nearest"])
+        if grid.index is None or grid.index_from_difference or not np.array_equal(grid.values, values):
+            raise ValueError(f"{fmt}: the quantizer's grid {grid.name} must be the format's, with an index table")
+        qx.update(grid_name=grid.name, limit=grid.limit, index=[int(v) for v in grid.index[:grid.limit]],
+                  index_name=f"{grid.name.upper()}_INDEX")
+        ctx["q"] = qx
+    return ctx
+
+
 def context(fmt: str, isa: str, ops: tuple[str, ...], extra: dict) -> dict:
     spec = spec_format(fmt)
     ctx = dict(fmt=fmt, isa=isa, ops=ops, block_size=spec.block_size, type_size=spec.type_size,
                fields=_fields(spec), act=None)
     ctx.update(extra)
+    if extra.get("iqgrid_search"):  # the grid IQ quantizers: codegen/iqgrid_quantize.py
+        from codegen import iqgrid_quantize
+        ctx.update(iqgrid_quantize.context(fmt, spec, extra))
+        return ctx
     if extra.get("iqk"):
         from codegen.iqk import iqk_context
         ctx.update(iqk_context(fmt, spec, extra))
@@ -299,9 +346,20 @@ def context(fmt: str, isa: str, ops: tuple[str, ...], extra: dict) -> dict:
     if extra.get("kquant"):
         ctx.update(kquant_context(fmt, spec, extra))
         return ctx
+    if extra.get("iqgrid"):  # the grid IQ formats: codegen/iqgrid.py
+        from codegen.iqgrid import iqgrid_context
+        ctx.update(iqgrid_context(fmt, spec, extra))
+        return ctx
     if extra.get("family"):  # the small mainline formats: codegen/lowbit.py
         from codegen import lowbit
         ctx.update(getattr(lowbit, f"{extra['family']}_context")(fmt, spec, extra))
+        return ctx
+    if extra.get("ik_family"):  # ik_llama.cpp's trellis, ternary and binary formats: codegen/iklowbit.py
+        from codegen import iklowbit
+        ctx.update(getattr(iklowbit, f"{extra['ik_family']}_context")(fmt, spec, extra))
+        return ctx
+    if extra.get("iqks"):
+        ctx.update(iqks_context(fmt, spec, extra))
         return ctx
     names = {f.name for f in spec.fields}
     ctx["has_min"] = "m" in names

@@ -91,13 +91,14 @@ class Layout:
 
     ``row_meta`` names the per-row metadata that precedes the blocks of a
     row (formats with ``row_meta_size > 0``), as ``(name, ctype)`` pairs in
-    byte order, e.g. ``(("d", "f32"),)``: the formula reads them like fields.
+    byte order, e.g. ``(("d", "f32"),)``, or ``(name, ctype, count)`` for an
+    array: the formula reads them like fields.
     """
 
     symbols: tuple[Symbol, ...] = ()
     segments: tuple[Seg, ...] = ()
     value: str | None = None
-    row_meta: tuple[tuple[str, str], ...] = ()
+    row_meta: tuple[tuple, ...] = ()
 
 
 def _nibbles(field_name: str, low: str, high: str, symbol: str = "q") -> tuple[Seg, Seg]:
@@ -381,6 +382,8 @@ LAYOUTS: dict[str, Layout] = {
          Seg("ql", 0, 8, "s", "k"), Seg("qh", 0, 4, "s", "k", at=8), Seg("qh", 4, 4, "s", "k + 32", at=8)),
         "d * (sc[j // 32] - 64) * CODEBOOKS[4 * (32768 * cb[j // 32] + s[j // 4]) + j % 4]",
         row_meta=(("d", "f32"),)),
+    # Q8_K64 (ik_llama.cpp, activation only): a row header of 4 lane scales and 4 lane sums, then int8 quants
+    "q8_k64": Layout(value="d[(j % 16) // 4] * qs[j]", row_meta=(("d", "f32", 4), ("s", "f32", 4))),
     "q1_0_g128": Layout((Symbol("q", 1, "sign bit of element j: 1 for +d, 0 for -d"),),
                         (Seg("qs", 0, 1, "q", "8*k + i", repeat=8, stride=1),), "(2*q[j] - 1) * d"),
 }
@@ -436,7 +439,7 @@ def resolve_layout(fmt, layout: Layout | None = None) -> BitMap:
 @lru_cache(maxsize=None)
 def _resolve(fmt, layout: Layout) -> BitMap:
     fields = _field_table(fmt)
-    meta_bytes = sum(_CTYPE_BYTES[ctype] for _, ctype in layout.row_meta)
+    meta_bytes = sum(_CTYPE_BYTES[entry[1]] * (entry[2] if len(entry) > 2 else 1) for entry in layout.row_meta)
     if layout.row_meta and meta_bytes != fmt.row_meta_size:
         raise LayoutError(f"{fmt.name}: the row metadata {layout.row_meta} is {meta_bytes} bytes, "
                           f"the format has {fmt.row_meta_size}")
@@ -773,18 +776,19 @@ def _field_values(fmt, block: bytes) -> list[FieldValue]:
 def _row_meta_values(layout: Layout, meta: bytes) -> list[FieldValue]:
     """The row metadata named by ``layout.row_meta``, read from its bytes."""
     out, at = [], 0
-    for name, ctype in layout.row_meta:
+    for name, ctype, *count in layout.row_meta:
+        count = count[0] if count else 1
         size = _CTYPE_BYTES[ctype]
-        raw = bytes(meta[at:at + size])
-        bits = int.from_bytes(raw, "little")
+        raw = bytes(meta[at:at + size * count])
         if ctype == "f32":
-            value = np.frombuffer(raw, dtype="<f4")[0]
+            values = np.frombuffer(raw, dtype="<f4")
         elif ctype == "f16":
-            value = np.frombuffer(raw, dtype="<f2")[0].astype(np.float32)
+            values = np.frombuffer(raw, dtype="<f2").astype(np.float32)
         else:
             raise LayoutError(f"row metadata {name!r}: unsupported type {ctype}")
-        out.append(FieldValue(name, ctype, 1, at, raw, (np.float32(value),), (bits,)))
-        at += size
+        bits = tuple(int.from_bytes(raw[i:i + size], "little") for i in range(0, size * count, size))
+        out.append(FieldValue(name, ctype, count, at, raw, tuple(np.float32(v) for v in values), bits))
+        at += size * count
     return out
 
 
