@@ -69,13 +69,14 @@ def rows(draw, block_size: int, max_blocks: int = 40, max_rows: int = 4):
 
 
 @st.composite
-def byte_rows(draw, type_size: int, max_blocks: int = 40, max_rows: int = 4):
-    """Arbitrary block bytes: every bit pattern a decoder may be handed."""
+def byte_rows(draw, type_size: int, max_blocks: int = 40, max_rows: int = 4, row_meta_size: int = 0):
+    """Arbitrary rows of bytes: every bit pattern a decoder may be handed
+    (``row_meta_size`` bytes of row metadata, then whole blocks)."""
     nrows = draw(st.integers(1, max_rows))
     nblocks = draw(st.sampled_from([1, 2, 15, 16, 17, max_blocks]))
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, (nrows, nblocks * type_size), dtype=np.uint8)
+    return rng.integers(0, 256, (nrows, row_meta_size + nblocks * type_size), dtype=np.uint8)
 
 
 @st.composite

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import quantspec as qs
@@ -15,16 +15,42 @@ from tests.conftest import kernel_params
 from tests.strategies import byte_rows, imatrices, rows
 
 
+def _quantizes_fast(fmt: str) -> bool:
+    return qs.kernel_info()[(fmt, "quantize")] != "reference"
+
+
 def _run(isa: str, fn, *args, **kwargs):
     with qs.use_isa(isa):
         return fn(*args, **kwargs)
 
 
-@pytest.mark.parametrize("fmt,isa", kernel_params("quantize"))
+def _row_scale(params, row_scale: bool):
+    """Formats with a row scale (ik_llama.cpp): each example runs the NumPy spec's
+    whole-row search, about 0.3 s, so they take a quarter of the examples."""
+    return [p for p in params if bool(registry.spec(p.values[0]).row_meta_size) == row_scale]
+
+
+FEWER = settings(max_examples=max(10, settings().max_examples // 4))
+
+
+@pytest.mark.parametrize("fmt,isa", _row_scale(kernel_params("quantize"), False))
 @given(data=st.data())
 def test_quantize_bitexact(fmt, isa, data):
+    _check_quantize(fmt, isa, data)
+
+
+@pytest.mark.parametrize("fmt,isa", _row_scale(kernel_params("quantize"), True))
+@FEWER
+@given(data=st.data())
+def test_quantize_bitexact_row_scale_formats(fmt, isa, data):
+    _check_quantize(fmt, isa, data)
+
+
+def _check_quantize(fmt, isa, data):
     spec = registry.spec(fmt)
     x = data.draw(rows(spec.block_size))
+    if spec.row_meta_size:  # each row is one search; the NumPy spec of these runs below 1 Melem/s
+        x = np.ascontiguousarray(x[:2, :3 * spec.block_size])
     imatrix = None
     if spec.imatrix != "ignored" and data.draw(st.booleans()):
         imatrix = data.draw(imatrices(x.shape[1]))
@@ -42,26 +68,40 @@ def test_quantize_bitexact(fmt, isa, data):
 @given(data=st.data())
 def test_dequantize_bitexact(fmt, isa, data):
     spec = registry.spec(fmt)
-    q = data.draw(byte_rows(spec.type_size))  # every bit pattern, NaN/inf scales included
+    q = data.draw(byte_rows(spec.type_size, row_meta_size=spec.row_meta_size))  # every bit pattern, NaN/inf scales included
     expected = _run("reference", qs.dequantize, fmt, q)
     actual = _run(isa, qs.dequantize, fmt, q)
     assert_same_bits(actual, expected, f"{fmt} on {isa}")
 
 
-@pytest.mark.parametrize("fmt,isa", kernel_params("vec_dot"))
+@pytest.mark.parametrize("fmt,isa", _row_scale(kernel_params("vec_dot"), False))
 @given(data=st.data())
 def test_vec_dot_bitexact(fmt, isa, data):
+    _check_vec_dot(fmt, isa, data)
+
+
+@pytest.mark.parametrize("fmt,isa", _row_scale(kernel_params("vec_dot"), True))
+@FEWER
+@given(data=st.data())
+def test_vec_dot_bitexact_row_scale_formats(fmt, isa, data):
+    _check_vec_dot(fmt, isa, data)
+
+
+def _check_vec_dot(fmt, isa, data):
     spec = registry.spec(fmt)
     act = registry.spec(spec.vec_dot_format)
-    if data.draw(st.booleans()):  # quantized from edge-case floats
+    # quantized from edge-case floats (where a kernel quantizes: some spec searches take seconds a row)
+    if _quantizes_fast(fmt) and data.draw(st.booleans()):
         x = data.draw(rows(spec.block_size))
+        if spec.row_meta_size:  # the row-scale quantizers run 1-3 Melem/s even as kernels
+            x = np.ascontiguousarray(x[:2, :3 * spec.block_size])
         wq = qs.quantize(fmt, x)
         a = data.draw(rows(act.block_size, max_rows=1))
         a = np.resize(a[0], x.shape[1])
         aq = qs.quantize(act.name, a)
     else:  # arbitrary bytes in both operands
-        wq = data.draw(byte_rows(spec.type_size))
-        nblocks = wq.shape[1] // spec.type_size
+        wq = data.draw(byte_rows(spec.type_size, row_meta_size=spec.row_meta_size))
+        nblocks = (wq.shape[1] - spec.row_meta_size) // spec.type_size
         aq = np.random.default_rng(wq.shape[1]).integers(
             0, 256, act.row_bytes(nblocks * spec.block_size), dtype=np.uint8)
     expected = _run("reference", qs.vec_dot, fmt, wq, aq)
@@ -87,8 +127,11 @@ def test_threads_split_identically(fmt, isa, threads):
     rng = np.random.default_rng(7)
     x = rng.standard_normal((7, 64 * spec.block_size if spec.block_size > 1 else 2048)).astype(np.float32)
     with qs.use_isa(isa):
-        q1 = qs.quantize(fmt, x)
-        qn = qs.quantize(fmt, x, threads=threads)
+        if _quantizes_fast(fmt):
+            q1 = qs.quantize(fmt, x)
+            qn = qs.quantize(fmt, x, threads=threads)
+        else:  # arbitrary bytes: the spec's search would take seconds
+            q1 = qn = rng.integers(0, 256, (x.shape[0], spec.row_bytes(x.shape[1])), dtype=np.uint8)
         y1 = qs.dequantize(fmt, q1)
         yn = qs.dequantize(fmt, q1, threads=threads)
     np.testing.assert_array_equal(q1, qn)
