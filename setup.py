@@ -34,6 +34,8 @@ class BuildPerIsa(build_ext):
                 spec["sources"], output_dir=str(Path(self.build_temp) / spec["isa"]),
                 include_dirs=spec["include_dirs"], extra_postargs=spec["cflags"], depends=ext.depends)
             ext.extra_objects = list(objects)
+            # relink when only kernel sources changed (build_ext compares sources + depends with the target)
+            ext.depends = list(ext.depends) + list(spec["sources"])
         super().build_extension(ext)
 
 
@@ -43,7 +45,8 @@ def kernel_extensions():
         if e["arch"] not in ("any", ARCH):
             continue
         ext = Extension(e["name"], [e["pyx"]], include_dirs=e["include_dirs"], extra_compile_args=BASE_CFLAGS,
-                        depends=[str(p) for p in (ROOT / "codegen" / "simd").glob("*.h")])
+                        depends=[str(p) for p in [*(ROOT / "codegen" / "simd").glob("*.h"),
+                                                   *(ROOT / "generated" / "iqgrid").glob("*.h")]])
         out.append(ext)
     return out
 

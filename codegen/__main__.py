@@ -16,7 +16,8 @@ import jinja2
 
 from codegen import isa as isa_table
 from codegen.docs import render_docs
-from codegen.kernels import CONTEXT, KERNELS, OPS, TEMPLATE
+from codegen.iqgrid_quantize import lattice_headers
+from codegen.kernels import CONTEXT, KERNELS, OPS, kernel_file
 from codegen.model import ROOT, context
 
 GENERATED = ROOT / "generated"
@@ -47,13 +48,12 @@ def render_all() -> dict[str, str]:
     """Every owned file under generated/, path -> text."""
     env = _env()
     out: dict[str, str] = {}
-    by_file: dict[tuple[str, str], list[str]] = {}
+    by_file: dict[tuple[str, str, str], list[str]] = {}
     for k in KERNELS:
-        by_file.setdefault((k.isa, k.fmt), []).append(k.op)
-    for (isa, fmt), ops in sorted(by_file.items()):
-        template = TEMPLATE[fmt]
-        text = env.get_template(template).render(**context(fmt, isa, tuple(ops), CONTEXT[fmt]))
-        out[f"generated/{isa}/{fmt}.c"] = _banner(template, f"reference/{fmt}.py", "/*") + text
+        by_file.setdefault((k.isa, k.fmt, k.template), []).append(k.op)
+    for (isa, fmt, template), ops in sorted(by_file.items()):
+        text = env.get_template(template).render(**context(fmt, isa, tuple(ops), CONTEXT[fmt, template]))
+        out[kernel_file(isa, fmt, template)] = _banner(template, f"reference/{fmt}.py", "/*") + text
     manifest = {"kernels": [], "extensions": []}
     for isa in isa_table.ISAS:
         kernels = sorted((k for k in KERNELS if k.isa == isa.name), key=lambda k: (k.fmt, OPS.index(k.op)))
@@ -74,6 +74,7 @@ def render_all() -> dict[str, str]:
     out["generated/MANIFEST.json"] = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
     out["generated/__init__.py"] = (_banner("(none)", None, "#")
                                     + '"""Machine-written kernels; see generated/MANIFEST.json."""\n')
+    out.update(lattice_headers())  # tables shared by every ISA's kernels of a format
     out.update(render_docs())
     return out
 

@@ -80,6 +80,111 @@ FORMATS = (
         ref=dict(search="qx", nmax=32, weights="square", scale_quant="signed_max_zero", levels=128),
         imatrix=dict(search="qx", nmax=32, sigma2_factor=None, scale_quant="signed_max_zero", levels=128))),
     ("q8_k", "kquant_q8.c.j2", ("quantize", "dequantize"), dict(kquant=True)),
+    # Grid IQ formats (codegen/iqgrid.py), facts read from reference/iq*.py docstrings; bit
+    # positions count from the start of the named field:
+    #   grid     the table module.NAME in reference/tables (u64 points: groups of 8, u32: groups of 4)
+    #   index    the grid index of group g: (field, bit of its part, width) parts, low bits first
+    #   signs    ("ksigns", field, bit of the 7-bit sign index of 8 elements t) or ("bytes", field,
+    #            bit of sign byte t); None: the grid values are signed (IQ1)
+    #   scale    (field, bit of the code ls_b of block b, width); block = elements per code
+    #   db       the block scale: "half" (d * (0.5f + ls)) * db_post, "odd" d * (float)(2*ls + 1)
+    #   delta    IQ1: (per "block" or "group", field, bit of the sign, the dot product's sums of
+    #            activation quants: "bsums" as stored or "qs" summed per group)
+    #   contrib  a super-block's dot term over dw, da, isum = sum_b (2*ls_b + 1) * sumi_b,
+    #            dsum (IQ1's delta sum) and the constant post
+    ("iq2_xxs", "iqgrid.c.j2", ("dequantize", "vec_dot"), dict(
+        iqgrid=True, grid="ggml_iq2.IQ2XXS_GRID", block=32, index=(("qs", lambda g: 64 * (g // 4) + 8 * (g % 4), 8),),
+        signs=("ksigns", "qs", lambda t: 64 * (t // 4) + 32 + 7 * (t % 4)), scale=("qs", lambda b: 64 * b + 60, 4),
+        db="half", db_post=0.25, contrib="((dw * da) * isum) * post", dot_post=0.125)),
+    ("iq2_xs", "iqgrid.c.j2", ("dequantize", "vec_dot"), dict(
+        iqgrid=True, grid="ggml_iq2.IQ2XS_GRID", block=16, index=(("qs", lambda g: 16 * g, 9),),
+        signs=("ksigns", "qs", lambda t: 16 * t + 9), scale=("scales", lambda b: 4 * b, 4),
+        db="half", db_post=0.25, contrib="((dw * da) * isum) * post", dot_post=0.125)),
+    ("iq2_s", "iqgrid.c.j2", ("dequantize", "vec_dot"), dict(
+        iqgrid=True, grid="ggml_iq2.IQ2S_GRID", block=16, index=(("qs", lambda g: 8 * g, 8), ("qh", lambda g: 2 * g, 2)),
+        signs=("bytes", "qs", lambda t: 8 * (32 + t)), scale=("scales", lambda b: 4 * b, 4),
+        db="half", db_post=0.25, contrib="((dw * da) * isum) * post", dot_post=0.125)),
+    ("iq3_xxs", "iqgrid.c.j2", ("dequantize", "vec_dot"), dict(
+        iqgrid=True, grid="ggml_iq3.IQ3XXS_GRID", block=32, index=(("qs", lambda g: 8 * g, 8),),
+        signs=("ksigns", "scales_and_signs", lambda t: 32 * (t // 4) + 7 * (t % 4)),
+        scale=("scales_and_signs", lambda b: 32 * b + 28, 4),
+        db="half", db_post=0.5, contrib="((dw * da) * isum) * post", dot_post=0.25)),
+    ("iq3_s", "iqgrid.c.j2", ("dequantize", "vec_dot"), dict(
+        iqgrid=True, grid="ggml_iq3.IQ3S_GRID", block=32, index=(("qs", lambda g: 8 * g, 8), ("qh", lambda g: g, 1)),
+        signs=("bytes", "signs", lambda t: 8 * t), scale=("scales", lambda b: 4 * b, 4),
+        db="odd", contrib="(dw * da) * isum")),
+    ("iq1_s", "iqgrid.c.j2", ("dequantize", "vec_dot"), dict(
+        iqgrid=True, grid="ggml_iq1.IQ1S_GRID", signed_grid=True, block=32,
+        index=(("qs", lambda g: 8 * g, 8), ("qh", lambda g: 16 * (g // 4) + 3 * (g % 4), 3)),
+        scale=("qh", lambda b: 16 * b + 12, 3), db="odd", delta=("block", "qh", lambda b: 16 * b + 15, "bsums"),
+        contrib="(dw * da) * (isum + post * dsum)", dot_post=0.125)),
+    ("iq1_m", "iqgrid.c.j2", ("dequantize", "vec_dot"), dict(
+        iqgrid=True, grid="ggml_iq1.IQ1S_GRID", signed_grid=True, block=16,
+        index=(("qs", lambda g: 8 * g, 8), ("qh", lambda g: 4 * g, 3)),
+        scale=("scales", lambda b: 16 * (b // 4) + 3 * (b % 4), 3), db="odd",
+        delta=("group", "qh", lambda g: 4 * g + 3, "qs"), super_scale="nibbles",
+        contrib="(dw * da) * (isum + post * dsum)", dot_post=0.125)),
+    # codebook formats (codegen/lowbit.py): 4-bit indices into a 16-entry table of reference/tables/ggml.py
+    #   group    elements per scale; scale  how a group's float scale is decoded
+    #   imatrix  the IQ4 weighted scale search (reference/_iq4.py) quantizes them
+    ("iq4_nl", "codebook.c.j2", OPS, dict(family="codebook", table="KVALUES_IQ4NL", group=32, scale="fp16",
+                                          imatrix=True)),
+    ("iq4_xs", "codebook.c.j2", OPS, dict(family="codebook", table="KVALUES_IQ4NL", group=32, scale="iq4_xs",
+                                          imatrix=True)),
+    ("mxfp4", "codebook.c.j2", ("dequantize", "vec_dot"), dict(family="codebook", table="KVALUES_MXFP4", group=32,
+                                                               scale="e8m0_half")),
+    ("nvfp4", "codebook.c.j2", ("dequantize", "vec_dot"), dict(family="codebook", table="KVALUES_MXFP4", group=16,
+                                                               scale="ue4m3_half")),
+    # ternary and 1-2-bit formats (codegen/lowbit.py): unsigned codes c, element = (mul*c - 1) * d;
+    #   codes  how the codes are stored: "bits" (a bit field per element, found by probing the spec), "base3"
+    #          (five trits per byte, reference/tq1_0.py TRIT_BYTE / TRIT_POW3)
+    ("tq1_0", "ternary.c.j2", ("dequantize", "vec_dot"), dict(family="ternary", codes="base3", mul=1)),
+    ("tq2_0", "ternary.c.j2", ("dequantize", "vec_dot"), dict(family="ternary", codes="bits", code_bits=2, mul=1)),
+    ("q1_0", "ternary.c.j2", ("dequantize", "vec_dot"), dict(family="ternary", codes="bits", code_bits=1, mul=2)),
+    ("q2_0", "ternary.c.j2", ("dequantize", "vec_dot"), dict(family="ternary", codes="bits", code_bits=2, mul=1)),
+    # ik_llama.cpp's Q6_0: 32-blocks, 6-bit codes offset by nmax = 32, ik's make_qx_quants (reference/q6_0.py)
+    ("q6_0", "q6_0.c.j2", OPS, dict(nmax=32)),
+    # ik_llama.cpp's IQK super-blocks (256 = 16 sub-blocks of 16, codebook values, a shift bit per
+    # sub-block); codegen/iqk.py reads the grid, bit planes and constants from reference/iq*_k.py:
+    #   grid        the reference/_iqk.py Grid of the format
+    #   scales      how the sub-block scale bytes are coded (nibbles - bias; 4+2 bits - bias;
+    #               +-(2m+1) with sign bits; int8)
+    #   quantizer   search: "sweep" (shift_sweep) or "partition" (partition_search); sigma2 and
+    #               the weights without an imatrix as the module writes them; how the scales
+    #               are quantized ("superblock": quantize_superblocks); sub-blocks with d*ls == 0
+    #               keep index 0 (skip_unused)
+    ("iq2_k", "iqk.c.j2", OPS, dict(iqk=True, grid="IQ2NL", scales="nibbles", scale_bias=8, quantizer=dict(
+        search="partition", sigma2="(1.5f * sum_x2) / 256.f", quarter_sigma=True, scales="qx", nmax=8,
+        skip_unused=True))),
+    ("iq3_k", "iqk.c.j2", OPS, dict(iqk=True, grid="IQ3NL", scales="odd_signed", scale_bias=0, quantizer=dict(
+        search="sweep", step=2, refit=True, guard_first=True, sigma2="(1.5f * sum_x2) / 256.f",
+        quarter_sigma=True, scales="odd_signed", skip_unused=True))),
+    ("iq4_k", "iqk.c.j2", OPS, dict(iqk=True, grid="IQ4K", scales="nibbles_h2", scale_bias=32, quantizer=dict(
+        search="sweep", step=1, refit=False, guard_first=False, sigma2="sum_x2 * (2.f / 256.f)",
+        quarter_sigma=False, scales="superblock", divisor=32, code_lo=-32, code_hi=31, skip_empty=False,
+        skip_unused=False))),
+    ("iq5_k", "iqk.c.j2", OPS, dict(iqk=True, grid="IQ5NL", scales="nibbles_h2", scale_bias=32, quantizer=dict(
+        search="sweep", step=1, refit=True, guard_first=False, sigma2="(2.f * sum_x2) / 256.f",
+        quarter_sigma=True, scales="superblock", divisor=32, code_lo=-32, code_hi=31, skip_empty=True,
+        skip_unused=True))),
+    ("iq6_k", "iqk.c.j2", OPS, dict(iqk=True, grid="IQ6NL", scales="int8", scale_bias=0, quantizer=dict(
+        search="sweep", step=1, refit=True, guard_first=False, sigma2="(2.f * sum_x2) / 256.f",
+        quarter_sigma=True, scales="superblock", divisor=127, code_lo=-127, code_hi=127, skip_empty=True,
+        skip_unused=True))),
+    # ik_llama.cpp's trellis, ternary and binary formats (codegen/iklowbit.py reads the rest from the spec modules):
+    #   layout   how a trellis super-block stores its sub-block scales and seeds (kt.c.j2 decoders)
+    #   group    values per seed
+    ("iq1_kt", "kt.c.j2", ("dequantize", "vec_dot"), dict(ik_family="kt", layout="iq1", group=8)),
+    ("iq2_kt", "kt.c.j2", ("dequantize", "vec_dot"), dict(ik_family="kt", layout="iq2", group=8)),
+    ("iq3_kt", "kt.c.j2", ("dequantize", "vec_dot"), dict(ik_family="kt", layout="iq3", group=8)),
+    ("iq4_kt", "kt.c.j2", ("dequantize", "vec_dot"), dict(ik_family="kt", layout="iq4", group=4, two_codebooks=True)),
+    ("iq1_bn", "bn.c.j2", ("dequantize", "vec_dot"), dict(ik_family="bn")),
+    ("iq2_bn", "bn.c.j2", ("dequantize", "vec_dot"), dict(ik_family="bn")),
+    ("q1_0_g128", "binary.c.j2", ("dequantize", "vec_dot"), dict(ik_family="binary")),
+    # grid IQ quantizers (codegen/iqgrid_quantize.py: the spec's lattice maps and neighbour lists);
+    #   trials   the trial scales' steps is (first, last): id = (15 + 0.2*is)/max
+    ("iq3_s", "iqgrid_quantize.c.j2", ("quantize",), dict(iqgrid_search="iq3", trials=(-9, 9))),
+    ("iq3_xxs", "iqgrid_quantize.c.j2", ("quantize",), dict(iqgrid_search="iq3", trials=(-15, 15))),
     # ik_llama.cpp formats with a row scale before the blocks (reference/iq4_ks.py ...): 256-element blocks of
     # 8 sub-blocks of 32, element = (d_row * scale_b) * grid value. Facts read from each spec module:
     #   grid, half   the value table (reference/tables/ik_llama.py) and its values per half (shift_b picks one)
@@ -133,7 +238,7 @@ class Kernel:
 
     @property
     def path(self) -> str:
-        return f"generated/{self.isa}/{self.fmt}.c"
+        return kernel_file(self.isa, self.fmt, self.template)
 
 
 # The architectures whose SIMD sections a template has (the portable scalar
@@ -149,5 +254,28 @@ def isas_for(template: str) -> tuple[str, ...]:
 KERNELS = tuple(Kernel(fmt, op, isa, template)
                 for fmt, template, ops, _ in FORMATS for op in ops for isa in isas_for(template))
 
-CONTEXT = {fmt: ctx for fmt, _, _, ctx in FORMATS}
-TEMPLATE = {fmt: template for fmt, template, _, _ in FORMATS}
+# A format may have several entries with disjoint ops (e.g. its quantizer from a
+# search template, its decoders from another): each entry renders its own file.
+CONTEXT = {(fmt, template): ctx for fmt, template, _, ctx in FORMATS}
+FIRST_TEMPLATE = {}
+for _fmt, _template, _, _ in FORMATS:
+    FIRST_TEMPLATE.setdefault(_fmt, _template)
+
+
+def kernel_file(isa: str, fmt: str, template: str) -> str:
+    """generated/<isa>/<fmt>.c; a format's further templates add their stem."""
+    if FIRST_TEMPLATE[fmt] == template:
+        return f"generated/{isa}/{fmt}.c"
+    return f"generated/{isa}/{fmt}.{template.split('.')[0]}.c"
+
+
+def _check_disjoint_ops():
+    seen = {}
+    for fmt, template, ops, _ in FORMATS:
+        for op in ops:
+            if (fmt, op) in seen:
+                raise ValueError(f"codegen.kernels: {fmt} {op} comes from both {seen[fmt, op]} and {template}")
+            seen[fmt, op] = template
+
+
+_check_disjoint_ops()

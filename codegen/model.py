@@ -335,8 +335,28 @@ def context(fmt: str, isa: str, ops: tuple[str, ...], extra: dict) -> dict:
     ctx = dict(fmt=fmt, isa=isa, ops=ops, block_size=spec.block_size, type_size=spec.type_size,
                fields=_fields(spec), act=None)
     ctx.update(extra)
+    if extra.get("iqgrid_search"):  # the grid IQ quantizers: codegen/iqgrid_quantize.py
+        from codegen import iqgrid_quantize
+        ctx.update(iqgrid_quantize.context(fmt, spec, extra))
+        return ctx
+    if extra.get("iqk"):
+        from codegen.iqk import iqk_context
+        ctx.update(iqk_context(fmt, spec, extra))
+        return ctx
     if extra.get("kquant"):
         ctx.update(kquant_context(fmt, spec, extra))
+        return ctx
+    if extra.get("iqgrid"):  # the grid IQ formats: codegen/iqgrid.py
+        from codegen.iqgrid import iqgrid_context
+        ctx.update(iqgrid_context(fmt, spec, extra))
+        return ctx
+    if extra.get("family"):  # the small mainline formats: codegen/lowbit.py
+        from codegen import lowbit
+        ctx.update(getattr(lowbit, f"{extra['family']}_context")(fmt, spec, extra))
+        return ctx
+    if extra.get("ik_family"):  # ik_llama.cpp's trellis, ternary and binary formats: codegen/iklowbit.py
+        from codegen import iklowbit
+        ctx.update(getattr(iklowbit, f"{extra['ik_family']}_context")(fmt, spec, extra))
         return ctx
     if extra.get("iqks"):
         ctx.update(iqks_context(fmt, spec, extra))

@@ -15,22 +15,81 @@ cdef extern from "qs_kernels_scalar.h" nogil:
     int64_t qs_f32_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
     void qs_f32_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
     int qs_f32_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    void qs_iq1_bn_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
+    int qs_iq1_bn_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    void qs_iq1_kt_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
+    int qs_iq1_kt_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    void qs_iq1_m_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
+    int qs_iq1_m_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    void qs_iq1_s_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
+    int qs_iq1_s_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    void qs_iq2_bn_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
+    int qs_iq2_bn_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    int64_t qs_iq2_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
+    void qs_iq2_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
+    int qs_iq2_k_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
     void qs_iq2_kl_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
     int qs_iq2_kl_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
     void qs_iq2_ks_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
     int qs_iq2_ks_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    void qs_iq2_kt_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
+    int qs_iq2_kt_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    void qs_iq2_s_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
+    int qs_iq2_s_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    void qs_iq2_xs_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
+    int qs_iq2_xs_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    void qs_iq2_xxs_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
+    int qs_iq2_xxs_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    int64_t qs_iq3_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
+    void qs_iq3_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
+    int qs_iq3_k_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
     int64_t qs_iq3_ks_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
     void qs_iq3_ks_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
     int qs_iq3_ks_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    void qs_iq3_kt_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
+    int qs_iq3_kt_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    int64_t qs_iq3_s_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
+    void qs_iq3_s_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
+    int qs_iq3_s_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    int64_t qs_iq3_xxs_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
+    void qs_iq3_xxs_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
+    int qs_iq3_xxs_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    int64_t qs_iq4_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
+    void qs_iq4_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
+    int qs_iq4_k_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
     int64_t qs_iq4_ks_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
     void qs_iq4_ks_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
     int qs_iq4_ks_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
     int64_t qs_iq4_kss_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
     void qs_iq4_kss_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
     int qs_iq4_kss_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    void qs_iq4_kt_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
+    int qs_iq4_kt_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    int64_t qs_iq4_nl_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
+    void qs_iq4_nl_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
+    int qs_iq4_nl_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    int64_t qs_iq4_xs_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
+    void qs_iq4_xs_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
+    int qs_iq4_xs_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    int64_t qs_iq5_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
+    void qs_iq5_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
+    int qs_iq5_k_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
     int64_t qs_iq5_ks_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
     void qs_iq5_ks_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
     int qs_iq5_ks_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    int64_t qs_iq6_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
+    void qs_iq6_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
+    int qs_iq6_k_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    void qs_mxfp4_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
+    int qs_mxfp4_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    void qs_nvfp4_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
+    int qs_nvfp4_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    void qs_q1_0_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
+    int qs_q1_0_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    void qs_q1_0_g128_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
+    int qs_q1_0_g128_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    void qs_q2_0_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
+    int qs_q2_0_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
     int64_t qs_q2_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
     void qs_q2_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
     int qs_q2_k_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
@@ -55,6 +114,9 @@ cdef extern from "qs_kernels_scalar.h" nogil:
     int64_t qs_q5_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
     void qs_q5_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
     int qs_q5_k_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    int64_t qs_q6_0_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
+    void qs_q6_0_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
+    int qs_q6_0_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
     int64_t qs_q6_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
     void qs_q6_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
     int qs_q6_k_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
@@ -65,6 +127,10 @@ cdef extern from "qs_kernels_scalar.h" nogil:
     void qs_q8_1_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
     int64_t qs_q8_k_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
     void qs_q8_k_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
+    void qs_tq1_0_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
+    int qs_tq1_0_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    void qs_tq2_0_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
+    int qs_tq2_0_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
 
 ctypedef int64_t (*quantize_fn)(const float *, uint8_t *, int64_t, int64_t, const float *) noexcept nogil
 ctypedef void (*dequantize_fn)(const uint8_t *, float *, int64_t) noexcept nogil
@@ -81,22 +147,81 @@ KERNELS = (
     ("f32", "quantize"),
     ("f32", "dequantize"),
     ("f32", "vec_dot"),
+    ("iq1_bn", "dequantize"),
+    ("iq1_bn", "vec_dot"),
+    ("iq1_kt", "dequantize"),
+    ("iq1_kt", "vec_dot"),
+    ("iq1_m", "dequantize"),
+    ("iq1_m", "vec_dot"),
+    ("iq1_s", "dequantize"),
+    ("iq1_s", "vec_dot"),
+    ("iq2_bn", "dequantize"),
+    ("iq2_bn", "vec_dot"),
+    ("iq2_k", "quantize"),
+    ("iq2_k", "dequantize"),
+    ("iq2_k", "vec_dot"),
     ("iq2_kl", "dequantize"),
     ("iq2_kl", "vec_dot"),
     ("iq2_ks", "dequantize"),
     ("iq2_ks", "vec_dot"),
+    ("iq2_kt", "dequantize"),
+    ("iq2_kt", "vec_dot"),
+    ("iq2_s", "dequantize"),
+    ("iq2_s", "vec_dot"),
+    ("iq2_xs", "dequantize"),
+    ("iq2_xs", "vec_dot"),
+    ("iq2_xxs", "dequantize"),
+    ("iq2_xxs", "vec_dot"),
+    ("iq3_k", "quantize"),
+    ("iq3_k", "dequantize"),
+    ("iq3_k", "vec_dot"),
     ("iq3_ks", "quantize"),
     ("iq3_ks", "dequantize"),
     ("iq3_ks", "vec_dot"),
+    ("iq3_kt", "dequantize"),
+    ("iq3_kt", "vec_dot"),
+    ("iq3_s", "quantize"),
+    ("iq3_s", "dequantize"),
+    ("iq3_s", "vec_dot"),
+    ("iq3_xxs", "quantize"),
+    ("iq3_xxs", "dequantize"),
+    ("iq3_xxs", "vec_dot"),
+    ("iq4_k", "quantize"),
+    ("iq4_k", "dequantize"),
+    ("iq4_k", "vec_dot"),
     ("iq4_ks", "quantize"),
     ("iq4_ks", "dequantize"),
     ("iq4_ks", "vec_dot"),
     ("iq4_kss", "quantize"),
     ("iq4_kss", "dequantize"),
     ("iq4_kss", "vec_dot"),
+    ("iq4_kt", "dequantize"),
+    ("iq4_kt", "vec_dot"),
+    ("iq4_nl", "quantize"),
+    ("iq4_nl", "dequantize"),
+    ("iq4_nl", "vec_dot"),
+    ("iq4_xs", "quantize"),
+    ("iq4_xs", "dequantize"),
+    ("iq4_xs", "vec_dot"),
+    ("iq5_k", "quantize"),
+    ("iq5_k", "dequantize"),
+    ("iq5_k", "vec_dot"),
     ("iq5_ks", "quantize"),
     ("iq5_ks", "dequantize"),
     ("iq5_ks", "vec_dot"),
+    ("iq6_k", "quantize"),
+    ("iq6_k", "dequantize"),
+    ("iq6_k", "vec_dot"),
+    ("mxfp4", "dequantize"),
+    ("mxfp4", "vec_dot"),
+    ("nvfp4", "dequantize"),
+    ("nvfp4", "vec_dot"),
+    ("q1_0", "dequantize"),
+    ("q1_0", "vec_dot"),
+    ("q1_0_g128", "dequantize"),
+    ("q1_0_g128", "vec_dot"),
+    ("q2_0", "dequantize"),
+    ("q2_0", "vec_dot"),
     ("q2_k", "quantize"),
     ("q2_k", "dequantize"),
     ("q2_k", "vec_dot"),
@@ -121,6 +246,9 @@ KERNELS = (
     ("q5_k", "quantize"),
     ("q5_k", "dequantize"),
     ("q5_k", "vec_dot"),
+    ("q6_0", "quantize"),
+    ("q6_0", "dequantize"),
+    ("q6_0", "vec_dot"),
     ("q6_k", "quantize"),
     ("q6_k", "dequantize"),
     ("q6_k", "vec_dot"),
@@ -131,75 +259,145 @@ KERNELS = (
     ("q8_1", "dequantize"),
     ("q8_k", "quantize"),
     ("q8_k", "dequantize"),
+    ("tq1_0", "dequantize"),
+    ("tq1_0", "vec_dot"),
+    ("tq2_0", "dequantize"),
+    ("tq2_0", "vec_dot"),
 )
 
-cdef quantize_fn _quantize[19]
+cdef quantize_fn _quantize[29]
 _quantize[0] = qs_bf16_quantize__scalar
 _quantize[1] = qs_f16_quantize__scalar
 _quantize[2] = qs_f32_quantize__scalar
-_quantize[3] = qs_iq3_ks_quantize__scalar
-_quantize[4] = qs_iq4_ks_quantize__scalar
-_quantize[5] = qs_iq4_kss_quantize__scalar
-_quantize[6] = qs_iq5_ks_quantize__scalar
-_quantize[7] = qs_q2_k_quantize__scalar
-_quantize[8] = qs_q3_k_quantize__scalar
-_quantize[9] = qs_q4_0_quantize__scalar
-_quantize[10] = qs_q4_1_quantize__scalar
-_quantize[11] = qs_q4_k_quantize__scalar
-_quantize[12] = qs_q5_0_quantize__scalar
-_quantize[13] = qs_q5_1_quantize__scalar
-_quantize[14] = qs_q5_k_quantize__scalar
-_quantize[15] = qs_q6_k_quantize__scalar
-_quantize[16] = qs_q8_0_quantize__scalar
-_quantize[17] = qs_q8_1_quantize__scalar
-_quantize[18] = qs_q8_k_quantize__scalar
-_QUANTIZE_INDEX = { "bf16": 0, "f16": 1, "f32": 2, "iq3_ks": 3, "iq4_ks": 4, "iq4_kss": 5, "iq5_ks": 6, "q2_k": 7, "q3_k": 8, "q4_0": 9, "q4_1": 10, "q4_k": 11, "q5_0": 12, "q5_1": 13, "q5_k": 14, "q6_k": 15, "q8_0": 16, "q8_1": 17, "q8_k": 18, }
+_quantize[3] = qs_iq2_k_quantize__scalar
+_quantize[4] = qs_iq3_k_quantize__scalar
+_quantize[5] = qs_iq3_ks_quantize__scalar
+_quantize[6] = qs_iq3_s_quantize__scalar
+_quantize[7] = qs_iq3_xxs_quantize__scalar
+_quantize[8] = qs_iq4_k_quantize__scalar
+_quantize[9] = qs_iq4_ks_quantize__scalar
+_quantize[10] = qs_iq4_kss_quantize__scalar
+_quantize[11] = qs_iq4_nl_quantize__scalar
+_quantize[12] = qs_iq4_xs_quantize__scalar
+_quantize[13] = qs_iq5_k_quantize__scalar
+_quantize[14] = qs_iq5_ks_quantize__scalar
+_quantize[15] = qs_iq6_k_quantize__scalar
+_quantize[16] = qs_q2_k_quantize__scalar
+_quantize[17] = qs_q3_k_quantize__scalar
+_quantize[18] = qs_q4_0_quantize__scalar
+_quantize[19] = qs_q4_1_quantize__scalar
+_quantize[20] = qs_q4_k_quantize__scalar
+_quantize[21] = qs_q5_0_quantize__scalar
+_quantize[22] = qs_q5_1_quantize__scalar
+_quantize[23] = qs_q5_k_quantize__scalar
+_quantize[24] = qs_q6_0_quantize__scalar
+_quantize[25] = qs_q6_k_quantize__scalar
+_quantize[26] = qs_q8_0_quantize__scalar
+_quantize[27] = qs_q8_1_quantize__scalar
+_quantize[28] = qs_q8_k_quantize__scalar
+_QUANTIZE_INDEX = { "bf16": 0, "f16": 1, "f32": 2, "iq2_k": 3, "iq3_k": 4, "iq3_ks": 5, "iq3_s": 6, "iq3_xxs": 7, "iq4_k": 8, "iq4_ks": 9, "iq4_kss": 10, "iq4_nl": 11, "iq4_xs": 12, "iq5_k": 13, "iq5_ks": 14, "iq6_k": 15, "q2_k": 16, "q3_k": 17, "q4_0": 18, "q4_1": 19, "q4_k": 20, "q5_0": 21, "q5_1": 22, "q5_k": 23, "q6_0": 24, "q6_k": 25, "q8_0": 26, "q8_1": 27, "q8_k": 28, }
 
-cdef dequantize_fn _dequantize[21]
+cdef dequantize_fn _dequantize[49]
 _dequantize[0] = qs_bf16_dequantize__scalar
 _dequantize[1] = qs_f16_dequantize__scalar
 _dequantize[2] = qs_f32_dequantize__scalar
-_dequantize[3] = qs_iq2_kl_dequantize__scalar
-_dequantize[4] = qs_iq2_ks_dequantize__scalar
-_dequantize[5] = qs_iq3_ks_dequantize__scalar
-_dequantize[6] = qs_iq4_ks_dequantize__scalar
-_dequantize[7] = qs_iq4_kss_dequantize__scalar
-_dequantize[8] = qs_iq5_ks_dequantize__scalar
-_dequantize[9] = qs_q2_k_dequantize__scalar
-_dequantize[10] = qs_q3_k_dequantize__scalar
-_dequantize[11] = qs_q4_0_dequantize__scalar
-_dequantize[12] = qs_q4_1_dequantize__scalar
-_dequantize[13] = qs_q4_k_dequantize__scalar
-_dequantize[14] = qs_q5_0_dequantize__scalar
-_dequantize[15] = qs_q5_1_dequantize__scalar
-_dequantize[16] = qs_q5_k_dequantize__scalar
-_dequantize[17] = qs_q6_k_dequantize__scalar
-_dequantize[18] = qs_q8_0_dequantize__scalar
-_dequantize[19] = qs_q8_1_dequantize__scalar
-_dequantize[20] = qs_q8_k_dequantize__scalar
-_DEQUANTIZE_INDEX = { "bf16": 0, "f16": 1, "f32": 2, "iq2_kl": 3, "iq2_ks": 4, "iq3_ks": 5, "iq4_ks": 6, "iq4_kss": 7, "iq5_ks": 8, "q2_k": 9, "q3_k": 10, "q4_0": 11, "q4_1": 12, "q4_k": 13, "q5_0": 14, "q5_1": 15, "q5_k": 16, "q6_k": 17, "q8_0": 18, "q8_1": 19, "q8_k": 20, }
+_dequantize[3] = qs_iq1_bn_dequantize__scalar
+_dequantize[4] = qs_iq1_kt_dequantize__scalar
+_dequantize[5] = qs_iq1_m_dequantize__scalar
+_dequantize[6] = qs_iq1_s_dequantize__scalar
+_dequantize[7] = qs_iq2_bn_dequantize__scalar
+_dequantize[8] = qs_iq2_k_dequantize__scalar
+_dequantize[9] = qs_iq2_kl_dequantize__scalar
+_dequantize[10] = qs_iq2_ks_dequantize__scalar
+_dequantize[11] = qs_iq2_kt_dequantize__scalar
+_dequantize[12] = qs_iq2_s_dequantize__scalar
+_dequantize[13] = qs_iq2_xs_dequantize__scalar
+_dequantize[14] = qs_iq2_xxs_dequantize__scalar
+_dequantize[15] = qs_iq3_k_dequantize__scalar
+_dequantize[16] = qs_iq3_ks_dequantize__scalar
+_dequantize[17] = qs_iq3_kt_dequantize__scalar
+_dequantize[18] = qs_iq3_s_dequantize__scalar
+_dequantize[19] = qs_iq3_xxs_dequantize__scalar
+_dequantize[20] = qs_iq4_k_dequantize__scalar
+_dequantize[21] = qs_iq4_ks_dequantize__scalar
+_dequantize[22] = qs_iq4_kss_dequantize__scalar
+_dequantize[23] = qs_iq4_kt_dequantize__scalar
+_dequantize[24] = qs_iq4_nl_dequantize__scalar
+_dequantize[25] = qs_iq4_xs_dequantize__scalar
+_dequantize[26] = qs_iq5_k_dequantize__scalar
+_dequantize[27] = qs_iq5_ks_dequantize__scalar
+_dequantize[28] = qs_iq6_k_dequantize__scalar
+_dequantize[29] = qs_mxfp4_dequantize__scalar
+_dequantize[30] = qs_nvfp4_dequantize__scalar
+_dequantize[31] = qs_q1_0_dequantize__scalar
+_dequantize[32] = qs_q1_0_g128_dequantize__scalar
+_dequantize[33] = qs_q2_0_dequantize__scalar
+_dequantize[34] = qs_q2_k_dequantize__scalar
+_dequantize[35] = qs_q3_k_dequantize__scalar
+_dequantize[36] = qs_q4_0_dequantize__scalar
+_dequantize[37] = qs_q4_1_dequantize__scalar
+_dequantize[38] = qs_q4_k_dequantize__scalar
+_dequantize[39] = qs_q5_0_dequantize__scalar
+_dequantize[40] = qs_q5_1_dequantize__scalar
+_dequantize[41] = qs_q5_k_dequantize__scalar
+_dequantize[42] = qs_q6_0_dequantize__scalar
+_dequantize[43] = qs_q6_k_dequantize__scalar
+_dequantize[44] = qs_q8_0_dequantize__scalar
+_dequantize[45] = qs_q8_1_dequantize__scalar
+_dequantize[46] = qs_q8_k_dequantize__scalar
+_dequantize[47] = qs_tq1_0_dequantize__scalar
+_dequantize[48] = qs_tq2_0_dequantize__scalar
+_DEQUANTIZE_INDEX = { "bf16": 0, "f16": 1, "f32": 2, "iq1_bn": 3, "iq1_kt": 4, "iq1_m": 5, "iq1_s": 6, "iq2_bn": 7, "iq2_k": 8, "iq2_kl": 9, "iq2_ks": 10, "iq2_kt": 11, "iq2_s": 12, "iq2_xs": 13, "iq2_xxs": 14, "iq3_k": 15, "iq3_ks": 16, "iq3_kt": 17, "iq3_s": 18, "iq3_xxs": 19, "iq4_k": 20, "iq4_ks": 21, "iq4_kss": 22, "iq4_kt": 23, "iq4_nl": 24, "iq4_xs": 25, "iq5_k": 26, "iq5_ks": 27, "iq6_k": 28, "mxfp4": 29, "nvfp4": 30, "q1_0": 31, "q1_0_g128": 32, "q2_0": 33, "q2_k": 34, "q3_k": 35, "q4_0": 36, "q4_1": 37, "q4_k": 38, "q5_0": 39, "q5_1": 40, "q5_k": 41, "q6_0": 42, "q6_k": 43, "q8_0": 44, "q8_1": 45, "q8_k": 46, "tq1_0": 47, "tq2_0": 48, }
 
-cdef vec_dot_fn _vec_dot[19]
+cdef vec_dot_fn _vec_dot[47]
 _vec_dot[0] = qs_bf16_vec_dot__scalar
 _vec_dot[1] = qs_f16_vec_dot__scalar
 _vec_dot[2] = qs_f32_vec_dot__scalar
-_vec_dot[3] = qs_iq2_kl_vec_dot__scalar
-_vec_dot[4] = qs_iq2_ks_vec_dot__scalar
-_vec_dot[5] = qs_iq3_ks_vec_dot__scalar
-_vec_dot[6] = qs_iq4_ks_vec_dot__scalar
-_vec_dot[7] = qs_iq4_kss_vec_dot__scalar
-_vec_dot[8] = qs_iq5_ks_vec_dot__scalar
-_vec_dot[9] = qs_q2_k_vec_dot__scalar
-_vec_dot[10] = qs_q3_k_vec_dot__scalar
-_vec_dot[11] = qs_q4_0_vec_dot__scalar
-_vec_dot[12] = qs_q4_1_vec_dot__scalar
-_vec_dot[13] = qs_q4_k_vec_dot__scalar
-_vec_dot[14] = qs_q5_0_vec_dot__scalar
-_vec_dot[15] = qs_q5_1_vec_dot__scalar
-_vec_dot[16] = qs_q5_k_vec_dot__scalar
-_vec_dot[17] = qs_q6_k_vec_dot__scalar
-_vec_dot[18] = qs_q8_0_vec_dot__scalar
-_VEC_DOT_INDEX = { "bf16": 0, "f16": 1, "f32": 2, "iq2_kl": 3, "iq2_ks": 4, "iq3_ks": 5, "iq4_ks": 6, "iq4_kss": 7, "iq5_ks": 8, "q2_k": 9, "q3_k": 10, "q4_0": 11, "q4_1": 12, "q4_k": 13, "q5_0": 14, "q5_1": 15, "q5_k": 16, "q6_k": 17, "q8_0": 18, }
+_vec_dot[3] = qs_iq1_bn_vec_dot__scalar
+_vec_dot[4] = qs_iq1_kt_vec_dot__scalar
+_vec_dot[5] = qs_iq1_m_vec_dot__scalar
+_vec_dot[6] = qs_iq1_s_vec_dot__scalar
+_vec_dot[7] = qs_iq2_bn_vec_dot__scalar
+_vec_dot[8] = qs_iq2_k_vec_dot__scalar
+_vec_dot[9] = qs_iq2_kl_vec_dot__scalar
+_vec_dot[10] = qs_iq2_ks_vec_dot__scalar
+_vec_dot[11] = qs_iq2_kt_vec_dot__scalar
+_vec_dot[12] = qs_iq2_s_vec_dot__scalar
+_vec_dot[13] = qs_iq2_xs_vec_dot__scalar
+_vec_dot[14] = qs_iq2_xxs_vec_dot__scalar
+_vec_dot[15] = qs_iq3_k_vec_dot__scalar
+_vec_dot[16] = qs_iq3_ks_vec_dot__scalar
+_vec_dot[17] = qs_iq3_kt_vec_dot__scalar
+_vec_dot[18] = qs_iq3_s_vec_dot__scalar
+_vec_dot[19] = qs_iq3_xxs_vec_dot__scalar
+_vec_dot[20] = qs_iq4_k_vec_dot__scalar
+_vec_dot[21] = qs_iq4_ks_vec_dot__scalar
+_vec_dot[22] = qs_iq4_kss_vec_dot__scalar
+_vec_dot[23] = qs_iq4_kt_vec_dot__scalar
+_vec_dot[24] = qs_iq4_nl_vec_dot__scalar
+_vec_dot[25] = qs_iq4_xs_vec_dot__scalar
+_vec_dot[26] = qs_iq5_k_vec_dot__scalar
+_vec_dot[27] = qs_iq5_ks_vec_dot__scalar
+_vec_dot[28] = qs_iq6_k_vec_dot__scalar
+_vec_dot[29] = qs_mxfp4_vec_dot__scalar
+_vec_dot[30] = qs_nvfp4_vec_dot__scalar
+_vec_dot[31] = qs_q1_0_vec_dot__scalar
+_vec_dot[32] = qs_q1_0_g128_vec_dot__scalar
+_vec_dot[33] = qs_q2_0_vec_dot__scalar
+_vec_dot[34] = qs_q2_k_vec_dot__scalar
+_vec_dot[35] = qs_q3_k_vec_dot__scalar
+_vec_dot[36] = qs_q4_0_vec_dot__scalar
+_vec_dot[37] = qs_q4_1_vec_dot__scalar
+_vec_dot[38] = qs_q4_k_vec_dot__scalar
+_vec_dot[39] = qs_q5_0_vec_dot__scalar
+_vec_dot[40] = qs_q5_1_vec_dot__scalar
+_vec_dot[41] = qs_q5_k_vec_dot__scalar
+_vec_dot[42] = qs_q6_0_vec_dot__scalar
+_vec_dot[43] = qs_q6_k_vec_dot__scalar
+_vec_dot[44] = qs_q8_0_vec_dot__scalar
+_vec_dot[45] = qs_tq1_0_vec_dot__scalar
+_vec_dot[46] = qs_tq2_0_vec_dot__scalar
+_VEC_DOT_INDEX = { "bf16": 0, "f16": 1, "f32": 2, "iq1_bn": 3, "iq1_kt": 4, "iq1_m": 5, "iq1_s": 6, "iq2_bn": 7, "iq2_k": 8, "iq2_kl": 9, "iq2_ks": 10, "iq2_kt": 11, "iq2_s": 12, "iq2_xs": 13, "iq2_xxs": 14, "iq3_k": 15, "iq3_ks": 16, "iq3_kt": 17, "iq3_s": 18, "iq3_xxs": 19, "iq4_k": 20, "iq4_ks": 21, "iq4_kss": 22, "iq4_kt": 23, "iq4_nl": 24, "iq4_xs": 25, "iq5_k": 26, "iq5_ks": 27, "iq6_k": 28, "mxfp4": 29, "nvfp4": 30, "q1_0": 31, "q1_0_g128": 32, "q2_0": 33, "q2_k": 34, "q3_k": 35, "q4_0": 36, "q4_1": 37, "q4_k": 38, "q5_0": 39, "q5_1": 40, "q5_k": 41, "q6_0": 42, "q6_k": 43, "q8_0": 44, "tq1_0": 45, "tq2_0": 46, }
 
 
 def quantize(str fmt, const float[:, ::1] x, uint8_t[:, ::1] q, const float[::1] imatrix=None):

@@ -216,6 +216,17 @@ def _melems(n: int, seconds: float) -> float:
     return n / max(seconds, 1e-12) / 1e6
 
 
+def _weights(fmt: str, x: np.ndarray, gg: "GgmlCalls | None" = None) -> np.ndarray:
+    """``x`` quantized: by the kernel where there is one, else by ggml (its
+    bytes are the spec's, and the spec's grid searches take minutes on 4M
+    elements), with an importance matrix of ones where the format requires one."""
+    gg = gg or GgmlCalls()
+    imatrix = np.ones(x.shape[1], np.float32) if qs.format_info(fmt).imatrix == "required" else None
+    if qs.kernel_info()[(fmt, "quantize")] == dispatch.REFERENCE and gg._type(fmt) is not None:
+        return gg.g.quantize(fmt, x, imatrix)
+    return qs.quantize(fmt, x, imatrix=imatrix)
+
+
 def default_formats() -> list[str]:
     """The mainline formats with a generated kernel here. The others run
     through the NumPy spec only, some of whose searches take minutes on 4M
@@ -256,7 +267,7 @@ def run(formats=None, ops=None, *, n: int = DEFAULT_N, repeats: int = 10, thread
 
     for fmt in formats:
         info = qs.format_info(fmt)
-        q = qs.quantize(fmt, x)
+        q = _weights(fmt, x, gg)
         cp = Counterpart(gg, fmt) if gg._type(fmt) is None else None
         base_name = cp.label if cp and cp.name else "ggml"
         for op in ops:
@@ -292,7 +303,7 @@ def run(formats=None, ops=None, *, n: int = DEFAULT_N, repeats: int = 10, thread
             elif op == "vec_dot":
                 if info.vec_dot_format is None:
                     continue  # activation-only format: no dot product
-                wq, aq = qs.quantize(fmt, xw), qs.quantize(info.vec_dot_format, act)
+                wq, aq = _weights(fmt, xw, gg), qs.quantize(info.vec_dot_format, act)
                 t = best_of(lambda: qs.vec_dot(fmt, wq, aq, threads=1), repeats)
                 if cp:
                     calls = cp.vec_dot(xw, act) if cp.name else None
@@ -343,7 +354,7 @@ def _gguf_rows(formats, x, repeats, say) -> list[Result]:
                 qtype == gguf.GGMLQuantizationType.F16 or qtype in quants._type_traits):
             continue
         say(f"{fmt} dequantize: spec vs gguf-py")
-        q = qs.quantize(fmt, x)
+        q = _weights(fmt, x)
         with qs.use_isa("reference"):
             t = best_of(lambda: qs.dequantize(fmt, q), repeats)
             y = qs.dequantize(fmt, q)
@@ -358,7 +369,7 @@ def _thread_rows(formats, ops, x, info_now, threads, repeats, say) -> list[Resul
     """threads=N against threads=1, same kernel, same data: the parallel speedup."""
     rows = []
     for fmt in formats:
-        q = qs.quantize(fmt, x)
+        q = _weights(fmt, x)
         for op in ("quantize", "dequantize"):
             isa = info_now[(fmt, op)]
             if op not in ops or isa == dispatch.REFERENCE:  # the spec runs single-threaded

@@ -91,13 +91,14 @@ class Layout:
 
     ``row_meta`` names the per-row metadata that precedes the blocks of a
     row (formats with ``row_meta_size > 0``), as ``(name, ctype)`` pairs in
-    byte order, e.g. ``(("d", "f32"),)``: the formula reads them like fields.
+    byte order, e.g. ``(("d", "f32"),)``, or ``(name, ctype, count)`` for an
+    array: the formula reads them like fields.
     """
 
     symbols: tuple[Symbol, ...] = ()
     segments: tuple[Seg, ...] = ()
     value: str | None = None
-    row_meta: tuple[tuple[str, str], ...] = ()
+    row_meta: tuple[tuple, ...] = ()
 
 
 def _nibbles(field_name: str, low: str, high: str, symbol: str = "q") -> tuple[Seg, Seg]:
@@ -183,6 +184,50 @@ LAYOUTS: dict[str, Layout] = {
         + (Seg("qh", 0, 2, "q", "128*(k // 32) + 32*i + k % 32", at=4, repeat=4, stride=2),),
         "d * scales[j // 16] * (q[j] - 32)"),
     "q8_k": Layout(value="d * qs[j]"),
+    # mainline grid formats (ggml-common.h, dequantize_row_iq3_* @ 353b63b4 = d99724f2)
+    "iq2_xxs": Layout(
+        (Symbol("g", 8, "codebook index (into IQ2XXS_GRID) of the 8 elements 8g .. 8g+7"),
+         Symbol("s", 7, "sign index of the 8 elements 8g .. 8g+7 (into KSIGNS_IQ2XS: bit e = sign of element 8g+e)"),
+         Symbol("ls", 4, "scale code of the 32 elements 32b .. 32b+31")),
+        (Seg("qs", 0, 8, "g", "4*k + i", unit=64, repeat=4, stride=8),
+         Seg("qs", 32, 7, "s", "4*k + i", unit=64, repeat=4, stride=7),
+         Seg("qs", 60, 4, "ls", "k", unit=64)),
+        "d * (0.5 + ls[j // 32]) * 0.25 * (IQ2XXS_GRID[g[j // 8]] >> 8 * (j % 8) & 255)"
+        " * (1 - 2 * (KSIGNS_IQ2XS[s[j // 8]] >> j % 8 & 1))"),
+    "iq2_xs": Layout(
+        (Symbol("g", 9, "codebook index (into IQ2XS_GRID) of the 8 elements 8g .. 8g+7"),
+         Symbol("s", 7, "sign index of the 8 elements 8g .. 8g+7 (into KSIGNS_IQ2XS: bit e = sign of element 8g+e)"),
+         Symbol("ls", 4, "scale code of the 16 elements 16b .. 16b+15")),
+        (Seg("qs", 0, 9, "g", "k", unit=16), Seg("qs", 9, 7, "s", "k", unit=16),
+         Seg("scales", 0, 4, "ls", "2*k"), Seg("scales", 4, 4, "ls", "2*k + 1")),
+        "d * (0.5 + ls[j // 16]) * 0.25 * (IQ2XS_GRID[g[j // 8]] >> 8 * (j % 8) & 255)"
+        " * (1 - 2 * (KSIGNS_IQ2XS[s[j // 8]] >> j % 8 & 1))"),
+    "iq3_xxs": Layout(
+        (Symbol("g", 8, "grid index (into IQ3XXS_GRID) of the 4 elements 4g .. 4g+3"),
+         Symbol("s", 7, "sign index of the 8 elements 8t .. 8t+7 (into KSIGNS: bit e = sign of element 8t+e)"),
+         Symbol("ls", 4, "scale code of the 32 elements 32b .. 32b+31")),
+        (Seg("qs", 0, 8, "g", "k"),
+         Seg("scales_and_signs", 0, 7, "s", "4*k + i", unit=32, repeat=4, stride=7),
+         Seg("scales_and_signs", 28, 4, "ls", "k", unit=32)),
+        "d * (0.5 + ls[j // 32]) * 0.5 * (IQ3XXS_GRID[g[j // 4]] >> 8 * (j % 4) & 255)"
+        " * (1 - 2 * (KSIGNS[s[j // 8]] >> j % 8 & 1))"),
+    "iq3_s": Layout(
+        (Symbol("g", 9, "grid index (into IQ3S_GRID) of the 4 elements 4g .. 4g+3"),
+         Symbol("sg", 1, "sign of element j (1: negative)"),
+         Symbol("ls", 4, "scale code of the 32 elements 32b .. 32b+31")),
+        (Seg("qs", 0, 8, "g", "k"), Seg("qh", 0, 1, "g", "8*k + i", at=8, repeat=8, stride=1),
+         Seg("signs", 0, 1, "sg", "8*k + i", repeat=8, stride=1),
+         Seg("scales", 0, 4, "ls", "2*k"), Seg("scales", 4, 4, "ls", "2*k + 1")),
+        "d * (1 + 2 * ls[j // 32]) * (IQ3S_GRID[g[j // 4]] >> 8 * (j % 4) & 255) * (1 - 2 * sg[j])"),
+    "iq2_s": Layout(
+        (Symbol("g", 10, "codebook index (into IQ2S_GRID) of the 8 elements 8g .. 8g+7"),
+         Symbol("sg", 1, "sign of element j (1: negative)"),
+         Symbol("ls", 4, "scale code of the 16 elements 16b .. 16b+15")),
+        (Seg("qs", 0, 8, "g", "k", units=(0, 32)), Seg("qs", 0, 1, "sg", "8*(k - 32) + i", units=(32, 64), repeat=8,
+                                                      stride=1),
+         Seg("qh", 0, 2, "g", "4*k + i", at=8, repeat=4, stride=2),
+         Seg("scales", 0, 4, "ls", "2*k"), Seg("scales", 4, 4, "ls", "2*k + 1")),
+        "d * (0.5 + ls[j // 16]) * 0.25 * (IQ2S_GRID[g[j // 8]] >> 8 * (j % 8) & 255) * (1 - 2 * sg[j])"),
     # mainline formats without grids (ggml-common.h, dequantize_row_* @ d99724f2)
     "iq4_nl": Layout((Symbol("q", 4, "index of element j into KVALUES_IQ4NL"),), _nibbles("qs", "k", "k + 16"),
                      "d * KVALUES_IQ4NL[q[j]]"),
@@ -193,6 +238,24 @@ LAYOUTS: dict[str, Layout] = {
         + (Seg("scales_l", 0, 4, "ls", "2*k"), Seg("scales_l", 4, 4, "ls", "2*k + 1"),
            Seg("scales_h", 0, 2, "ls", "i", at=4, unit=16, repeat=8, stride=2)),
         "d * (ls[j // 32] - 32) * KVALUES_IQ4NL[q[j]]"),
+    # IQ1: an 11-bit index into the 2048-point ternary grid per group of 8 (ggml-common.h, dequantize_row_iq1_*)
+    "iq1_s": Layout(
+        (Symbol("g", 11, "grid index of the 8 elements 8g .. 8g+7"),
+         Symbol("ls", 3, "scale code of the 32 elements 32b .. 32b+31 (scale 2*ls + 1)"),
+         Symbol("sg", 1, "delta sign of block b (1: -0.125, 0: +0.125)")),
+        (Seg("qs", 0, 8, "g", "k"), Seg("qh", 0, 3, "g", "4*k + i", at=8, unit=16, repeat=4, stride=3),
+         Seg("qh", 12, 3, "ls", "k", unit=16), Seg("qh", 15, 1, "sg", "k", unit=16)),
+        "d * (2 * ls[j // 32] + 1) * (IQ1S_GRID_VALUES[8 * g[j // 8] + j % 8] + (0.125 - 0.25 * sg[j // 32]))"),
+    "iq1_m": Layout(
+        (Symbol("g", 11, "grid index of the 8 elements 8g .. 8g+7"),
+         Symbol("sg", 1, "delta sign of group g (1: -0.125, 0: +0.125)"),
+         Symbol("ls", 3, "scale code of the 16 elements 16s .. 16s+15 (scale 2*ls + 1)"),
+         Symbol("D", 16, "fp16 bits of the super-block scale")),
+        (Seg("qs", 0, 8, "g", "k"), Seg("qh", 0, 3, "g", "2*k", at=8), Seg("qh", 3, 1, "sg", "2*k"),
+         Seg("qh", 4, 3, "g", "2*k + 1", at=8), Seg("qh", 7, 1, "sg", "2*k + 1"),
+         Seg("scales", 0, 3, "ls", "4*k + i", unit=16, repeat=4, stride=3))
+        + tuple(Seg("scales", 12, 4, "D", "0", at=4 * w, unit=16, units=(w, w + 1)) for w in range(4)),
+        "FP16_VALUES[D[0]] * (2 * ls[j // 16] + 1) * (IQ1S_GRID_VALUES[8 * g[j // 8] + j % 8] + (0.125 - 0.25 * sg[j // 8]))"),
     "tq1_0": Layout(
         (Symbol("b", 8, "byte k of qs then qh: up to 5 trits in base 3, scaled by 256/243"),),
         (Seg("qs", 0, 8, "b", "k"), Seg("qh", 0, 8, "b", "48 + k")),
@@ -319,6 +382,8 @@ LAYOUTS: dict[str, Layout] = {
          Seg("ql", 0, 8, "s", "k"), Seg("qh", 0, 4, "s", "k", at=8), Seg("qh", 4, 4, "s", "k + 32", at=8)),
         "d * (sc[j // 32] - 64) * CODEBOOKS[4 * (32768 * cb[j // 32] + s[j // 4]) + j % 4]",
         row_meta=(("d", "f32"),)),
+    # Q8_K64 (ik_llama.cpp, activation only): a row header of 4 lane scales and 4 lane sums, then int8 quants
+    "q8_k64": Layout(value="d[(j % 16) // 4] * qs[j]", row_meta=(("d", "f32", 4), ("s", "f32", 4))),
     "q1_0_g128": Layout((Symbol("q", 1, "sign bit of element j: 1 for +d, 0 for -d"),),
                         (Seg("qs", 0, 1, "q", "8*k + i", repeat=8, stride=1),), "(2*q[j] - 1) * d"),
 }
@@ -374,7 +439,7 @@ def resolve_layout(fmt, layout: Layout | None = None) -> BitMap:
 @lru_cache(maxsize=None)
 def _resolve(fmt, layout: Layout) -> BitMap:
     fields = _field_table(fmt)
-    meta_bytes = sum(_CTYPE_BYTES[ctype] for _, ctype in layout.row_meta)
+    meta_bytes = sum(_CTYPE_BYTES[entry[1]] * (entry[2] if len(entry) > 2 else 1) for entry in layout.row_meta)
     if layout.row_meta and meta_bytes != fmt.row_meta_size:
         raise LayoutError(f"{fmt.name}: the row metadata {layout.row_meta} is {meta_bytes} bytes, "
                           f"the format has {fmt.row_meta_size}")
@@ -711,18 +776,19 @@ def _field_values(fmt, block: bytes) -> list[FieldValue]:
 def _row_meta_values(layout: Layout, meta: bytes) -> list[FieldValue]:
     """The row metadata named by ``layout.row_meta``, read from its bytes."""
     out, at = [], 0
-    for name, ctype in layout.row_meta:
+    for name, ctype, *count in layout.row_meta:
+        count = count[0] if count else 1
         size = _CTYPE_BYTES[ctype]
-        raw = bytes(meta[at:at + size])
-        bits = int.from_bytes(raw, "little")
+        raw = bytes(meta[at:at + size * count])
         if ctype == "f32":
-            value = np.frombuffer(raw, dtype="<f4")[0]
+            values = np.frombuffer(raw, dtype="<f4")
         elif ctype == "f16":
-            value = np.frombuffer(raw, dtype="<f2")[0].astype(np.float32)
+            values = np.frombuffer(raw, dtype="<f2").astype(np.float32)
         else:
             raise LayoutError(f"row metadata {name!r}: unsupported type {ctype}")
-        out.append(FieldValue(name, ctype, 1, at, raw, (np.float32(value),), (bits,)))
-        at += size
+        bits = tuple(int.from_bytes(raw[i:i + size], "little") for i in range(0, size * count, size))
+        out.append(FieldValue(name, ctype, count, at, raw, tuple(np.float32(v) for v in values), bits))
+        at += size * count
     return out
 
 

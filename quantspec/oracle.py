@@ -22,9 +22,18 @@ from quantspec import registry
 #: formats ggml uses only as dot-product activations: ggml_quantize_chunk refuses them
 ACTIVATION_ONLY = ("q8_1", "q8_k")
 
+#: formats whose ggml quantizer aborts the process (GGML_ASSERT) on some finite
+#: inputs, e.g. when every weighted distance of a grid search overflows: quantized
+#: in a child process, so that an abort becomes GgmlAborted
+MAY_ABORT = ("iq2_xxs", "iq2_xs", "iq2_s", "iq3_xxs", "iq3_s", "iq1_s", "iq1_m")
+
 
 class GgmlUnavailable(RuntimeError):
     """llama-cpp-python (and so libggml) is not installed."""
+
+
+class GgmlAborted(RuntimeError):
+    """ggml aborted (an assertion failed) on this input: it has no result to compare with."""
 
 
 class _TypeTraits(ctypes.Structure):
@@ -96,8 +105,36 @@ class Ggml:
             for r in range(nrows):
                 ref(x[r].ctypes.data, out[r].ctypes.data, n)
             return out
+        if fmt in MAY_ABORT:
+            return self._quantize_in_child(fmt, x, im, out)
         self.base.ggml_quantize_chunk(self.type_id(fmt), x.ctypes.data, out.ctypes.data, 0, nrows, n,
                                       None if im is None else im.ctypes.data)
+        return out
+
+    def _quantize_in_child(self, fmt: str, x: np.ndarray, im: np.ndarray | None, out: np.ndarray) -> np.ndarray:
+        """``ggml_quantize_chunk`` in a forked child writing into shared memory."""
+        import mmap
+
+        shared = mmap.mmap(-1, max(out.nbytes, 1))
+        self.base.ggml_quantize_init(self.type_id(fmt))  # the grid tables, once, in this process
+        pid = os.fork()
+        if pid == 0:  # the child: quantize, copy out, exit without running any Python cleanup
+            status = 1
+            try:
+                import faulthandler
+
+                faulthandler.disable()  # an abort is the expected outcome here, not a crash to report
+                os.environ["GGML_NO_BACKTRACE"] = "1"
+                self.base.ggml_quantize_chunk(self.type_id(fmt), x.ctypes.data, out.ctypes.data, 0, x.shape[0],
+                                              x.shape[1], None if im is None else im.ctypes.data)
+                shared[:out.nbytes] = out.tobytes()
+                status = 0
+            finally:
+                os._exit(status)
+        _, status = os.waitpid(pid, 0)
+        if status != 0:
+            raise GgmlAborted(f"{fmt}: ggml_quantize_chunk aborted on this input (wait status {status})")
+        out[...] = np.frombuffer(shared, dtype=np.uint8, count=out.nbytes).reshape(out.shape)
         return out
 
     def reference_row_quantizer(self, fmt: str):

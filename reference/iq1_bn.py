@@ -37,11 +37,19 @@ first block and returns raw trits. The CUDA path (``dequantize_block_iq1_bn``:
 ``d*(t - 1)``) and the dot products apply the row scale; the spec does too.
 ``cpu_to_float`` models the CPU function exactly.
 
-Dot product: ik_llama.cpp dots IQ1_BN with Q8_K64, which quantspec does
-not define: ``vec_dot_format`` is None and ``vec_dot`` refuses.
+Dot product with Q8_K64 (the fp16 row scale ``d`` as float32):
+``isum_L`` = the exact sum of (t - 1) * qs over the block's 16 elements in
+lane L (``reference/q8_k64.py``: element j is in lane ``(j % 16) // 4``),
+the row scale met once per lane, ``e_L = d * a.d[L]``, and each 64-element
+block contributes ``((e_0*isum_0 + e_1*isum_1) + e_2*isum_2) + e_3*isum_3``
+(``q8_k64.lane_dot``); then the canonical reduction. ik_llama.cpp
+(``mul_mat_iq1bn_q8_K64``) sums code*qs per lane over the whole row and
+returns ``d * hsum(fmsub(a.d[L], sum_L, a.s[L]))``: the same value up to
+rounding.
 
 Upstream: ik_llama.cpp ``ggml/src/iqk/iqk_quantize.cpp``
 ``IQ1BNQuantizer::quantize_one_row_1bn``, ``dequantize_row_iq1_bn``;
+``ggml/src/iqk/iqk_gemm_1bit.cpp`` ``mul_mat_iq1bn_q8_K64``;
 ``ggml/src/ggml-cuda/convert.cu`` ``dequantize_block_iq1_bn``;
 ``ggml/src/ggml-common.h`` ``block_iq1_bn`` @ 8337e4cd.
 """
@@ -50,10 +58,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import q8_k64
 from ._format import BlockFormat, Field, Invalid
 from ._iqk import IEEE, f16_meta, join_rows, meta_f16, nonfinite_row_scales, split_rows
 from ._numerics import F32, f32_to_f16_bits
-from quantspec.errors import UnsupportedOperationError
 
 QK = 64
 
@@ -61,7 +69,7 @@ FORMAT = BlockFormat(
     name="iq1_bn", origin="ik_llama", type_id=134, block_size=QK,
     fields=(Field("ql", "u8", 12, "byte 3g+k: 5 trits (base 3, scaled by 256/243) of elements 16g+5k+i, i = 0..4"),
             Field("extra", "u8", 1, "the trits of elements 16g+15, g = 0..3")),
-    vec_dot_format=None,
+    vec_dot_format="q8_k64",
     upstream="ik_llama.cpp ggml/src/iqk/iqk_quantize.cpp IQ1BNQuantizer::quantize_one_row_1bn, "
              "dequantize_row_iq1_bn; ggml/src/ggml-cuda/convert.cu dequantize_block_iq1_bn; "
              "ggml/src/ggml-common.h block_iq1_bn @ 8337e4cd",
@@ -126,8 +134,8 @@ def cpu_to_float(q: np.ndarray) -> np.ndarray:
 
 
 def vec_dot(wq: np.ndarray, aq: np.ndarray) -> np.ndarray:
-    raise UnsupportedOperationError("iq1_bn: ik_llama.cpp dots it with Q8_K64, an activation format quantspec "
-                                    "does not define")
+    meta, blocks = split_rows(FORMAT, wq)
+    return q8_k64.lane_dot(meta_f16(meta), _trits(blocks["ql"], blocks["extra"]) - 1, aq)
 
 
 def validate(q: np.ndarray) -> list[Invalid]:

@@ -25,12 +25,19 @@ the dot products apply the row scale; the spec does too. ``cpu_to_float``
 models the CPU function exactly (tests/vectors compares it with ik's
 output).
 
-Dot product: ik_llama.cpp dots IQ2_BN with Q8_K64, a row-level activation
-format (four float lane scales + int8) that quantspec does not define, so
-``vec_dot_format`` is None and ``vec_dot`` refuses.
+Dot product with Q8_K64 (a code of 3 counts as value 2, as in dequantize):
+``isum_L`` = the exact sum of (q - 1) * qs over the block's 16 elements in
+lane L (``reference/q8_k64.py``: element j is in lane ``(j % 16) // 4``),
+the row scale met once per lane, ``e_L = d * a.d[L]``, and each 64-element
+block contributes ``((e_0*isum_0 + e_1*isum_1) + e_2*isum_2) + e_3*isum_3``
+(``q8_k64.lane_dot``); then the canonical reduction. ik_llama.cpp
+(``mul_mat_iq2bn_q8_K64``) sums code*qs per lane over the whole row and
+returns ``d * hsum(fmsub(a.d[L], sum_L, a.s[L]))``: the same value up to
+rounding.
 
 Upstream: ik_llama.cpp ``ggml/src/iqk/iqk_quantize.cpp``
 ``IQ1BNQuantizer::quantize_one_row_2bn``, ``dequantize_row_iq2_bn``;
+``ggml/src/iqk/iqk_gemm_1bit.cpp`` ``mul_mat_iq2bn_q8_K64``;
 ``ggml/src/ggml-cuda/convert.cu`` ``dequantize_block_iq2_bn``;
 ``ggml/src/ggml-common.h`` ``block_iq2_bn`` @ 8337e4cd.
 """
@@ -39,17 +46,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import q8_k64
 from ._format import BlockFormat, Field, Invalid
 from ._iqk import IEEE, f32_meta, join_rows, meta_f32, nonfinite_row_scales, split_rows
 from ._numerics import F32
-from quantspec.errors import UnsupportedOperationError
 
 QK = 64
 
 FORMAT = BlockFormat(
     name="iq2_bn", origin="ik_llama", type_id=135, block_size=QK,
     fields=(Field("qs", "u8", QK // 4, "2-bit codes q (value q - 1): element j + 16s at bits 2s..2s+1 of byte j"),),
-    vec_dot_format=None,
+    vec_dot_format="q8_k64",
     upstream="ik_llama.cpp ggml/src/iqk/iqk_quantize.cpp IQ1BNQuantizer::quantize_one_row_2bn, "
              "dequantize_row_iq2_bn; ggml/src/ggml-cuda/convert.cu dequantize_block_iq2_bn; "
              "ggml/src/ggml-common.h block_iq2_bn @ 8337e4cd",
@@ -97,8 +104,8 @@ def cpu_to_float(q: np.ndarray) -> np.ndarray:
 
 
 def vec_dot(wq: np.ndarray, aq: np.ndarray) -> np.ndarray:
-    raise UnsupportedOperationError("iq2_bn: ik_llama.cpp dots it with Q8_K64, an activation format quantspec "
-                                    "does not define")
+    meta, blocks = split_rows(FORMAT, wq)
+    return q8_k64.lane_dot(meta_f32(meta), _codes(blocks["qs"]) - 1, aq)
 
 
 def validate(q: np.ndarray) -> list[Invalid]:

@@ -51,11 +51,13 @@ def _block_kind(draw, block: int, rng: np.random.Generator) -> np.ndarray:
 
 
 @st.composite
-def rows(draw, block_size: int, max_blocks: int = 40, max_rows: int = 4):
+def rows(draw, block_size: int, max_blocks: int = 40, max_rows: int = 4, block_counts=None):
     """A float32 array (nrows, n) with n a multiple of ``block_size``; each
-    block of 32 (or of the format's block) is drawn from an edge kind."""
+    block of 32 (or of the format's block) is drawn from an edge kind.
+    ``block_counts``: the blocks per row to choose from (default: 1, 2, the
+    canonical dot's tails 15-17, and ``max_blocks``)."""
     nrows = draw(st.integers(1, max_rows))
-    nblocks = draw(st.sampled_from([1, 2, 15, 16, 17, max_blocks]))
+    nblocks = draw(st.sampled_from(block_counts or [1, 2, 15, 16, 17, max_blocks]))
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     unit = max(block_size, 32)
@@ -70,8 +72,8 @@ def rows(draw, block_size: int, max_blocks: int = 40, max_rows: int = 4):
 
 @st.composite
 def byte_rows(draw, type_size: int, max_blocks: int = 40, max_rows: int = 4, row_meta_size: int = 0):
-    """Arbitrary rows of bytes: every bit pattern a decoder may be handed
-    (``row_meta_size`` bytes of row metadata, then whole blocks)."""
+    """Arbitrary row bytes (``row_meta_size`` bytes of row metadata, then the
+    blocks): every bit pattern a decoder may be handed."""
     nrows = draw(st.integers(1, max_rows))
     nblocks = draw(st.sampled_from([1, 2, 15, 16, 17, max_blocks]))
     seed = draw(st.integers(0, 2**32 - 1))

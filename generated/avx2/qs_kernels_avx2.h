@@ -17,15 +17,65 @@ int64_t qs_f32_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_t
 void qs_f32_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
 int qs_f32_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
+void qs_iq1_bn_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
+int qs_iq1_bn_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+void qs_iq1_kt_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
+int qs_iq1_kt_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+void qs_iq1_m_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
+int qs_iq1_m_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+void qs_iq1_s_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
+int qs_iq1_s_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+void qs_iq2_bn_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
+int qs_iq2_bn_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+int64_t qs_iq2_k_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void qs_iq2_k_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
+int qs_iq2_k_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
 void qs_iq2_kl_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
 int qs_iq2_kl_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
 void qs_iq2_ks_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
 int qs_iq2_ks_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
+void qs_iq2_kt_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
+int qs_iq2_kt_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+void qs_iq2_s_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
+int qs_iq2_s_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+void qs_iq2_xs_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
+int qs_iq2_xs_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+void qs_iq2_xxs_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
+int qs_iq2_xxs_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+int64_t qs_iq3_k_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void qs_iq3_k_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
+int qs_iq3_k_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
 int64_t qs_iq3_ks_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
 void qs_iq3_ks_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
 int qs_iq3_ks_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+void qs_iq3_kt_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
+int qs_iq3_kt_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+int64_t qs_iq3_s_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void qs_iq3_s_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
+int qs_iq3_s_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+int64_t qs_iq3_xxs_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void qs_iq3_xxs_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
+int qs_iq3_xxs_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+int64_t qs_iq4_k_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void qs_iq4_k_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
+int qs_iq4_k_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
 int64_t qs_iq4_ks_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
 void qs_iq4_ks_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
@@ -35,9 +85,43 @@ int64_t qs_iq4_kss_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int
 void qs_iq4_kss_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
 int qs_iq4_kss_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
+void qs_iq4_kt_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
+int qs_iq4_kt_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+int64_t qs_iq4_nl_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void qs_iq4_nl_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
+int qs_iq4_nl_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+int64_t qs_iq4_xs_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void qs_iq4_xs_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
+int qs_iq4_xs_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+int64_t qs_iq5_k_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void qs_iq5_k_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
+int qs_iq5_k_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
 int64_t qs_iq5_ks_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
 void qs_iq5_ks_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
 int qs_iq5_ks_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+int64_t qs_iq6_k_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void qs_iq6_k_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
+int qs_iq6_k_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+void qs_mxfp4_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
+int qs_mxfp4_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+void qs_nvfp4_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
+int qs_nvfp4_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+void qs_q1_0_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
+int qs_q1_0_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+void qs_q1_0_g128_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
+int qs_q1_0_g128_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+void qs_q2_0_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
+int qs_q2_0_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
 int64_t qs_q2_k_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
 void qs_q2_k_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
@@ -71,6 +155,10 @@ int64_t qs_q5_k_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_
 void qs_q5_k_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
 int qs_q5_k_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
+int64_t qs_q6_0_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
+void qs_q6_0_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
+int qs_q6_0_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
 int64_t qs_q6_k_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
 void qs_q6_k_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
 int qs_q6_k_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
@@ -83,5 +171,11 @@ int64_t qs_q8_1_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_
 void qs_q8_1_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
 int64_t qs_q8_k_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
 void qs_q8_k_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
+void qs_tq1_0_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
+int qs_tq1_0_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
+void qs_tq2_0_dequantize__avx2(const uint8_t *q, float *y, int64_t n);
+int qs_tq2_0_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
+        float *out);
 
 #endif
