@@ -16,7 +16,15 @@ What "bit-exact" means per row:
   spec on a slice of the rows (ggml's own summation order differs per ISA,
   so equality with ggml is not the claim);
 - other comparisons: threads=N output equals threads=1 output; the spec
-  equals gguf-py; the out-of-cache output equals ggml's ``to_float``.
+  equals gguf-py; the out-of-cache output equals ggml's ``to_float``; the
+  kernels' quantize equals the NumPy spec's ("vs spec").
+
+ggml (the oracle's libggml) has no ik_llama.cpp format: such a format is
+timed against the mainline format of similar size named in
+``GGML_COUNTERPART`` (ggml quantizing, dequantizing and taking dot products
+of that format on the same data; the baseline column reads e.g. "ggml
+iq4_xs"), and its bit-exactness is checked across every ISA here and the
+NumPy spec (``†``).
 """
 
 from __future__ import annotations
@@ -44,6 +52,17 @@ VEC_DOT_ROW = 4096
 OUT_OF_CACHE_BYTES = 1 << 30  # float32 output of the out-of-cache dequantize row
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 NA = "–"
+#: The ggml format an ik_llama.cpp format is timed against: the mainline
+#: format of about the same bits per weight and kind (IQ2_XS's quantize needs
+#: an importance matrix: ones are passed).
+GGML_COUNTERPART = {
+    "iq4_kss": "iq4_xs", "iq4_ks": "iq4_xs", "iq5_ks": "q5_k", "iq3_ks": "q3_k", "iq2_ks": "iq2_xs",
+    "iq2_kl": "iq2_xs", "iq2_k": "q2_k", "iq3_k": "q3_k", "iq4_k": "q4_k", "iq5_k": "q5_k", "iq6_k": "q6_k",
+    "q6_0": "q8_0", "iq1_kt": "tq1_0", "iq2_kt": "q2_k", "iq3_kt": "q3_k", "iq4_kt": "iq4_xs",
+    "iq1_bn": "tq1_0", "iq2_bn": "tq2_0", "q1_0_g128": "q1_0",
+}
+SPEC_QUANTIZE = "vs spec"
+SPEC_QUANTIZE_ROWS = 4  # rows of 1024 the NumPy spec quantizes (its searches are slow)
 GGUF, OUT_OF_CACHE = "spec vs gguf-py", "out of cache vs copy"
 
 
@@ -58,7 +77,7 @@ class Result:
     ours: float
     base: float | None  # None: the baseline lacks the op
     exact: bool | None  # None: not checked
-    base_name: str = "ggml"
+    base_name: str = "ggml"  # the main table's baseline: "ggml", or "ggml <counterpart>"
     ours_label: str = ""
     note: str = ""  # "†": exactness checked across ISAs, not against ggml
 
@@ -104,15 +123,16 @@ class GgmlCalls:
             return None
         return qs.format_info(fmt).type_id
 
-    def quantize(self, fmt: str, x: np.ndarray, out: np.ndarray):
+    def quantize(self, fmt: str, x: np.ndarray, out: np.ndarray, imatrix: np.ndarray | None = None):
         t = self._type(fmt)
         if t is None:
             return None
+        im = None if imatrix is None else imatrix.ctypes.data
         nrows, n = x.shape
         if fmt in oracle.ACTIVATION_ONLY:  # ggml_quantize_chunk refuses them: the reference row quantizer
             ref = self.g.reference_row_quantizer(fmt)
             return lambda: ref(x.ctypes.data, out.ctypes.data, x.size)  # no row metadata: one flat row
-        return lambda: self.g.base.ggml_quantize_chunk(t, x.ctypes.data, out.ctypes.data, 0, nrows, n, None)
+        return lambda: self.g.base.ggml_quantize_chunk(t, x.ctypes.data, out.ctypes.data, 0, nrows, n, im)
 
     def dequantize(self, fmt: str, q: np.ndarray, y: np.ndarray):
         t = self._type(fmt)
@@ -141,14 +161,54 @@ class GgmlCalls:
                                              out.ctypes.data)
 
 
-def _isas_agree(fmt: str, op: str, *args) -> bool:
+class Counterpart:
+    """ggml's calls on the mainline format standing in for an ik_llama.cpp
+    format (``GGML_COUNTERPART``), on the same data."""
+
+    def __init__(self, gg: GgmlCalls, fmt: str):
+        self.gg, self.name = gg, GGML_COUNTERPART.get(fmt)
+        if self.name is None or gg._type(self.name) is None:
+            self.name = None
+
+    @property
+    def label(self) -> str:
+        return f"ggml {self.name}"
+
+    def _imatrix(self, n: int) -> np.ndarray | None:
+        return np.ones(n, np.float32) if qs.format_info(self.name).imatrix == "required" else None
+
+    def _quantized(self, x: np.ndarray) -> np.ndarray:
+        return self.gg.g.quantize(self.name, x, self._imatrix(x.shape[1]))
+
+    def quantize(self, x: np.ndarray):
+        out = np.zeros((x.shape[0], qs.format_info(self.name).row_bytes(x.shape[1])), np.uint8)
+        im = self._imatrix(x.shape[1])
+        call = self.gg.quantize(self.name, x, out, im)
+        return call and (lambda: (call(), im))  # keeps the imatrix alive
+
+    def dequantize(self, x: np.ndarray):
+        q, y = self._quantized(x), np.zeros(x.shape, np.float32)
+        call = self.gg.dequantize(self.name, q, y)
+        return call and (lambda: (call(), q, y))
+
+    def vec_dot(self, xw: np.ndarray, act: np.ndarray):
+        wq = self._quantized(xw)
+        aq = qs.quantize(qs.format_info(self.name).vec_dot_format, act)
+        out = np.zeros(xw.shape[0], np.float32)
+        call = self.gg.vec_dot(self.name, wq, aq, out, xw.shape[1])
+        return call and (lambda: (call(), wq, aq))
+
+
+def _isas_agree(fmt: str, op: str, *args, **kwargs) -> bool:
     """``op`` gives the same bits on every ISA with a kernel here and on the spec."""
     outs = []
     for isa in dispatch.available_isas():
         if isa != dispatch.REFERENCE and not dispatch.has_kernel(isa, fmt, op):
             continue
         with qs.use_isa(isa):
-            outs.append(getattr(qs, op)(fmt, *args))
+            outs.append(getattr(qs, op)(fmt, *args, **kwargs))
+    if op == "quantize":
+        return all(np.array_equal(outs[0], o) for o in outs[1:])
     return all(_same_bits(outs[0], o) for o in outs[1:])
 
 
@@ -168,11 +228,14 @@ def _weights(fmt: str, x: np.ndarray, gg: "GgmlCalls | None" = None) -> np.ndarr
 
 
 def default_formats() -> list[str]:
-    """The formats with a generated kernel here. The others run through the
-    NumPy spec only, some of whose searches take minutes on 4M elements:
+    """The mainline formats with a generated kernel here. The others run
+    through the NumPy spec only, some of whose searches take minutes on 4M
+    elements; the ik_llama.cpp quantizers run 1-3 Melem/s even as kernels
+    (exhaustive scale sweeps), minutes with the repeats and thread rows:
     name them with ``--formats`` to time them."""
     info = qs.kernel_info()
-    return [f for f in qs.formats() if any(info[(f, op)] != dispatch.REFERENCE for op in dispatch.OPS)]
+    return [f for f in qs.formats() if qs.format_info(f).origin == "ggml"
+            and any(info[(f, op)] != dispatch.REFERENCE for op in dispatch.OPS)]
 
 
 def run(formats=None, ops=None, *, n: int = DEFAULT_N, repeats: int = 10, threads: int = 2,
@@ -205,38 +268,51 @@ def run(formats=None, ops=None, *, n: int = DEFAULT_N, repeats: int = 10, thread
     for fmt in formats:
         info = qs.format_info(fmt)
         q = _weights(fmt, x, gg)
+        cp = Counterpart(gg, fmt) if gg._type(fmt) is None else None
+        base_name = cp.label if cp and cp.name else "ggml"
         for op in ops:
             isa = info_now[(fmt, op)]
             say(f"{fmt} {op} ({isa})")
             if op == "quantize":
                 ours_out, base_out = np.empty_like(q), np.zeros_like(q)
                 t = best_of(lambda: qs.quantize(fmt, x, threads=1, out=ours_out), repeats)
-                call = gg.quantize(fmt, x, base_out)
+                call = cp.quantize(x) if cp and cp.name else gg.quantize(fmt, x, base_out)
                 tb = best_of(call, repeats) if call else None
-                exact = bool((ours_out == base_out).all()) if call else None
-                results.append(Result("ggml", fmt, op, isa, _melems(n, t), tb and _melems(n, tb), exact))
+                if cp:
+                    exact, note = _isas_agree(fmt, op, x[:SPEC_QUANTIZE_ROWS]), "†"
+                else:
+                    exact, note = (bool((ours_out == base_out).all()) if call else None), ""
+                results.append(Result("ggml", fmt, op, isa, _melems(n, t), tb and _melems(n, tb), exact,
+                                      base_name=base_name, note=note))
+                if cp and isa != dispatch.REFERENCE:
+                    results.append(_spec_quantize_row(fmt, x[:SPEC_QUANTIZE_ROWS], isa, say))
             elif op == "dequantize":
                 y, yb = np.empty(x.shape, np.float32), np.zeros(x.shape, np.float32)
                 t = best_of(lambda: qs.dequantize(fmt, q, threads=1, out=y), repeats)
-                call = gg.dequantize(fmt, q, yb)
+                call = None if cp else gg.dequantize(fmt, q, yb)
                 if call:
                     tb = best_of(call, repeats)
                     exact, note = _same_bits(y, yb), ""
                     deq_ggml[fmt] = yb
                 else:
-                    tb, note = None, "†"
+                    base = cp.dequantize(x) if cp and cp.name else None
+                    tb, note = (best_of(base, repeats) if base else None), "†"
                     exact = _isas_agree(fmt, op, q[: min(nrows, 8)])
-                results.append(Result("ggml", fmt, op, isa, _melems(n, t), tb and _melems(n, tb), exact, note=note))
+                results.append(Result("ggml", fmt, op, isa, _melems(n, t), tb and _melems(n, tb), exact,
+                                      base_name=base_name, note=note))
             elif op == "vec_dot":
                 if info.vec_dot_format is None:
                     continue  # activation-only format: no dot product
                 wq, aq = _weights(fmt, xw, gg), qs.quantize(info.vec_dot_format, act)
                 t = best_of(lambda: qs.vec_dot(fmt, wq, aq, threads=1), repeats)
-                calls = gg.vec_dot(fmt, wq, aq, np.zeros(vd_rows, np.float32), vd_n)
+                if cp:
+                    calls = cp.vec_dot(xw, act) if cp.name else None
+                else:
+                    calls = gg.vec_dot(fmt, wq, aq, np.zeros(vd_rows, np.float32), vd_n)
                 tb = best_of(calls, repeats) if calls else None
                 exact = _isas_agree(fmt, op, wq[: min(vd_rows, 2)], aq)
                 results.append(Result("ggml", fmt, op, isa, _melems(vd_rows * vd_n, t),
-                                      tb and _melems(vd_rows * vd_n, tb), exact))
+                                      tb and _melems(vd_rows * vd_n, tb), exact, base_name=base_name))
 
     if "dequantize" in ops:
         results += _gguf_rows(formats, x, repeats, say)
@@ -248,6 +324,19 @@ def run(formats=None, ops=None, *, n: int = DEFAULT_N, repeats: int = 10, thread
         if row:
             results.append(row)
     return results
+
+
+def _spec_quantize_row(fmt, x, isa, say) -> Result:
+    """The kernel's quantize against the NumPy spec's on a few rows (one timed
+    call of the spec: its searches take seconds)."""
+    say(f"{fmt} quantize: {isa} vs the NumPy spec")
+    t = best_of(lambda: qs.quantize(fmt, x, threads=1), 3)
+    with qs.use_isa(dispatch.REFERENCE):
+        tb = best_of(lambda: qs.quantize(fmt, x), 1, warmup=0)
+        expected = qs.quantize(fmt, x)
+    exact = bool(np.array_equal(qs.quantize(fmt, x), expected))
+    return Result(SPEC_QUANTIZE, fmt, "quantize", isa, _melems(x.size, t), _melems(x.size, tb), exact,
+                  base_name="spec (NumPy)", ours_label=isa)
 
 
 def _gguf_rows(formats, x, repeats, say) -> list[Result]:
@@ -330,13 +419,15 @@ def _out_of_cache_row(formats, x, info_now, deq_ggml, say) -> Result | None:
 
 # ---------------------------------------------------------------- rendering
 
-MAIN_COLUMNS = ("format", "op", "isa", "ours Melem/s", "ggml Melem/s", "ratio", "bit-exact")
+MAIN_COLUMNS = ("format", "op", "isa", "ours Melem/s", "baseline", "baseline Melem/s", "ratio", "bit-exact")
 OTHER_COLUMNS = ("comparison", "format", "op", "ours", "ours Melem/s", "baseline", "baseline Melem/s",
                  "ratio", "bit-exact")
 
 
 def _num(v: float | None) -> str:
-    return NA if v is None else f"{v:,.0f}"
+    if v is None:
+        return NA
+    return f"{v:,.0f}" if v >= 10 else f"{v:.2g}"  # the NumPy spec's searches run below 1 Melem/s
 
 
 def _mark(r: Result) -> str:
@@ -351,7 +442,7 @@ def _ratio(r: Result) -> str:
 
 def tables(results: list[Result]) -> list[tuple[tuple[str, ...], list[tuple[str, ...]]]]:
     """The main table (ours against ggml) and the table of other comparisons, as cells."""
-    main = [(r.fmt, r.op, r.isa, _num(r.ours), _num(r.base), _ratio(r), _mark(r))
+    main = [(r.fmt, r.op, r.isa, _num(r.ours), r.base_name, _num(r.base), _ratio(r), _mark(r))
             for r in results if r.kind == "ggml"]
     other = [(r.kind, r.fmt, r.op, r.ours_label or r.isa, _num(r.ours), r.base_name,
               _num(r.base), _ratio(r), _mark(r)) for r in results if r.kind != "ggml"]
@@ -391,8 +482,9 @@ def legend(n: int, repeats: int) -> str:
     return (f"{cpu_name()}; ISAs here: {', '.join(dispatch.available_isas())}; {n:,} elements "
             f"({n // ROW} rows x {ROW}; vec_dot {vd_rows} rows x {n // vd_rows // 256 * 256}; thread rows "
             f"4x as many), best of {repeats}, 1 thread unless stated. ratio = ours / baseline (> 1: ours faster). "
-            "bit-exact: quantize = bytes equal ggml_quantize_chunk; dequantize = bits equal ggml to_float "
-            "(†: ggml lacks it, equal across every ISA and the NumPy spec); vec_dot = bits equal across "
+            "baseline: ggml on the same format, or (ik_llama.cpp formats, which ggml lacks) ggml on the mainline "
+            "format named. bit-exact: quantize = bytes equal ggml_quantize_chunk; dequantize = bits equal ggml "
+            "to_float (†: ggml lacks it, equal across every ISA and the NumPy spec); vec_dot = bits equal across "
             "every ISA and the NumPy spec (ggml's order differs per ISA). ggml vec_dot: one call per row from a C loop.")
 
 

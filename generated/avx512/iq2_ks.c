@@ -72,6 +72,18 @@ static inline void block_values(const uint8_t *blk, const int shift[NSUB], int8_
     }
 }
 
+/* The 8 sub-block scales as int16 (lanes 0..7 of a 128-bit vector) and the grid halves. */
+static inline __attribute__((always_inline)) __m128i block_scales_avx2(const uint8_t *blk, int shift[NSUB]) {
+    int scale[NSUB];
+    block_scales(blk, scale, shift);
+    return _mm_setr_epi16((short)scale[0], (short)scale[1], (short)scale[2], (short)scale[3], (short)scale[4],
+                          (short)scale[5], (short)scale[6], (short)scale[7]);
+}
+
+static inline __m256i load_both_halves(const void *p) {
+    return _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)p));
+}
+
 /* The same, one vector of 32 values per sub-block. */
 static inline __attribute__((always_inline)) void block_values_avx2(const uint8_t *blk, const int shift[NSUB],
                                                                     __m256i v[NSUB]) {
@@ -79,8 +91,7 @@ static inline __attribute__((always_inline)) void block_values_avx2(const uint8_
     for (int b = 0; b < NSUB; ++b) {
         const __m256i raw = _mm256_loadu_si256((const __m256i *)(blk + OFF_QS + 32 * (b / 4)));
         __m256i idx = _mm256_and_si256(_mm256_srli_epi16(raw, 2 * (b % 4)), _mm256_set1_epi8(3));
-        const __m256i tbl = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(GRID + HALF * shift[b])));
-        v[b] = _mm256_shuffle_epi8(tbl, idx);
+        v[b] = _mm256_shuffle_epi8(load_both_halves(GRID + HALF * shift[b]), idx);
     }
 }
 
@@ -88,17 +99,19 @@ static inline __attribute__((always_inline)) void block_values_avx2(const uint8_
 
 static inline void dequantize_block(const uint8_t *blk, float d, float *y) {
     int scale[NSUB], shift[NSUB];
-    block_scales(blk, scale, shift);
+    (void)scale;
+    float dl[NSUB];
+    _mm256_storeu_ps(dl, _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(block_scales_avx2(blk, shift)))));
     __m256i v[NSUB];
     block_values_avx2(blk, shift, v);
     for (int b = 0; b < NSUB; ++b) {
-        const __m256 dl = _mm256_set1_ps(d * (float)scale[b]);
+        const __m256 vd = _mm256_set1_ps(dl[b]);
         const __m128i lo = _mm256_castsi256_si128(v[b]), hi = _mm256_extracti128_si256(v[b], 1);
         float *o = y + SUB * b;
-        _mm256_storeu_ps(o, _mm256_mul_ps(dl, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo))));
-        _mm256_storeu_ps(o + 8, _mm256_mul_ps(dl, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(lo, lo)))));
-        _mm256_storeu_ps(o + 16, _mm256_mul_ps(dl, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi))));
-        _mm256_storeu_ps(o + 24, _mm256_mul_ps(dl, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(hi, hi)))));
+        _mm256_storeu_ps(o, _mm256_mul_ps(vd, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo))));
+        _mm256_storeu_ps(o + 8, _mm256_mul_ps(vd, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(lo, lo)))));
+        _mm256_storeu_ps(o + 16, _mm256_mul_ps(vd, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi))));
+        _mm256_storeu_ps(o + 24, _mm256_mul_ps(vd, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(hi, hi)))));
     }
 }
 
@@ -125,46 +138,116 @@ static inline int32_t block_isum(const uint8_t *blk, const int8_t *aq) {
     }
     return isum;
 }
+/* Per-call facts of the activation (q8_k), shared by every weight row: its quants in the
+ * order the weight decoder produces values,
+ * their magnitudes, its scales. */
+typedef struct {
+    int8_t *q;
+    uint8_t *qabs;
+    float *d;
+} act_facts;
+
+static int act_prepare(act_facts *f, const uint8_t *a, int64_t nb) {
+    f->q = (int8_t *)malloc((size_t)(nb + 1) * QK);
+    f->qabs = (uint8_t *)malloc((size_t)(nb + 1) * QK);
+    f->d = (float *)malloc((size_t)(nb + 1) * sizeof(float));
+    if (!f->q || !f->qabs || !f->d) return -1;
+    for (int64_t ib = 0; ib < nb; ++ib) {
+        const uint8_t *ab = a + ib * ACT_SIZE;
+        int8_t *q = f->q + ib * QK;
+        f->d[ib] = qs_load_f32(ab + ACT_OFF_D);
+        memcpy(q, ab + ACT_OFF_QS, QK);
+        for (int j = 0; j < QK; ++j) f->qabs[ib * QK + j] = (uint8_t)(q[j] < 0 ? -(int)q[j] : q[j]);
+    }
+    return 0;
+}
+
+static void act_release(act_facts *f) {
+    free(f->q);
+    free(f->qabs);
+    free(f->d);
+}
 
 /* 8 int32 lanes whose total is block_isum. The values are at most 127 in magnitude and the
  * activation bytes any int8: |a| (unsigned, 0..128) times sign(value, a) is exact in pmaddubsw,
  * whose int16 pair sums stay within 2*128*127 = 32512. */
-static inline __attribute__((always_inline)) __m256i block_isum_avx2(const uint8_t *blk, const uint8_t *aq) {
-    int scale[NSUB], shift[NSUB];
-    __m256i v[NSUB];
-    block_scales(blk, scale, shift);
-    block_values_avx2(blk, shift, v);
+static inline __attribute__((always_inline)) __m256i block_isum_avx2(const uint8_t *blk, const int8_t *aq,
+                                                                     const uint8_t *aabs) {
+    int shift[NSUB];
+    const __m256i S = _mm256_broadcastsi128_si256(block_scales_avx2(blk, shift));
     __m256i acc = _mm256_setzero_si256();
+    __m256i v[NSUB];
+    block_values_avx2(blk, shift, v);
     for (int b = 0; b < NSUB; ++b) {
         const __m256i a = _mm256_loadu_si256((const __m256i *)(aq + SUB * b));
-        const __m256i p = _mm256_maddubs_epi16(_mm256_abs_epi8(a), _mm256_sign_epi8(v[b], a));
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16((short)scale[b])));
+        const __m256i p = _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)(aabs + SUB * b)), _mm256_sign_epi8(v[b], a));
+        /* sub-block b's scale in every int16 lane */
+        const __m256i sb = _mm256_shuffle_epi8(S, _mm256_set1_epi16((short)(0x0100 * (2 * b + 1) + 2 * b)));
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, sb));
     }
     return acc;
 }
 
 /* The float32 terms (d * a.d) * (float)isum of blocks ib .. ib+7, one per lane. */
-static inline __m256 contributions8(const uint8_t *blocks, float d, const uint8_t *a, int64_t ib) {
+static inline __m256 contributions8(const uint8_t *blocks, float d, const act_facts *f, int64_t ib) {
     __m256i p[8];
-    float da[8];
-    for (int j = 0; j < 8; ++j) {
-        p[j] = block_isum_avx2(blocks + (ib + j) * TYPE_SIZE, a + (ib + j) * ACT_SIZE + ACT_OFF_QS);
-        da[j] = qs_load_f32(a + (ib + j) * ACT_SIZE + ACT_OFF_D);
+    for (int j = 0; j < 8; ++j)
+        p[j] = block_isum_avx2(blocks + (ib + j) * TYPE_SIZE, f->q + (ib + j) * QK, f->qabs + (ib + j) * QK);
+    return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(d), _mm256_loadu_ps(f->d + ib)), _mm256_cvtepi32_ps(qs_avx2_hsum_8x8(p)));
+}
+
+/* Two rows at once: the activation's bytes are loaded once for both. */
+static void dot_rows2(int64_t nb, const uint8_t *row0, const uint8_t *row1, const uint8_t *a, const act_facts *f,
+                      float *out) {
+    const float d0 = load_row_scale(row0), d1 = load_row_scale(row1);
+    const uint8_t *b0 = row0 + META, *b1 = row1 + META;
+    float lanes0[QS_LANES], lanes1[QS_LANES];
+    __m256 p0 = _mm256_setzero_ps(), p1 = _mm256_setzero_ps(), q0 = _mm256_setzero_ps(), q1 = _mm256_setzero_ps();
+    int64_t ib = 0;
+    for (; ib + 8 <= nb; ib += 8) {
+        __m256i s0[8], s1[8];
+        for (int j = 0; j < 8; ++j) {
+            const int8_t *aq = f->q + (ib + j) * QK;
+            const uint8_t *aabs = f->qabs + (ib + j) * QK;
+            s0[j] = block_isum_avx2(b0 + (ib + j) * TYPE_SIZE, aq, aabs);
+            s1[j] = block_isum_avx2(b1 + (ib + j) * TYPE_SIZE, aq, aabs);
+        }
+        const __m256 da = _mm256_loadu_ps(f->d + ib);
+        const __m256 t0 = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(d0), da), _mm256_cvtepi32_ps(qs_avx2_hsum_8x8(s0)));
+        const __m256 t1 = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(d1), da), _mm256_cvtepi32_ps(qs_avx2_hsum_8x8(s1)));
+        if (ib % 16 == 0) {
+            p0 = _mm256_add_ps(p0, t0);
+            q0 = _mm256_add_ps(q0, t1);
+        } else {
+            p1 = _mm256_add_ps(p1, t0);
+            q1 = _mm256_add_ps(q1, t1);
+        }
     }
-    return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(d), _mm256_loadu_ps(da)), _mm256_cvtepi32_ps(qs_avx2_hsum_8x8(p)));
+    _mm256_storeu_ps(lanes0, p0);
+    _mm256_storeu_ps(lanes0 + 8, p1);
+    _mm256_storeu_ps(lanes1, q0);
+    _mm256_storeu_ps(lanes1 + 8, q1);
+    for (; ib < nb; ++ib) {
+        const uint8_t *ab = a + ib * ACT_SIZE;
+        const float da = qs_load_f32(ab + ACT_OFF_D);
+        lanes0[ib % QS_LANES] += (d0 * da) * (float)block_isum(b0 + ib * TYPE_SIZE, (const int8_t *)(ab + ACT_OFF_QS));
+        lanes1[ib % QS_LANES] += (d1 * da) * (float)block_isum(b1 + ib * TYPE_SIZE, (const int8_t *)(ab + ACT_OFF_QS));
+    }
+    out[0] = qs_fold_lanes(lanes0);
+    out[1] = qs_fold_lanes(lanes1);
 }
 
 /* One row (row scale d, blocks) against the activation: block i into lane i % 16, then the fold. */
-static float dot_row(int64_t nb, float d, const uint8_t *blocks, const uint8_t *a) {
+static float dot_row(int64_t nb, float d, const uint8_t *blocks, const uint8_t *a, const act_facts *f) {
     float lanes[QS_LANES] = {0};
     int64_t ib = 0;
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     for (; ib + 16 <= nb; ib += 16) {
-        acc0 = _mm256_add_ps(acc0, contributions8(blocks, d, a, ib));
-        acc1 = _mm256_add_ps(acc1, contributions8(blocks, d, a, ib + 8));
+        acc0 = _mm256_add_ps(acc0, contributions8(blocks, d, f, ib));
+        acc1 = _mm256_add_ps(acc1, contributions8(blocks, d, f, ib + 8));
     }
     if (ib + 8 <= nb) {
-        acc0 = _mm256_add_ps(acc0, contributions8(blocks, d, a, ib));
+        acc0 = _mm256_add_ps(acc0, contributions8(blocks, d, f, ib));
         ib += 8;
     }
     _mm256_storeu_ps(lanes, acc0);
@@ -180,9 +263,18 @@ static float dot_row(int64_t nb, float d, const uint8_t *blocks, const uint8_t *
 int qs_iq2_ks_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride,
                        const uint8_t *a, float *out) {
     const int64_t nb = n / QK;
-    for (int64_t r = 0; r < nrows; ++r) {
-        const uint8_t *row = w + r * row_stride;
-        out[r] = dot_row(nb, load_row_scale(row), row + META, a);
+    act_facts f = {0};
+    if (nb >= 8 && act_prepare(&f, a, nb)) {
+        act_release(&f);
+        return -1;
     }
+    int64_t r = 0;
+    if (nb >= 8)
+        for (; r + 2 <= nrows; r += 2) dot_rows2(nb, w + r * row_stride, w + (r + 1) * row_stride, a, &f, out + r);
+    for (; r < nrows; ++r) {
+        const uint8_t *row = w + r * row_stride;
+        out[r] = dot_row(nb, load_row_scale(row), row + META, a, &f);
+    }
+    act_release(&f);
     return 0;
 }

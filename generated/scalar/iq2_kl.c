@@ -83,8 +83,9 @@ static inline void block_values(const uint8_t *blk, const int shift[NSUB], int8_
 
 static inline void dequantize_block(const uint8_t *blk, float d, float *y) {
     int scale[NSUB], shift[NSUB];
-    block_scales(blk, scale, shift);
+    (void)scale;
     int8_t v[QK];
+    block_scales(blk, scale, shift);
     block_values(blk, shift, v);
     for (int b = 0; b < NSUB; ++b) {
         const float dl = d * (float)scale[b];
@@ -115,11 +116,27 @@ static inline int32_t block_isum(const uint8_t *blk, const int8_t *aq) {
     }
     return isum;
 }
+/* Per-call facts of the activation (q8_k), shared by every weight row: its quants in the
+ * order the weight decoder produces values,
+ * their magnitudes, its scales. */
+typedef struct {
+    int8_t *q;
+    uint8_t *qabs;
+    float *d;
+} act_facts;
+
+
+static void act_release(act_facts *f) {
+    free(f->q);
+    free(f->qabs);
+    free(f->d);
+}
 
 /* One row (row scale d, blocks) against the activation: block i into lane i % 16, then the fold. */
-static float dot_row(int64_t nb, float d, const uint8_t *blocks, const uint8_t *a) {
+static float dot_row(int64_t nb, float d, const uint8_t *blocks, const uint8_t *a, const act_facts *f) {
     float lanes[QS_LANES] = {0};
     int64_t ib = 0;
+    (void)f;
     for (; ib < nb; ++ib) {
         const uint8_t *ab = a + ib * ACT_SIZE;
         const int32_t isum = block_isum(blocks + ib * TYPE_SIZE, (const int8_t *)(ab + ACT_OFF_QS));
@@ -131,9 +148,12 @@ static float dot_row(int64_t nb, float d, const uint8_t *blocks, const uint8_t *
 int qs_iq2_kl_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride,
                        const uint8_t *a, float *out) {
     const int64_t nb = n / QK;
-    for (int64_t r = 0; r < nrows; ++r) {
+    act_facts f = {0};
+    int64_t r = 0;
+    for (; r < nrows; ++r) {
         const uint8_t *row = w + r * row_stride;
-        out[r] = dot_row(nb, load_row_scale(row), row + META, a);
+        out[r] = dot_row(nb, load_row_scale(row), row + META, a, &f);
     }
+    act_release(&f);
     return 0;
 }

@@ -15,14 +15,27 @@ OPS = ("quantize", "dequantize", "vec_dot")
 def test_tables_columns_and_exactness():
     results = bench.run(FORMATS, n=8 * 1024, repeats=1, threads=2)
     (main_cols, main_rows), (other_cols, other_rows) = bench.tables(results)
-    assert main_cols == ("format", "op", "isa", "ours Melem/s", "ggml Melem/s", "ratio", "bit-exact")
+    assert main_cols == ("format", "op", "isa", "ours Melem/s", "baseline", "baseline Melem/s", "ratio",
+                         "bit-exact")
     assert [r[:2] for r in main_rows] == [(f, op) for f in FORMATS for op in OPS]
     assert [r[-1] for r in main_rows] == ["✔"] * len(main_rows)
-    assert all(r[4] != bench.NA for r in main_rows)  # ggml has every op of these formats
+    assert all(r[4] == "ggml" and r[5] != bench.NA for r in main_rows)  # ggml has every op of these formats
     assert other_cols[0] == "comparison" and other_cols[-1] == "bit-exact"
     kinds = {r[0] for r in other_rows}
     assert {bench.GGUF, "2 threads vs 1"} <= kinds
     assert [r[-1] for r in other_rows] == ["✔"] * len(other_rows)
+
+
+def test_ik_llama_formats_against_their_ggml_counterpart():
+    """ggml lacks the ik_llama.cpp formats: the baseline is the mainline format
+    of similar size, and the kernels' quantize is compared with the spec's."""
+    results = bench.run(["iq4_kss"], n=4 * 1024, repeats=1, threads=1)
+    (_, main_rows), (_, other_rows) = bench.tables(results)
+    assert [r[:2] for r in main_rows] == [("iq4_kss", op) for op in OPS]
+    assert all(r[4] == "ggml iq4_xs" and r[5] != bench.NA for r in main_rows)
+    assert [r[-1] for r in main_rows] == ["✔†", "✔†", "✔"]
+    if any(r[0] == bench.SPEC_QUANTIZE for r in other_rows):
+        assert [r[-1] for r in other_rows if r[0] == bench.SPEC_QUANTIZE] == ["✔"]
 
 
 def test_cli_prints_and_updates_readme(tmp_path, capsys):
