@@ -216,12 +216,26 @@ def _melems(n: int, seconds: float) -> float:
     return n / max(seconds, 1e-12) / 1e6
 
 
+#: Formats whose NumPy quantizer takes milliseconds per block (grid, codebook-shift
+#: and trellis searches): their spec quantize is not timed on benchmark-sized inputs.
+SLOW_SPEC_QUANTIZERS = frozenset({
+    "iq2_xxs", "iq2_xs", "iq2_s", "iq3_xxs", "iq3_s", "iq1_s", "iq1_m",
+    "iq2_k", "iq3_k", "iq4_k", "iq5_k", "iq6_k", "iq4_ks", "iq4_kss", "iq5_ks", "iq2_ks", "iq3_ks", "iq2_kl",
+    "iq1_kt", "iq2_kt", "iq3_kt", "iq4_kt",
+})
+
+
+def required_imatrix(fmt: str, n: int) -> np.ndarray | None:
+    """An importance matrix of ones where the format requires one (ggml aborts without)."""
+    return np.ones(n, np.float32) if qs.format_info(fmt).imatrix == "required" else None
+
+
 def _weights(fmt: str, x: np.ndarray, gg: "GgmlCalls | None" = None) -> np.ndarray:
     """``x`` quantized: by the kernel where there is one, else by ggml (its
     bytes are the spec's, and the spec's grid searches take minutes on 4M
     elements), with an importance matrix of ones where the format requires one."""
     gg = gg or GgmlCalls()
-    imatrix = np.ones(x.shape[1], np.float32) if qs.format_info(fmt).imatrix == "required" else None
+    imatrix = required_imatrix(fmt, x.shape[1])
     if qs.kernel_info()[(fmt, "quantize")] == dispatch.REFERENCE and gg._type(fmt) is not None:
         return gg.g.quantize(fmt, x, imatrix)
     return qs.quantize(fmt, x, imatrix=imatrix)
@@ -274,9 +288,13 @@ def run(formats=None, ops=None, *, n: int = DEFAULT_N, repeats: int = 10, thread
             isa = info_now[(fmt, op)]
             say(f"{fmt} {op} ({isa})")
             if op == "quantize":
+                if isa == dispatch.REFERENCE and fmt in SLOW_SPEC_QUANTIZERS:
+                    say(f"{fmt} quantize: no kernel, and the spec's search takes minutes here: not timed")
+                    continue
+                im = required_imatrix(fmt, x.shape[1])
                 ours_out, base_out = np.empty_like(q), np.zeros_like(q)
-                t = best_of(lambda: qs.quantize(fmt, x, threads=1, out=ours_out), repeats)
-                call = cp.quantize(x) if cp and cp.name else gg.quantize(fmt, x, base_out)
+                t = best_of(lambda: qs.quantize(fmt, x, imatrix=im, threads=1, out=ours_out), repeats)
+                call = cp.quantize(x) if cp and cp.name else gg.quantize(fmt, x, base_out, im)
                 tb = best_of(call, repeats) if call else None
                 if cp:
                     exact, note = _isas_agree(fmt, op, x[:SPEC_QUANTIZE_ROWS]), "†"
@@ -377,7 +395,8 @@ def _thread_rows(formats, ops, x, info_now, threads, repeats, say) -> list[Resul
             say(f"{fmt} {op}: {threads} threads vs 1")
             if op == "quantize":
                 a, b = np.empty_like(q), np.empty_like(q)
-                fn = lambda th, out: qs.quantize(fmt, x, threads=th, out=out)  # noqa: E731
+                im = required_imatrix(fmt, x.shape[1])
+                fn = lambda th, out: qs.quantize(fmt, x, imatrix=im, threads=th, out=out)  # noqa: E731
             else:
                 a, b = np.empty(x.shape, np.float32), np.empty(x.shape, np.float32)
                 fn = lambda th, out: qs.dequantize(fmt, q, threads=th, out=out)  # noqa: E731

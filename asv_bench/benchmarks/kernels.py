@@ -49,6 +49,8 @@ class _Op:
                 raise NotImplementedError(f"no {impl} kernel for {fmt} {self.op}")
             if impl not in dispatch.available_isas():
                 raise NotImplementedError(f"this CPU lacks {impl}")
+        if impl == dispatch.REFERENCE and self.op == "quantize" and fmt in bench.SLOW_SPEC_QUANTIZERS:
+            raise NotImplementedError(f"the spec's {fmt} search takes minutes on 1M elements")
         rng = np.random.default_rng(0)
         self.prepare(fmt, rng)
         if impl == "ggml":
@@ -71,13 +73,14 @@ class Quantize(_Op):
 
     def prepare(self, fmt, rng):
         self.x = rng.standard_normal((N_ROWS, ROW), dtype=np.float32)
+        self.imatrix = bench.required_imatrix(fmt, ROW)
         self.out = np.empty((N_ROWS, qs.format_info(fmt).row_bytes(ROW)), dtype=np.uint8)
 
     def ours(self, fmt):
-        qs.quantize(fmt, self.x, out=self.out)
+        qs.quantize(fmt, self.x, imatrix=self.imatrix, out=self.out)
 
     def ggml_call(self, gg, fmt):
-        return gg.quantize(fmt, self.x, self.out)
+        return gg.quantize(fmt, self.x, self.out, self.imatrix)
 
     def time_quantize(self, fmt, impl):
         self.call()
@@ -87,7 +90,7 @@ class Dequantize(_Op):
     op = "dequantize"
 
     def prepare(self, fmt, rng):
-        self.q = qs.quantize(fmt, rng.standard_normal((N_ROWS, ROW), dtype=np.float32))
+        self.q = bench._weights(fmt, rng.standard_normal((N_ROWS, ROW), dtype=np.float32))
         self.out = np.empty((N_ROWS, ROW), dtype=np.float32)
 
     def ours(self, fmt):
@@ -104,7 +107,7 @@ class VecDot(_Op):
     op = "vec_dot"
 
     def prepare(self, fmt, rng):
-        self.wq = qs.quantize(fmt, rng.standard_normal((VD_ROWS, VD_ROW), dtype=np.float32))
+        self.wq = bench._weights(fmt, rng.standard_normal((VD_ROWS, VD_ROW), dtype=np.float32))
         act = qs.format_info(fmt).vec_dot_format
         self.aq = qs.quantize(act, rng.standard_normal((1, VD_ROW), dtype=np.float32))
         self.out = np.empty(VD_ROWS, dtype=np.float32)

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 import quantspec as qs
 from quantspec import dispatch, registry
+from quantspec.bench import SLOW_SPEC_QUANTIZERS
 from quantspec.errors import NonFiniteInputError
 from tests.bits import assert_same_bits
 from tests.conftest import kernel_params
@@ -21,14 +22,6 @@ def _run(isa: str, fn, *args, **kwargs):
         return fn(*args, **kwargs)
 
 
-#: Formats whose NumPy quantizer takes several milliseconds per block (grid,
-#: codebook-shift and trellis searches; measured on one core): their examples
-#: are smaller and fewer, so that the spec's side of each comparison stays short.
-SLOW_SPEC_QUANTIZERS = frozenset({
-    "iq2_xxs", "iq2_xs", "iq2_s", "iq3_xxs", "iq3_s", "iq1_s", "iq1_m",
-    "iq2_k", "iq3_k", "iq4_k", "iq5_k", "iq6_k", "iq4_ks", "iq4_kss", "iq5_ks", "iq2_ks", "iq3_ks", "iq2_kl",
-    "iq1_kt", "iq2_kt", "iq3_kt", "iq4_kt",
-})
 SMALL_ROWS = dict(max_rows=2, block_counts=[1, 2, 3])
 FEWER_EXAMPLES = settings(max_examples=max(10, settings.default.max_examples // 4))
 
