@@ -418,7 +418,7 @@ def _out_of_cache_row(formats, x, info_now, deq_ggml, say) -> Result | None:
     fmt = "q4_0" if "q4_0" in kernels else kernels[0]
     isa, info = info_now[(fmt, "dequantize")], qs.format_info(fmt)
     say(f"{fmt} dequantize: 1 GiB out of cache vs copy bandwidth")
-    q = qs.quantize(fmt, x)
+    q = _weights(fmt, x)
     reps = max(1, OUT_OF_CACHE_BYTES // 4 // x.size)
     qbig = np.tile(q, (reps, 1))
     y = np.empty((x.shape[0] * reps, x.shape[1]), np.float32)
