@@ -240,3 +240,35 @@ def levels_of_split(order: np.ndarray, i1: np.ndarray, i2: np.ndarray) -> np.nda
     levels = np.empty_like(sorted_levels)
     np.put_along_axis(levels, order, sorted_levels, axis=1)
     return levels
+
+
+# ------------------------------------------------------------------ overflowing searches
+
+class Overflow(Exception):
+    """A block whose search ends in a NaN scale (raised to ``quantize``)."""
+
+    def __init__(self, block: int):
+        self.block = block
+
+
+def check_scales(scale: np.ndarray, searched: np.ndarray) -> None:
+    """ggml asserts ``scale >= 0`` for every searched block; a NaN scale
+    (``inf/inf``: the weights overflow, |x| about 1e19 and more) aborts it.
+    The spec refuses the same input with an error instead."""
+    bad = searched & np.isnan(scale)
+    if bad.any():
+        raise Overflow(int(np.argmax(bad)))
+
+
+def overflow_error(fmt: str, x: np.ndarray, start: int, block: int, per_row: int, block_size: int):
+    """The error naming the row and elements of the overflowing block
+    (``block`` counts blocks of ``block_size`` from super-block ``start``)."""
+    from quantspec.errors import NonFiniteInputError
+    nblock = 256 // block_size
+    superblock = start + block // nblock
+    row, col = divmod(superblock, per_row)
+    first = col * 256 + (block % nblock) * block_size
+    return NonFiniteInputError(
+        f"{fmt}: row {row}, elements {first}..{first + block_size - 1}: the quantizer's float32 sums overflow "
+        f"(largest |x| in its super-block {float(np.max(np.abs(x[row, col * 256:(col + 1) * 256]))):.3g}); "
+        "ggml aborts on this input (GGML_ASSERT scale >= 0), the spec refuses it")

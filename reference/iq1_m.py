@@ -205,33 +205,6 @@ def validate(q: np.ndarray) -> list[Invalid]:
 
 # ------------------------------------------------------------------ quantize
 
-class _Overflow(Exception):
-    """A block whose search ends in a NaN scale (raised to ``quantize``)."""
-
-    def __init__(self, block: int):
-        self.block = block
-
-
-def _check_scales(scale: np.ndarray, searched: np.ndarray) -> None:
-    """ggml asserts ``scale >= 0`` for every searched block; a NaN scale
-    (``inf/inf``: the weights overflow, |x| about 1e19 and more) aborts it.
-    The spec refuses the same input with an error instead."""
-    bad = searched & np.isnan(scale)
-    if bad.any():
-        raise _Overflow(int(np.argmax(bad)))
-
-
-def _overflow_error(x: np.ndarray, start: int, block: int, per_row: int):
-    from quantspec.errors import NonFiniteInputError
-    superblock = start + block // NBLOCK
-    row, col = divmod(superblock, per_row)
-    first = col * QK_K + (block % NBLOCK) * BLOCK
-    return NonFiniteInputError(
-        f"iq1_m: row {row}, elements {first}..{first + BLOCK - 1}: the quantizer's float32 sums overflow "
-        f"(largest |x| in its super-block {float(np.max(np.abs(x[row, col * QK_K:(col + 1) * QK_K]))):.3g}); "
-        "ggml aborts on this input "
-        "(GGML_ASSERT scale >= 0), the spec refuses it")
-
 def quantize(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
     nrows, n = x.shape
     per_row = n // QK_K
@@ -244,8 +217,8 @@ def quantize(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
             w = None if qw is None else qw[np.arange(start, stop) % per_row]
             try:
                 blocks[start:stop] = _superblocks(xs[start:stop], w)
-            except _Overflow as exc:
-                raise _overflow_error(x, start, exc.block, per_row) from None
+            except _iq1.Overflow as exc:
+                raise _iq1.overflow_error("iq1_m", x, start, exc.block, per_row, BLOCK) from None
     return FORMAT.to_bytes(blocks.reshape(nrows, per_row))
 
 
@@ -333,7 +306,7 @@ def _block_search(xb: np.ndarray, wb: np.ndarray) -> tuple[np.ndarray, np.ndarra
         sumq2[k::4] = (q2_p, q2_m)[first][0] + (q2_p, q2_m)[second][1]
     best, scale = _iq1.scan_best(sumqx, sumq2)
 
-    _check_scales(scale, (amax >= GROUP_MAX_EPS_IQ1_M) & (best >= 0))
+    _iq1.check_scales(scale, (amax >= GROUP_MAX_EPS_IQ1_M) & (best >= 0))
     zero = (amax < GROUP_MAX_EPS_IQ1_M) | (best < 0)
     split = np.maximum(best, 0) // 4
     shift = np.maximum(best, 0) % 4
