@@ -34,6 +34,7 @@ def test_chunked_sums_equal_one_pass(monkeypatch):
     monkeypatch.setattr(stats, "CHUNK", 1024)  # two rows per call
     parts = stats.measure("q5_0", x)
     assert parts.nbytes == whole.nbytes and parts.max_abs == whole.max_abs
+    # float64 statistics summed per chunk: another summation order, so equal within float64 rounding
     assert parts.sq_err == pytest.approx(whole.sq_err, rel=1e-12)
 
 
@@ -159,6 +160,7 @@ def test_gguf_with_an_imatrix_file(tmp_path, capsys):
     assert out[2].endswith("max err/rms  imatrix-weighted rel RMSE")
     embd = next(line.split() for line in out if line.split()[:2] == ["q4_0", "embd"])
     direct = stats.measure("q4_0", emb, "embd", imatrix=weights)
+    # the table prints 5 significant digits: equal to that precision
     assert float(embd[5]) == pytest.approx(direct.rel_rmse, rel=1e-4)
     assert float(embd[-1]) == pytest.approx(direct.weighted_rel_rmse, rel=1e-4)
     attn = next(line.split() for line in out if line.split()[:2] == ["q4_0", "attn"])
