@@ -731,8 +731,7 @@ static inline float dot_superblock(const uint8_t *w, const uint8_t *a, const act
 
 static float dot_row(int64_t nb, const uint8_t *w, const uint8_t *a, const act_facts *f) {
     float lanes[QS_LANES] = {0};
-    int64_t ib = 0;
-    for (; ib < nb; ++ib) lanes[ib % QS_LANES] += dot_superblock(w + ib * TYPE_SIZE, a + ib * ACT_SIZE, f, ib);
+    for (int64_t ib = 0; ib < nb; ++ib) lanes[ib % QS_LANES] += dot_superblock(w + ib * TYPE_SIZE, a + ib * ACT_SIZE, f, ib);
     return qs_fold_lanes(lanes);
 }
 
