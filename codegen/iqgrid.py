@@ -85,6 +85,35 @@ def _scale_vector_layout(loads: list[dict], width: int) -> dict | None:
     return None
 
 
+def _run_words(items: list[dict], type_size: int) -> list[dict]:
+    """The per-run items (grid index parts, sign indices) grouped into little-endian words of
+    4 or 8 bytes at ``byte + step * r``, one load each: every item gets ``word`` (its word's
+    number) and ``wshift`` (its shift within the word). Items that fit no word keep
+    ``word`` None and are loaded on their own."""
+    words: list[dict] = []
+    for it in sorted(items, key=lambda it: it["byte"]):
+        it["word"] = None
+        end = it["byte"] + it["nbytes"]
+        for k, w in enumerate(words):
+            if w["step"] == it["step"] and it["byte"] >= w["byte"] and end - w["byte"] <= 8:
+                w["nbytes"] = max(w["nbytes"], end - w["byte"])
+                it["word"] = k
+                break
+        else:
+            words.append(dict(byte=it["byte"], step=it["step"], nbytes=it["nbytes"]))
+            it["word"] = len(words) - 1
+    for w in words:
+        w["nbytes"] = 4 if w["nbytes"] <= 4 else 8
+        # the last run's word must end inside the block
+        w["ok"] = w["byte"] + (QK // RUN - 1) * w["step"] + w["nbytes"] <= type_size
+    for it in items:
+        w = words[it["word"]]
+        it["wshift"] = 8 * (it["byte"] - w["byte"]) + it["shift"]
+        if not w["ok"]:
+            it["word"] = None
+    return words
+
+
 def iqgrid_context(fmt: str, spec, extra: dict) -> dict:
     offsets = spec.offsets()
     type_size = spec.type_size
@@ -141,6 +170,8 @@ def iqgrid_context(fmt: str, spec, extra: dict) -> dict:
     field, position, width = extra["scale"]
     ctx["scale_loads"] = [_load(offsets, type_size, field, position(b), width) for b in range(nblocks)]
     ctx["scale_vec"] = _scale_vector_layout(ctx["scale_loads"], width)
+    ctx["run_words"] = _run_words([it for part in parts for it in part["items"]] + ctx.get("sign_items", []),
+                                  type_size)
     ctx["db"] = extra["db"]
     ctx["db_post"] = extra.get("db_post")
 

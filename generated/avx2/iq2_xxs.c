@@ -142,6 +142,11 @@ static const uint64_t KSIGN_UNITS[128] = {
 };
 
 
+
+/* One little-endian word of a run's grid and sign indices. */
+static inline uint32_t qs_load_u32_run(const uint8_t *p) { return qs_load_u32(p); }
+static inline uint64_t qs_load_u64_run(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+
 static inline float load_fp16(uint16_t h) {
     return qs_f16_to_f32_hw(h);
 }
@@ -165,10 +170,11 @@ static inline void scale_codes(const uint8_t *b, int ls[NBLOCKS]) {
 
 /* The grid indices of the 4 groups of run r (elements 32r .. 32r+31). */
 static inline void run_indices(const uint8_t *b, int r, uint32_t idx[4]) {
-    idx[0] = (((uint32_t)*(b + 2 + 8 * r)) & 255u);
-    idx[1] = (((uint32_t)*(b + 3 + 8 * r)) & 255u);
-    idx[2] = (((uint32_t)*(b + 4 + 8 * r)) & 255u);
-    idx[3] = (((uint32_t)*(b + 5 + 8 * r)) & 255u);
+    const uint64_t w0 = qs_load_u64_run(b + 2 + 8 * r);
+    idx[0] = ((uint32_t)(w0 >> 0) & 255u);
+    idx[1] = ((uint32_t)(w0 >> 8) & 255u);
+    idx[2] = ((uint32_t)(w0 >> 16) & 255u);
+    idx[3] = ((uint32_t)(w0 >> 24) & 255u);
 }
 
 
@@ -182,7 +188,8 @@ static inline __m256i run_points_avx2(const uint8_t *b, int r) {
 
 /* The signs of run r as 32 bytes, -1 (negative) or +1: _mm256_sign_epi8(x, units) = x * sign. */
 static inline __m256i run_sign_units_avx2(const uint8_t *b, int r) {
-    return _mm256_setr_epi64x((long long)KSIGN_UNITS[(((uint32_t)*(b + 6 + 8 * r)) & 127u)], (long long)KSIGN_UNITS[(((uint32_t)qs_load_u16(b + 6 + 8 * r) >> 7) & 127u)], (long long)KSIGN_UNITS[(((uint32_t)qs_load_u16(b + 7 + 8 * r) >> 6) & 127u)], (long long)KSIGN_UNITS[(((uint32_t)qs_load_u16(b + 8 + 8 * r) >> 5) & 127u)]);
+    const uint64_t w0 = qs_load_u64_run(b + 2 + 8 * r);
+    return _mm256_setr_epi64x((long long)KSIGN_UNITS[((uint32_t)(w0 >> 32) & 127u)], (long long)KSIGN_UNITS[((uint32_t)(w0 >> 39) & 127u)], (long long)KSIGN_UNITS[((uint32_t)(w0 >> 46) & 127u)], (long long)KSIGN_UNITS[((uint32_t)(w0 >> 53) & 127u)]);
 }
 
 /* The signed grid values of run r as one vector of 32 bytes. */

@@ -111,6 +111,11 @@ static const uint64_t KSIGN_UNITS[128] = {
 };
 
 
+
+/* One little-endian word of a run's grid and sign indices. */
+static inline uint32_t qs_load_u32_run(const uint8_t *p) { return qs_load_u32(p); }
+static inline uint64_t qs_load_u64_run(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+
 static inline float load_fp16(uint16_t h) {
     return qs_f16_to_f32_hw(h);
 }
@@ -134,14 +139,15 @@ static inline void scale_codes(const uint8_t *b, int ls[NBLOCKS]) {
 
 /* The grid indices of the 8 groups of run r (elements 32r .. 32r+31). */
 static inline void run_indices(const uint8_t *b, int r, uint32_t idx[8]) {
-    idx[0] = (((uint32_t)*(b + 2 + 8 * r)) & 255u);
-    idx[1] = (((uint32_t)*(b + 3 + 8 * r)) & 255u);
-    idx[2] = (((uint32_t)*(b + 4 + 8 * r)) & 255u);
-    idx[3] = (((uint32_t)*(b + 5 + 8 * r)) & 255u);
-    idx[4] = (((uint32_t)*(b + 6 + 8 * r)) & 255u);
-    idx[5] = (((uint32_t)*(b + 7 + 8 * r)) & 255u);
-    idx[6] = (((uint32_t)*(b + 8 + 8 * r)) & 255u);
-    idx[7] = (((uint32_t)*(b + 9 + 8 * r)) & 255u);
+    const uint64_t w0 = qs_load_u64_run(b + 2 + 8 * r);
+    idx[0] = ((uint32_t)(w0 >> 0) & 255u);
+    idx[1] = ((uint32_t)(w0 >> 8) & 255u);
+    idx[2] = ((uint32_t)(w0 >> 16) & 255u);
+    idx[3] = ((uint32_t)(w0 >> 24) & 255u);
+    idx[4] = ((uint32_t)(w0 >> 32) & 255u);
+    idx[5] = ((uint32_t)(w0 >> 40) & 255u);
+    idx[6] = ((uint32_t)(w0 >> 48) & 255u);
+    idx[7] = ((uint32_t)(w0 >> 56) & 255u);
 }
 
 
@@ -155,7 +161,8 @@ static inline __m256i run_points_avx2(const uint8_t *b, int r) {
 
 /* The signs of run r as 32 bytes, -1 (negative) or +1: _mm256_sign_epi8(x, units) = x * sign. */
 static inline __m256i run_sign_units_avx2(const uint8_t *b, int r) {
-    return _mm256_setr_epi64x((long long)KSIGN_UNITS[(((uint32_t)*(b + 66 + 4 * r)) & 127u)], (long long)KSIGN_UNITS[(((uint32_t)qs_load_u16(b + 66 + 4 * r) >> 7) & 127u)], (long long)KSIGN_UNITS[(((uint32_t)qs_load_u16(b + 67 + 4 * r) >> 6) & 127u)], (long long)KSIGN_UNITS[(((uint32_t)qs_load_u16(b + 68 + 4 * r) >> 5) & 127u)]);
+    const uint32_t w1 = qs_load_u32_run(b + 66 + 4 * r);
+    return _mm256_setr_epi64x((long long)KSIGN_UNITS[((uint32_t)(w1 >> 0) & 127u)], (long long)KSIGN_UNITS[((uint32_t)(w1 >> 7) & 127u)], (long long)KSIGN_UNITS[((uint32_t)(w1 >> 14) & 127u)], (long long)KSIGN_UNITS[((uint32_t)(w1 >> 21) & 127u)]);
 }
 
 /* The signed grid values of run r as one vector of 32 bytes. */
