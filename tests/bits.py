@@ -24,3 +24,18 @@ def assert_same_bits(actual: np.ndarray, expected: np.ndarray, what: str = "") -
             f"{what}: {int(differ.sum())} values differ; first at {idx}: "
             f"0x{int(actual.view(np.uint32)[idx]):08x} ({actual[idx]!r}) != "
             f"0x{int(expected.view(np.uint32)[idx]):08x} ({expected[idx]!r})")
+
+
+def assert_same_blocks(fmt: str, ours: np.ndarray, theirs: np.ndarray, what: str = "") -> None:
+    """Byte equality of quantized rows; on a difference, the count of
+    differing blocks and the first one's bytes on both sides, in hex."""
+    from quantspec import registry
+
+    if np.array_equal(ours, theirs):
+        return
+    size = registry.spec(fmt).type_size
+    a, b = np.asarray(ours).reshape(-1, size), np.asarray(theirs).reshape(-1, size)
+    bad = (a != b).any(axis=1)
+    i = int(np.argmax(bad))
+    raise AssertionError(f"{fmt} {what}: {int(bad.sum())} of {bad.size} blocks differ from ggml; first {i}: "
+                         f"ours {a[i].tobytes().hex()} ggml {b[i].tobytes().hex()}")
