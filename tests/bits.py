@@ -39,3 +39,20 @@ def assert_same_blocks(fmt: str, ours: np.ndarray, theirs: np.ndarray, what: str
     i = int(np.argmax(bad))
     raise AssertionError(f"{fmt} {what}: {int(bad.sum())} of {bad.size} blocks differ from ggml; first {i}: "
                          f"ours {a[i].tobytes().hex()} ggml {b[i].tobytes().hex()}")
+
+
+def assert_dot_within_bound(fmt: str, wq: np.ndarray, aq: np.ndarray, ours: np.ndarray, theirs: np.ndarray,
+                            bound: float) -> None:
+    """``|ours - theirs| <= bound * sum_i |w_i * a_i|`` per row, the float64
+    sum of magnitudes of the dequantized weights times the activation: how
+    two float32 sums of the same terms in different orders may differ."""
+    import quantspec as qs
+
+    act_fmt = qs.format_info(fmt).vec_dot_format
+    magnitude = np.abs(qs.dequantize(fmt, wq).astype(np.float64)
+                       * qs.dequantize(act_fmt, aq).astype(np.float64)[None, :]).sum(axis=1)
+    excess = np.abs(np.asarray(ours, np.float64) - np.asarray(theirs, np.float64)) - bound * magnitude
+    if np.any(excess > 0):
+        r = int(np.argmax(excess))
+        raise AssertionError(f"{fmt} vec_dot row {r}: {float(ours[r])!r} vs {float(theirs[r])!r} differ by more than "
+                             f"{bound!r} * {float(magnitude[r])!r}")

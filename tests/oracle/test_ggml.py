@@ -10,7 +10,7 @@ import pytest
 
 import quantspec as qs
 from quantspec import registry
-from tests.bits import assert_same_bits, assert_same_blocks
+from tests.bits import assert_dot_within_bound, assert_same_bits, assert_same_blocks
 
 pytestmark = pytest.mark.oracle
 
@@ -109,8 +109,7 @@ def test_vec_dot_within_bound_of_ggml(ggml, fmt):
     with qs.use_isa("reference"):
         ours = qs.vec_dot(fmt, wq, aq)
     theirs = ggml.vec_dot(fmt, wq, aq)
-    magnitude = np.abs(qs.dequantize(fmt, wq) * qs.dequantize(spec.vec_dot_format, aq)[None, :]).sum(axis=1)
-    assert np.all(np.abs(ours.astype(np.float64) - theirs) <= DOT_BOUND * magnitude), (ours, theirs)
+    assert_dot_within_bound(fmt, wq, aq, ours, theirs, DOT_BOUND)
 
 
 def test_q8_0_reference_activation_quantizer_differs_from_ggml_avx2(ggml):

@@ -18,7 +18,7 @@ import quantspec as qs
 from quantspec import registry
 from quantspec.errors import ImatrixError, NonFiniteInputError
 from quantspec.reference import _iq1, iq1_m, iq1_s
-from tests.bits import assert_same_bits, assert_same_blocks
+from tests.bits import assert_dot_within_bound, assert_same_bits, assert_same_blocks
 
 pytestmark = pytest.mark.oracle
 
@@ -270,9 +270,7 @@ def test_vec_dot_within_bound_of_ggml(ggml, fmt):
     with qs.use_isa("reference"):
         ours = qs.vec_dot(fmt, wq, aq)
     theirs = ggml.vec_dot(fmt, wq, aq)
-    magnitude = np.abs(qs.dequantize(fmt, wq).astype(np.float64)
-                       * qs.dequantize("q8_k", aq)[None, :]).sum(axis=1)
-    assert np.all(np.abs(ours.astype(np.float64) - theirs) <= DOT_BOUND * magnitude), (ours, theirs)
+    assert_dot_within_bound(fmt, wq, aq, ours, theirs, DOT_BOUND)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

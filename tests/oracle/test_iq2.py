@@ -15,7 +15,7 @@ import pytest
 import quantspec as qs
 from quantspec import registry
 from quantspec.errors import ImatrixError
-from tests.bits import assert_same_bits, assert_same_blocks
+from tests.bits import assert_dot_within_bound, assert_same_bits, assert_same_blocks
 
 pytestmark = pytest.mark.oracle
 
@@ -78,8 +78,7 @@ def test_vec_dot_random_bytes_within_bound_of_ggml(ggml, fmt):
     with qs.use_isa("reference"):
         ours = qs.vec_dot(fmt, q, aq)
     theirs = ggml.vec_dot(fmt, q, aq)
-    magnitude = np.abs(qs.dequantize(fmt, q).astype(np.float64) * qs.dequantize("q8_k", aq)[None, :]).sum(axis=1)
-    assert np.all(np.abs(ours.astype(np.float64) - theirs) <= DOT_BOUND * magnitude), (ours, theirs)
+    assert_dot_within_bound(fmt, q, aq, ours, theirs, DOT_BOUND)
 
 
 def _generic_dot_one_super_block(fmt: str, block: bytes, aq: np.ndarray) -> np.float32:

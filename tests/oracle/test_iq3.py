@@ -14,7 +14,7 @@ import pytest
 import quantspec as qs
 from quantspec import registry
 from quantspec.reference import iq3_s, iq3_xxs
-from tests.bits import assert_same_bits, assert_same_blocks
+from tests.bits import assert_dot_within_bound, assert_same_bits, assert_same_blocks
 
 pytestmark = pytest.mark.oracle
 
@@ -179,9 +179,7 @@ def test_vec_dot_within_bound_of_ggml(ggml, fmt):
         with qs.use_isa("reference"):
             ours = qs.vec_dot(fmt, w, aq)
         theirs = ggml.vec_dot(fmt, w, aq)
-        magnitude = np.abs(qs.dequantize(fmt, w).astype(np.float64)
-                           * qs.dequantize("q8_k", aq)[None, :]).sum(axis=1)
-        assert np.all(np.abs(ours.astype(np.float64) - theirs) <= DOT_BOUND * magnitude), (ours, theirs)
+        assert_dot_within_bound(fmt, w, aq, ours, theirs, DOT_BOUND)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
