@@ -72,15 +72,14 @@ static inline void block_values(const uint8_t *blk, const int shift[NSUB], int8_
 
 /* The 8 sub-block scales as int16 (lanes 0..7 of a 128-bit vector) and the grid halves. */
 static inline __attribute__((always_inline)) __m128i block_scales_avx2(const uint8_t *blk, int shift[NSUB]) {
-    /* bit 0 of the 64 words packed to bytes and gathered by movemask: 32-bit mask m[i] holds the
-     * scale bytes of sub-blocks 4i, 4i+2, 4i+1, 4i+3 (packus interleaves the 128-bit halves) */
-    const __m256i one = _mm256_set1_epi16(1);
+    /* bit 0 of the 64 words moved to their sign bits, packed to bytes with signed saturation (-32768 ->
+     * -128, 0 -> 0) and gathered by movemask: 32-bit mask m[i] holds the scale bytes of sub-blocks 4i,
+     * 4i+2, 4i+1, 4i+3 (packs interleaves the 128-bit halves) */
     uint32_t m[2];
     for (int i = 0; i < 2; ++i) {
         const __m256i w0 = _mm256_loadu_si256((const __m256i *)(blk + OFF_QS + 64 * i));
         const __m256i w1 = _mm256_loadu_si256((const __m256i *)(blk + OFF_QS + 64 * i + 32));
-        const __m256i bits = _mm256_packus_epi16(_mm256_and_si256(w0, one), _mm256_and_si256(w1, one));
-        m[i] = (uint32_t)_mm256_movemask_epi8(_mm256_slli_epi16(bits, 7));
+        m[i] = (uint32_t)_mm256_movemask_epi8(_mm256_packs_epi16(_mm256_slli_epi16(w0, 15), _mm256_slli_epi16(w1, 15)));
         shift[4 * i] = m[i] & 1;
         shift[4 * i + 1] = (m[i] >> 16) & 1;
         shift[4 * i + 2] = (m[i] >> 8) & 1;
