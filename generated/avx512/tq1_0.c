@@ -135,21 +135,9 @@ static inline __m256i codes32(const uint8_t *b, int r) {
 }
 
 
-/* x * 3^k mod 256 in every byte (k <= 4), by shifts and adds: 3x = x + 2x, 9x = 8x + x */
+/* x * 3 mod 256 in every byte: x + x + x */
 static inline __m256i mul3_u8(__m256i x) { return _mm256_add_epi8(x, _mm256_add_epi8(x, x)); }
-static inline __m256i mul9_u8(__m256i x) {
-    return _mm256_add_epi8(_mm256_and_si256(_mm256_slli_epi16(x, 3), _mm256_set1_epi8((char)0xF8)), x);
-}
-static inline __m256i pow3_u8(__m256i x, int k) {
-    return k == 0 ? x : k == 1 ? mul3_u8(x) : k == 2 ? mul9_u8(x) : k == 3 ? mul9_u8(mul3_u8(x)) : mul9_u8(mul9_u8(x));
-}
 static inline __m128i mul3_u8x16(__m128i x) { return _mm_add_epi8(x, _mm_add_epi8(x, x)); }
-static inline __m128i mul9_u8x16(__m128i x) {
-    return _mm_add_epi8(_mm_and_si128(_mm_slli_epi16(x, 3), _mm_set1_epi8((char)0xF8)), x);
-}
-static inline __m128i pow3_u8x16(__m128i x, int k) {
-    return k == 0 ? x : k == 1 ? mul3_u8x16(x) : k == 2 ? mul9_u8x16(x) : k == 3 ? mul9_u8x16(mul3_u8x16(x)) : mul9_u8x16(mul9_u8x16(x));
-}
 
 /* The trits (y * 3) >> 8 of bytes y given as y ^ 0x80: [y >= t1] + [y >= t2] = 1 - [y < t1] + [y >= t2],
  * as signed compares (the first as "less than": GCC rewrites a "greater than" with this constant into a
@@ -159,30 +147,6 @@ static inline __m256i trits_of_flipped(__m256i yf) {
     const __m256i below1 = _mm256_cmpgt_epi8(_mm256_set1_epi8(-42), yf);
     const __m256i ge2 = _mm256_cmpgt_epi8(yf, _mm256_set1_epi8(42));
     return _mm256_sub_epi8(_mm256_add_epi8(below1, _mm256_set1_epi8(1)), ge2);
-}
-
-/* 4 bytes at p, flipped, in four groups of 4 with the powers 3^k0 .. 3^k3 */
-static inline __m128i bcast4_pow3(const uint8_t *p, int k0, int k1, int k2, int k3) {
-    const __m128i x = _mm_xor_si128(_mm_set1_epi32((int)qs_load_u32(p)), _mm_set1_epi8((char)0x80));
-    __m128i v = pow3_u8x16(x, k0);
-    v = _mm_blend_epi32(v, pow3_u8x16(x, k1), 0x2);
-    v = _mm_blend_epi32(v, pow3_u8x16(x, k2), 0x4);
-    return _mm_blend_epi32(v, pow3_u8x16(x, k3), 0x8);
-}
-
-/* The codes of every run of a block (run r: elements 32r .. 32r+31), one byte each, in order. */
-static inline void codes_all(const uint8_t *b, __m256i c[QK / 32]) {
-    c[0] = trits_of_flipped(pow3_u8(_mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(b + 0)), _mm256_set1_epi8((char)0x80)), 0));
-    c[1] = trits_of_flipped(pow3_u8(_mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(b + 0)), _mm256_set1_epi8((char)0x80)), 1));
-    c[2] = trits_of_flipped(pow3_u8(_mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(b + 0)), _mm256_set1_epi8((char)0x80)), 2));
-    c[3] = trits_of_flipped(pow3_u8(_mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(b + 0)), _mm256_set1_epi8((char)0x80)), 3));
-    c[4] = trits_of_flipped(pow3_u8(_mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(b + 0)), _mm256_set1_epi8((char)0x80)), 4));
-    c[5] = trits_of_flipped(_mm256_set_m128i(pow3_u8x16(_mm_xor_si128(_mm_loadu_si128((const __m128i *)(b + 32)), _mm_set1_epi8((char)0x80)), 1),
-                                            pow3_u8x16(_mm_xor_si128(_mm_loadu_si128((const __m128i *)(b + 32)), _mm_set1_epi8((char)0x80)), 0)));
-    c[6] = trits_of_flipped(_mm256_set_m128i(pow3_u8x16(_mm_xor_si128(_mm_loadu_si128((const __m128i *)(b + 32)), _mm_set1_epi8((char)0x80)), 3),
-                                            pow3_u8x16(_mm_xor_si128(_mm_loadu_si128((const __m128i *)(b + 32)), _mm_set1_epi8((char)0x80)), 2)));
-    c[7] = trits_of_flipped(_mm256_set_m128i(bcast4_pow3(b + 48, 0, 1, 2, 3),
-                                            pow3_u8x16(_mm_xor_si128(_mm_loadu_si128((const __m128i *)(b + 32)), _mm_set1_epi8((char)0x80)), 4)));
 }
 
 /* ------------------------------------------------------------ dequantize */
