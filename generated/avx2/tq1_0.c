@@ -290,6 +290,7 @@ static inline __m256 contributions8(const uint8_t *w, const uint8_t *a, const ac
     const __m256 dw = qs_avx2_load_fp16x8(wb + OFF_D, TYPE_SIZE);
     __m256i p[8];
     for (int j = 0; j < 8; ++j) p[j] = block_pair_sums(wb + j * TYPE_SIZE, ab + j * ACT_STRIDE + ACT_OFF_QS);
+    /* (the two reductions give the same sums; each is the faster one for its format on CPUs with 128-bit units) */
     __m256i s = block_sums8_i16(p);
     s = _mm256_sub_epi32(s, _mm256_loadu_si256((const __m256i *)(f->asum + ib)));
     return _mm256_mul_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, _mm256_loadu_ps(f->da + ib)));

@@ -177,25 +177,6 @@ static inline __m256i block_pair_sums(const uint8_t *b, const uint8_t *aq) {
     return _mm256_add_epi16(acc1, _mm256_srai_epi16(acc4, 2));
 }
 
-/* The exact int32 totals of 8 blocks' int16 pair-sum vectors, one block per lane: blocks interleaved and
- * their lanes added in int16 up to four at a time (at most 24576), then
- * widened in pairs of the same block (madd) and the two 128-bit halves added (extracts and an insert,
- * no lane permutes). */
-static inline __m256i block_sums8_i16(const __m256i p[8]) {
-    __m256i t[4];
-    for (int j = 0; j < 4; ++j) /* per 128-bit lane: blocks 2j, 2j+1 alternating */
-        t[j] = _mm256_add_epi16(_mm256_unpacklo_epi16(p[2 * j], p[2 * j + 1]), _mm256_unpackhi_epi16(p[2 * j], p[2 * j + 1]));
-    /* per 128-bit lane: blocks 0, 1, 2, 3, 0, 1, 2, 3 (and 4 .. 7) */
-    const __m256i u0 = _mm256_add_epi16(_mm256_unpacklo_epi32(t[0], t[1]), _mm256_unpackhi_epi32(t[0], t[1]));
-    const __m256i u1 = _mm256_add_epi16(_mm256_unpacklo_epi32(t[2], t[3]), _mm256_unpackhi_epi32(t[2], t[3]));
-    const __m256i same_block = _mm256_setr_epi8(0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15,
-                                                0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15);
-    const __m256i ones = _mm256_set1_epi16(1);
-    const __m256i w0 = _mm256_madd_epi16(_mm256_shuffle_epi8(u0, same_block), ones);
-    const __m256i w1 = _mm256_madd_epi16(_mm256_shuffle_epi8(u1, same_block), ones);
-    return _mm256_set_m128i(_mm_add_epi32(_mm256_castsi256_si128(w1), _mm256_extracti128_si256(w1, 1)),
-                            _mm_add_epi32(_mm256_castsi256_si128(w0), _mm256_extracti128_si256(w0, 1)));
-}
 
 /* The float32 contributions of blocks ib .. ib+7, one per lane. */
 static inline __m256 contributions8(const uint8_t *w, const uint8_t *a, const act_facts *f, int64_t ib) {
@@ -203,7 +184,8 @@ static inline __m256 contributions8(const uint8_t *w, const uint8_t *a, const ac
     const __m256 dw = qs_avx2_load_fp16x8(wb + OFF_D, TYPE_SIZE);
     __m256i p[8];
     for (int j = 0; j < 8; ++j) p[j] = block_pair_sums(wb + j * TYPE_SIZE, ab + j * ACT_STRIDE + ACT_OFF_QS);
-    __m256i s = block_sums8_i16(p);
+    /* (the two reductions give the same sums; each is the faster one for its format on CPUs with 128-bit units) */
+    __m256i s = block_sums8(p);
     s = _mm256_sub_epi32(s, _mm256_loadu_si256((const __m256i *)(f->asum + ib)));
     return _mm256_mul_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, _mm256_loadu_ps(f->da + ib)));
 }
