@@ -185,6 +185,8 @@ static inline __m256 contributions8(const uint8_t *w, const uint8_t *a, const ac
     const uint8_t *wb = w + ib * TYPE_SIZE, *ab = a + ib * ACT_STRIDE;
     const __m256 dw = qs_avx2_load_fp16x8(wb + OFF_D, TYPE_SIZE);
     __m256i p[8];
+    /* unrolled: the 8 blocks' sums stay in registers (measured faster for this short block; not for TQ1_0's) */
+    _Pragma("GCC unroll 8")
     for (int j = 0; j < 8; ++j) p[j] = block_pair_sums(wb + j * TYPE_SIZE, ab + j * ACT_STRIDE + ACT_OFF_QS);
     /* (the two reductions give the same sums; each is the faster one for its format on CPUs with 128-bit units) */
     __m256i s = block_sums8(p);
