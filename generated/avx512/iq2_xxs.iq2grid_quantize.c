@@ -86,6 +86,11 @@ static void search_trials(const float *xval, const float *waux, const float *wei
     __m256 id[TV];
     for (int v = 0; v < TV; ++v) id[v] = _mm256_loadu_ps(id_l + 8 * v);
     const __m256i lmax = _mm256_set1_epi32(KMAX), four = _mm256_set1_epi32(4);
+    /* every group's rounding first, the neighbour lists of its off-codebook trials prefetched;
+     * then the searches */
+    int off_trial[NGROUP][8 * TV], noff[NGROUP];
+    const uint32_t *off_list[NGROUP][8 * TV];
+    int off_count[NGROUP][8 * TV];
     for (int k = 0; k < NGROUP; ++k) {
         __m256i key[TV], word[TV];
         for (int v = 0; v < TV; ++v) key[v] = word[v] = _mm256_setzero_si256();
@@ -97,7 +102,7 @@ static void search_trials(const float *xval, const float *waux, const float *wei
                 word[v] = _mm256_or_si256(word[v], _mm256_slli_epi32(i >= 4 ? _mm256_add_epi32(l, four) : l, 3 * i));
             }
         }
-        int off_trial[8 * TV], off_key3[8 * TV], noff = 0;
+        noff[k] = 0;
         for (int v = 0; v < TV; ++v) {
             _mm256_storeu_si256((__m256i *)(words[k] + 8 * v), word[v]);
             /* KMAP3 is int16: gather 4 bytes at 2*key3 (the table has one spare entry); the sign of the low half */
@@ -108,19 +113,23 @@ static void search_trials(const float *xval, const float *waux, const float *wei
             int32_t key3[8];
             _mm256_storeu_si256((__m256i *)key3, key[v]);
             while (off) {
-                const int lane = __builtin_ctz(off);
+                const int lane = __builtin_ctz(off), n = noff[k]++;
                 off &= off - 1;
-                off_trial[noff] = 8 * v + lane;
-                off_key3[noff++] = key3[lane];
+                off_trial[k][n] = 8 * v + lane;
+                off_list[k][n] = NB_LEVELS + NB_START[key3[lane]];
+                off_count[k][n] = NB_COUNT[key3[lane]];
+                __builtin_prefetch(off_list[k][n]);
             }
         }
+    }
+    for (int k = 0; k < NGROUP; ++k) {
         /* the off-codebook trials' searches, two at a time (an odd last one is paired with itself) */
-        for (int n = 0; n < noff; n += 2) {
-            const int ta = off_trial[n], tb = off_trial[n + 1 < noff ? n + 1 : n];
-            const int ka = off_key3[n], kb = off_key3[n + 1 < noff ? n + 1 : n];
-            const uint32_t *la = NB_LEVELS + NB_START[ka], *lb = NB_LEVELS + NB_START[kb];
+        for (int n = 0; n < noff[k]; n += 2) {
+            const int m = n + 1 < noff[k] ? n + 1 : n;
+            const int ta = off_trial[k][n], tb = off_trial[k][m];
+            const uint32_t *la = off_list[k][n], *lb = off_list[k][m];
             int pa, pb;
-            qs_iq2_best_neighbour2_avx2(la, NB_COUNT[ka], lb, NB_COUNT[kb], xval + 8 * k, waux + 8 * k,
+            qs_iq2_best_neighbour2_avx2(la, off_count[k][n], lb, off_count[k][m], xval + 8 * k, waux + 8 * k,
                                         scale_l[ta], scale_l[tb], &pa, &pb);
             words[k][ta] = la[pa];
             words[k][tb] = lb[pb];
