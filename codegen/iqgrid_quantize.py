@@ -97,9 +97,9 @@ def _iq2_key3_levels() -> np.ndarray:
 
 def iq2_permute_indices(levels: np.ndarray) -> np.ndarray:
     """Levels ``(..., 8)`` -> u32 words holding element j's level at bits
-    3j..3j+2, plus 4 for j = 4..7: ``(word >> 3j) & 7`` is the lane of a
-    permute table that holds element j's 3 terms in lanes 0..2 and element
-    j+4's in lanes 4..6 (``qs_iq2_search_avx2.h``); ``& 3`` is the level."""
+    3j..3j+1 (bit 3j+2 is set for j = 4..7 and never read): ``(word >> 3j)
+    & 3`` is the level, and the in-lane permutes of ``qs_iq2_search_avx2.h``
+    read exactly those two bits of ``word >> 3j``."""
     fields = levels.astype(np.int64) + 4 * (np.arange(8) >= 4)
     return (fields << (3 * np.arange(8))).sum(axis=-1)
 
