@@ -185,6 +185,10 @@ FORMATS = (
     #   trials   the trial scales' steps is (first, last): id = (15 + 0.2*is)/max
     ("iq3_s", "iqgrid_quantize.c.j2", ("quantize",), dict(iqgrid_search="iq3", trials=(-9, 9))),
     ("iq3_xxs", "iqgrid_quantize.c.j2", ("quantize",), dict(iqgrid_search="iq3", trials=(-15, 15))),
+    #   IQ2 (iq2grid_quantize.c.j2): groups of 8, trials id = (5 + 0.1*is)/max (IQ2_XXS: /(3*make_qp_quants scale))
+    ("iq2_xxs", "iq2grid_quantize.c.j2", ("quantize",), dict(iqgrid_search="iq2", trials=(-6, 6))),
+    ("iq2_xs", "iq2grid_quantize.c.j2", ("quantize",), dict(iqgrid_search="iq2", trials=(-9, 9))),
+    ("iq2_s", "iq2grid_quantize.c.j2", ("quantize",), dict(iqgrid_search="iq2", trials=(-9, 9))),
     # ik_llama.cpp formats with a row scale before the blocks (reference/iq4_ks.py ...): 256-element blocks of
     # 8 sub-blocks of 32, element = (d_row * scale_b) * grid value. Facts read from each spec module:
     #   grid, half   the value table (reference/tables/ik_llama.py) and its values per half (shift_b picks one)

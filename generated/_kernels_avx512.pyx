@@ -34,10 +34,13 @@ cdef extern from "qs_kernels_avx512.h" nogil:
     int qs_iq2_ks_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
     void qs_iq2_kt_dequantize__avx512(const uint8_t *q, float *y, int64_t n)
     int qs_iq2_kt_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    int64_t qs_iq2_s_quantize__avx512(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
     void qs_iq2_s_dequantize__avx512(const uint8_t *q, float *y, int64_t n)
     int qs_iq2_s_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    int64_t qs_iq2_xs_quantize__avx512(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
     void qs_iq2_xs_dequantize__avx512(const uint8_t *q, float *y, int64_t n)
     int qs_iq2_xs_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    int64_t qs_iq2_xxs_quantize__avx512(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
     void qs_iq2_xxs_dequantize__avx512(const uint8_t *q, float *y, int64_t n)
     int qs_iq2_xxs_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
     int64_t qs_iq3_k_quantize__avx512(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
@@ -166,10 +169,13 @@ KERNELS = (
     ("iq2_ks", "vec_dot"),
     ("iq2_kt", "dequantize"),
     ("iq2_kt", "vec_dot"),
+    ("iq2_s", "quantize"),
     ("iq2_s", "dequantize"),
     ("iq2_s", "vec_dot"),
+    ("iq2_xs", "quantize"),
     ("iq2_xs", "dequantize"),
     ("iq2_xs", "vec_dot"),
+    ("iq2_xxs", "quantize"),
     ("iq2_xxs", "dequantize"),
     ("iq2_xxs", "vec_dot"),
     ("iq3_k", "quantize"),
@@ -265,37 +271,40 @@ KERNELS = (
     ("tq2_0", "vec_dot"),
 )
 
-cdef quantize_fn _quantize[29]
+cdef quantize_fn _quantize[32]
 _quantize[0] = qs_bf16_quantize__avx512
 _quantize[1] = qs_f16_quantize__avx512
 _quantize[2] = qs_f32_quantize__avx512
 _quantize[3] = qs_iq2_k_quantize__avx512
-_quantize[4] = qs_iq3_k_quantize__avx512
-_quantize[5] = qs_iq3_ks_quantize__avx512
-_quantize[6] = qs_iq3_s_quantize__avx512
-_quantize[7] = qs_iq3_xxs_quantize__avx512
-_quantize[8] = qs_iq4_k_quantize__avx512
-_quantize[9] = qs_iq4_ks_quantize__avx512
-_quantize[10] = qs_iq4_kss_quantize__avx512
-_quantize[11] = qs_iq4_nl_quantize__avx512
-_quantize[12] = qs_iq4_xs_quantize__avx512
-_quantize[13] = qs_iq5_k_quantize__avx512
-_quantize[14] = qs_iq5_ks_quantize__avx512
-_quantize[15] = qs_iq6_k_quantize__avx512
-_quantize[16] = qs_q2_k_quantize__avx512
-_quantize[17] = qs_q3_k_quantize__avx512
-_quantize[18] = qs_q4_0_quantize__avx512
-_quantize[19] = qs_q4_1_quantize__avx512
-_quantize[20] = qs_q4_k_quantize__avx512
-_quantize[21] = qs_q5_0_quantize__avx512
-_quantize[22] = qs_q5_1_quantize__avx512
-_quantize[23] = qs_q5_k_quantize__avx512
-_quantize[24] = qs_q6_0_quantize__avx512
-_quantize[25] = qs_q6_k_quantize__avx512
-_quantize[26] = qs_q8_0_quantize__avx512
-_quantize[27] = qs_q8_1_quantize__avx512
-_quantize[28] = qs_q8_k_quantize__avx512
-_QUANTIZE_INDEX = { "bf16": 0, "f16": 1, "f32": 2, "iq2_k": 3, "iq3_k": 4, "iq3_ks": 5, "iq3_s": 6, "iq3_xxs": 7, "iq4_k": 8, "iq4_ks": 9, "iq4_kss": 10, "iq4_nl": 11, "iq4_xs": 12, "iq5_k": 13, "iq5_ks": 14, "iq6_k": 15, "q2_k": 16, "q3_k": 17, "q4_0": 18, "q4_1": 19, "q4_k": 20, "q5_0": 21, "q5_1": 22, "q5_k": 23, "q6_0": 24, "q6_k": 25, "q8_0": 26, "q8_1": 27, "q8_k": 28, }
+_quantize[4] = qs_iq2_s_quantize__avx512
+_quantize[5] = qs_iq2_xs_quantize__avx512
+_quantize[6] = qs_iq2_xxs_quantize__avx512
+_quantize[7] = qs_iq3_k_quantize__avx512
+_quantize[8] = qs_iq3_ks_quantize__avx512
+_quantize[9] = qs_iq3_s_quantize__avx512
+_quantize[10] = qs_iq3_xxs_quantize__avx512
+_quantize[11] = qs_iq4_k_quantize__avx512
+_quantize[12] = qs_iq4_ks_quantize__avx512
+_quantize[13] = qs_iq4_kss_quantize__avx512
+_quantize[14] = qs_iq4_nl_quantize__avx512
+_quantize[15] = qs_iq4_xs_quantize__avx512
+_quantize[16] = qs_iq5_k_quantize__avx512
+_quantize[17] = qs_iq5_ks_quantize__avx512
+_quantize[18] = qs_iq6_k_quantize__avx512
+_quantize[19] = qs_q2_k_quantize__avx512
+_quantize[20] = qs_q3_k_quantize__avx512
+_quantize[21] = qs_q4_0_quantize__avx512
+_quantize[22] = qs_q4_1_quantize__avx512
+_quantize[23] = qs_q4_k_quantize__avx512
+_quantize[24] = qs_q5_0_quantize__avx512
+_quantize[25] = qs_q5_1_quantize__avx512
+_quantize[26] = qs_q5_k_quantize__avx512
+_quantize[27] = qs_q6_0_quantize__avx512
+_quantize[28] = qs_q6_k_quantize__avx512
+_quantize[29] = qs_q8_0_quantize__avx512
+_quantize[30] = qs_q8_1_quantize__avx512
+_quantize[31] = qs_q8_k_quantize__avx512
+_QUANTIZE_INDEX = { "bf16": 0, "f16": 1, "f32": 2, "iq2_k": 3, "iq2_s": 4, "iq2_xs": 5, "iq2_xxs": 6, "iq3_k": 7, "iq3_ks": 8, "iq3_s": 9, "iq3_xxs": 10, "iq4_k": 11, "iq4_ks": 12, "iq4_kss": 13, "iq4_nl": 14, "iq4_xs": 15, "iq5_k": 16, "iq5_ks": 17, "iq6_k": 18, "q2_k": 19, "q3_k": 20, "q4_0": 21, "q4_1": 22, "q4_k": 23, "q5_0": 24, "q5_1": 25, "q5_k": 26, "q6_0": 27, "q6_k": 28, "q8_0": 29, "q8_1": 30, "q8_k": 31, }
 
 cdef dequantize_fn _dequantize[49]
 _dequantize[0] = qs_bf16_dequantize__avx512

@@ -36,7 +36,7 @@ def _quantize_bitexact(fmt, isa, data):
     spec = registry.spec(fmt)
     x = data.draw(_float_rows(fmt))
     imatrix = None
-    if spec.imatrix != "ignored" and data.draw(st.booleans()):
+    if spec.imatrix == "required" or (spec.imatrix != "ignored" and data.draw(st.booleans())):
         imatrix = data.draw(imatrices(x.shape[1]))
     expected = _run("reference", qs.quantize, fmt, x, imatrix=imatrix)
     actual = _run(isa, qs.quantize, fmt, x, imatrix=imatrix)
