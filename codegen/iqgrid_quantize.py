@@ -54,7 +54,10 @@ def iq3_lattice_header(fmt: str) -> str:
     and, per off-grid key u, its neighbours NB_LIST[NB_START[u] ..] (NB_COUNT[u]
     of them, in the spec's order) given by their own keys: the grid index is
     KMAP[key], the levels are the key's 3-bit fields (NB_LIST is padded by 8
-    entries for 8-wide loads)."""
+    entries for 8-wide loads). KINFO packs both lookups of a key into one
+    word for the vector kernels: the grid index for an on-grid key, else
+    bit 31 set (the lanes a sign-bit mask picks out) with NB_START << 6 |
+    NB_COUNT."""
     _, iq3, t, grid_size = _iq3_lattice(fmt)
     grid_keys = (t.levels.astype(np.int64) << (3 * np.arange(4))).sum(axis=1)
     if not (t.map[grid_keys] == np.arange(grid_size)).all():
@@ -65,13 +68,15 @@ def iq3_lattice_header(fmt: str) -> str:
         starts[u] = len(flat)
         flat.extend(grid_keys[t.neighbours[u, :t.count[u]]].tolist())
     flat += [0] * 8
-    if len(flat) >= 1 << 16:
-        raise ValueError(f"{fmt}: neighbour list too long for uint16 starts")
+    if len(flat) >= 1 << 16 or t.count.max() >= 1 << 6:
+        raise ValueError(f"{fmt}: neighbour lists too long for uint16 starts and 6-bit counts")
+    kinfo = np.where(t.map >= 0, t.map, (1 << 31) | starts << 6 | t.count)
     return (f"/* {fmt}: the quantizer's lattice (reference/_iq3.py lattice_tables({grid_size})) */\n"
             + _c_array("int16_t", "KMAP", kmap)
             + _c_array("uint16_t", "NB_START", starts)
             + _c_array("uint8_t", "NB_COUNT", t.count)
-            + _c_array("uint16_t", "NB_LIST", flat))
+            + _c_array("uint16_t", "NB_LIST", flat)
+            + _c_array("uint32_t", "KINFO", kinfo, per_line=12))
 
 
 def iq3_context(fmt: str, spec, extra: dict) -> dict:

@@ -61,6 +61,65 @@ static inline int qs_iq3_best_neighbour_avx2(const uint16_t *keys, int count, co
     return found < 0 ? 0 : found;
 }
 
+/* The term tables of one group (qs_iq3_terms_avx2, the same operations) from
+ * the trial's scale*q vector sq (lane l: scale * (2l + 1), computed once per
+ * trial) and the group's broadcast xval and waux. */
+static inline void qs_iq3_group_terms_avx2(__m256 sq, const __m256 xv[4], const __m256 wv[4], __m256 terms[4]) {
+    for (int i = 0; i < 4; ++i) {
+        const __m256 diff = _mm256_sub_ps(sq, xv[i]);
+        terms[i] = _mm256_mul_ps(_mm256_mul_ps(wv[i], diff), diff);
+    }
+}
+
+/* d2 of 8 keys from the coordinates' term tables, in the scalar sum's order.
+ * The sum starts at the first term rather than 0 + it: they differ at most in
+ * the sign of a zero, which no comparison of d2 tells apart. */
+static inline __m256 qs_iq3_score8_avx2(const uint16_t *keys, const __m256 terms[4]) {
+    const __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)keys));
+    __m256 d2 = _mm256_permutevar8x32_ps(terms[0], u);
+    d2 = _mm256_add_ps(d2, _mm256_permutevar8x32_ps(terms[1], _mm256_srli_epi32(u, 3)));
+    d2 = _mm256_add_ps(d2, _mm256_permutevar8x32_ps(terms[2], _mm256_srli_epi32(u, 6)));
+    return _mm256_add_ps(d2, _mm256_permutevar8x32_ps(terms[3], _mm256_srli_epi32(u, 9)));
+}
+
+/* The least of the 8 lanes of v, broadcast. */
+static inline __m256 qs_hmin8_avx2(__m256 v) {
+    __m128 m = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_min_ps(m, _mm_movehl_ps(m, m));
+    return _mm256_broadcastss_ps(_mm_min_ss(m, _mm_movehdup_ps(m)));
+}
+
+/* qs_iq3_best_neighbour_avx2 from precomputed term tables. Lists of at most
+ * 8 keys (most of them) take one vector and no loop: lanes past count and
+ * those not below FLT_MAX are FLT_MAX, and the first lane equal to the least
+ * is the first least of the list (when no key qualifies every lane is FLT_MAX
+ * and that lane is 0, the answer for none). */
+static inline int qs_iq3_best_neighbour_terms_avx2(const uint16_t *keys, int count, const __m256 terms[4]) {
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256 flt_max = _mm256_set1_ps(FLT_MAX);
+    const __m256 d2 = qs_iq3_score8_avx2(keys, terms);
+    const __m256 keep = _mm256_and_ps(_mm256_cmp_ps(d2, flt_max, _CMP_LT_OQ),
+                                      _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(count), lanes)));
+    __m256 best = _mm256_blendv_ps(flt_max, d2, keep);
+    if (count <= 8) {
+        __m128 m = _mm_min_ps(_mm256_castps256_ps128(best), _mm256_extractf128_ps(best, 1));
+        m = _mm_min_ps(m, _mm_movehl_ps(m, m));
+        m = _mm_min_ss(m, _mm_movehdup_ps(m));
+        return __builtin_ctz((unsigned)_mm256_movemask_ps(_mm256_cmp_ps(best, _mm256_broadcastss_ps(m), _CMP_EQ_OQ)));
+    }
+    __m256i best_j = lanes;
+    for (int j0 = 8; j0 < count; j0 += 8) {
+        const __m256 d = qs_iq3_score8_avx2(keys + j0, terms);
+        const __m256i j = _mm256_add_epi32(lanes, _mm256_set1_epi32(j0));
+        const __m256 k = _mm256_and_ps(_mm256_cmp_ps(d, best, _CMP_LT_OQ),
+                                       _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(count), j)));
+        best = _mm256_blendv_ps(best, d, k);
+        best_j = _mm256_blendv_epi8(best_j, j, _mm256_castps_si256(k));
+    }
+    const int found = qs_first_least_avx2(best, best_j);
+    return found < 0 ? 0 : found;
+}
+
 /* 8 lanes of ggml's level rounding: clamp(nearest_int(0.5f*(id*xval - 1)), 0, lmax). */
 static inline __m256i qs_iq_round_levels_avx2(__m256 id, __m256 xval, __m256i lmax) {
     const __m256 v = _mm256_mul_ps(_mm256_set1_ps(0.5f), _mm256_sub_ps(_mm256_mul_ps(id, xval), _mm256_set1_ps(1.f)));

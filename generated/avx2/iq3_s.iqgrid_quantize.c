@@ -9,8 +9,9 @@
  * Vectorized across trial scales: lane t of 3 vectors is trial is = -9 + t
  * (spare lanes repeat the last trial and are never read); the rounding, the grid
  * lookups and the weighted sums run per lane in the spec's order, the off-grid
- * groups are searched 8 neighbours per vector, and the trials are then accepted
- * one after another as the scalar loop does.
+ * groups are searched 8 neighbours per vector (lists of at most 8, most of
+ * them, in one vector without a loop), and the trials are then accepted one
+ * after another as the scalar loop does.
  * Layout (from reference/iq3_s.py FORMAT):
  *   offset 0   f16  d[1]
  *   offset 2   u8   qs[64]
@@ -63,22 +64,25 @@ static inline int snap_group(const float *xval, const float *waux, float id, flo
 
 #define TV 3
 
-/* 8 int32 lanes in 0..127 -> 8 bytes at p. */
-static inline void store_bytes8(int8_t *p, __m256i v) {
-    const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    _mm_storel_epi64((__m128i *)p, _mm_packs_epi16(w, w));
-}
+_Static_assert(NTRIAL <= 32, "one bit per trial in a uint32_t mask");
 
-/* Every trial's levels (element-major: levels[i][t]), on-grid groups and
- * weighted sums, lanes = trials. */
+/* Every trial's levels (element-major, int32: levels[i][t]), on-grid groups and
+ * weighted sums, lanes = trials. Per group: all trials rounded at once, one
+ * KINFO load per trial gives the off-grid trials (a bit mask) with their lists
+ * (prefetched before the first search), then each off-grid trial is searched
+ * from term tables built from the trial's scale*q (once per block) and the
+ * group's broadcasts. The weighted sums look the products of every element's
+ * 8 levels up in tables instead of converting the levels per lane. */
 static void search_trials(const float *xval, const float *waux, const float *weight, float vmax,
-                          float sumqx[8 * TV], float sumq2[8 * TV], int8_t levels[BLOCK][8 * TV],
+                          float sumqx[8 * TV], float sumq2[8 * TV], int32_t levels[BLOCK][8 * TV],
                           uint8_t on_grid[8 * TV]) {
-    float id_l[8 * TV], scale_l[8 * TV];
+    float id_l[8 * TV];
+    __m256 sq[NTRIAL];
+    const __m256 qodd = _mm256_setr_ps(1.f, 3.f, 5.f, 7.f, 9.f, 11.f, 13.f, 15.f);
     for (int t = 0; t < 8 * TV; ++t) {
         const int is = TRIAL_MIN + (t < NTRIAL ? t : NTRIAL - 1);
         id_l[t] = (15.f + (float)is * 0.2f) / vmax;
-        scale_l[t] = 1.f / id_l[t];
+        if (t < NTRIAL) sq[t] = _mm256_mul_ps(_mm256_set1_ps(1.f / id_l[t]), qodd);
         on_grid[t] = 0xFF;
     }
     __m256 id[TV];
@@ -86,44 +90,48 @@ static void search_trials(const float *xval, const float *waux, const float *wei
     const __m256i lmax = _mm256_set1_epi32(KMAX);
     for (int k = 0; k < 8; ++k) {
         __m256i l[4][TV];
+        __m256 xv[4], wv[4];
         for (int i = 0; i < 4; ++i) {
-            const __m256 xv = _mm256_set1_ps(xval[4 * k + i]);
+            xv[i] = _mm256_set1_ps(xval[4 * k + i]);
+            wv[i] = _mm256_set1_ps(waux[4 * k + i]);
             for (int v = 0; v < TV; ++v) {
-                l[i][v] = qs_iq_round_levels_avx2(id[v], xv, lmax);
-                store_bytes8(levels[4 * k + i] + 8 * v, l[i][v]);
+                l[i][v] = qs_iq_round_levels_avx2(id[v], xv[i], lmax);
+                _mm256_storeu_si256((__m256i *)(levels[4 * k + i] + 8 * v), l[i][v]);
             }
         }
-        for (int v = 0; v < TV; ++v) {
-            const __m256i u = _mm256_or_si256(_mm256_or_si256(l[0][v], _mm256_slli_epi32(l[1][v], 3)),
-                                              _mm256_or_si256(_mm256_slli_epi32(l[2][v], 6), _mm256_slli_epi32(l[3][v], 9)));
-            /* KMAP is int16: gather 4 bytes at 2*u (the table has one spare entry); the sign of the low half */
-            const __m256i g = _mm256_slli_epi32(_mm256_i32gather_epi32((const int *)KMAP, u, 2), 16);
-            unsigned off = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(g));
-            if (8 * v + 8 > NTRIAL) off &= (1u << (NTRIAL - 8 * v)) - 1;
-            if (!off) continue;
-            int32_t key[8];
-            _mm256_storeu_si256((__m256i *)key, u);
-            while (off) {
-                const int lane = __builtin_ctz(off), t = 8 * v + lane;
-                off &= off - 1;
-                on_grid[t] &= (uint8_t)~(1u << k);
-                int8_t nl[4];
-                key_levels(best_neighbour(key[lane], xval + 4 * k, waux + 4 * k, scale_l[t]), nl);
-                for (int i = 0; i < 4; ++i) levels[4 * k + i][t] = nl[i];
-            }
+        int32_t key[8 * TV];
+        uint32_t info[NTRIAL];
+        uint32_t off = 0; /* bit t: trial t's group is off the grid */
+        for (int v = 0; v < TV; ++v)
+            _mm256_storeu_si256((__m256i *)(key + 8 * v),
+                                _mm256_or_si256(_mm256_or_si256(l[0][v], _mm256_slli_epi32(l[1][v], 3)),
+                                                _mm256_or_si256(_mm256_slli_epi32(l[2][v], 6), _mm256_slli_epi32(l[3][v], 9))));
+        for (int t = 0; t < NTRIAL; ++t) { /* scalar loads: cheaper than a gather on some cores */
+            info[t] = KINFO[key[t]];
+            off |= (info[t] >> 31) << t;
+            _mm_prefetch((const char *)(NB_LIST + ((info[t] >> 6) & 0xFFFF)), _MM_HINT_T0);
+        }
+        for (; off; off &= off - 1) {
+            const int t = __builtin_ctz(off);
+            on_grid[t] &= (uint8_t)~(1u << k);
+            __m256 terms[4];
+            qs_iq3_group_terms_avx2(sq[t], xv, wv, terms);
+            const uint16_t *list = NB_LIST + ((info[t] >> 6) & 0xFFFF);
+            const int best = list[qs_iq3_best_neighbour_terms_avx2(list, (int)(info[t] & 63), terms)];
+            for (int i = 0; i < 4; ++i) levels[4 * k + i][t] = (best >> (3 * i)) & 7;
         }
     }
-    /* sumqx = sum (w*xval)*q, sumq2 = sum (w*q)*q per lane, in element order */
+    /* sumqx = sum (w*xval)*q, sumq2 = sum (w*q)*q per lane, in element order; the
+     * products of element i for its 8 levels are tabled once and looked up per lane */
     __m256 sx[TV], s2[TV];
     for (int v = 0; v < TV; ++v) sx[v] = s2[v] = _mm256_setzero_ps();
-    const __m256i one = _mm256_set1_epi32(1);
     for (int i = 0; i < BLOCK; ++i) {
-        const __m256 w = _mm256_set1_ps(weight[i]), wx = _mm256_set1_ps(weight[i] * xval[i]);
+        const __m256 wxq = _mm256_mul_ps(_mm256_set1_ps(weight[i] * xval[i]), qodd);
+        const __m256 wqq = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(weight[i]), qodd), qodd);
         for (int v = 0; v < TV; ++v) {
-            const __m256i lv = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(levels[i] + 8 * v)));
-            const __m256 q = _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_add_epi32(lv, lv), one));
-            sx[v] = _mm256_add_ps(sx[v], _mm256_mul_ps(wx, q));
-            s2[v] = _mm256_add_ps(s2[v], _mm256_mul_ps(_mm256_mul_ps(w, q), q));
+            const __m256i lv = _mm256_loadu_si256((const __m256i *)(levels[i] + 8 * v));
+            sx[v] = _mm256_add_ps(sx[v], _mm256_permutevar8x32_ps(wxq, lv));
+            s2[v] = _mm256_add_ps(s2[v], _mm256_permutevar8x32_ps(wqq, lv));
         }
     }
     for (int v = 0; v < TV; ++v) {
@@ -139,7 +147,7 @@ static float block_search(const float *xval, const float *weight, const float *w
     unsigned on_grid = 0; /* bit k: group k of L is on the grid as rounded */
     memset(L, 0, BLOCK);
     float sumqx[8 * TV], sumq2[8 * TV];
-    int8_t levels[BLOCK][8 * TV];
+    int32_t levels[BLOCK][8 * TV];
     uint8_t trial_on_grid[8 * TV];
     search_trials(xval, waux, weight, vmax, sumqx, sumq2, levels, trial_on_grid);
     int chosen = -1;
@@ -151,7 +159,7 @@ static float block_search(const float *xval, const float *weight, const float *w
         }
     }
     if (chosen >= 0) {
-        for (int i = 0; i < BLOCK; ++i) L[i] = levels[i][chosen];
+        for (int i = 0; i < BLOCK; ++i) L[i] = (int8_t)levels[i][chosen];
         on_grid = trial_on_grid[chosen];
     }
     if (on_grid != 0xFF && scale > 0) {

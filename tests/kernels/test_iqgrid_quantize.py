@@ -74,7 +74,9 @@ def _imatrices() -> dict[str, np.ndarray | None]:
     stretches[:40] = 0
     stretches[300:420] = 0
     return {"none": None, "zero stretches": stretches, "all zero": np.zeros(2 * QK, dtype=np.float32),
-            "spread": (10.0 ** rng.uniform(-6, 6, 2 * QK)).astype(np.float32)}
+            "spread": (10.0 ** rng.uniform(-6, 6, 2 * QK)).astype(np.float32),
+            # -0 weights make -0 neighbour-distance terms, which the vector search sums without the leading 0 +
+            "signed zeros": np.where(rng.random(2 * QK) < 0.4, np.float32(-0.0), rng.random(2 * QK)).astype(np.float32)}
 
 
 IMATRICES = _imatrices()
