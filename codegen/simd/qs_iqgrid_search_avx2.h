@@ -97,10 +97,9 @@ static inline __m256 qs_hmin8_avx2(__m256 v) {
 static inline int qs_iq3_best_neighbour_terms_avx2(const uint16_t *keys, int count, const __m256 terms[4]) {
     const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     const __m256 flt_max = _mm256_set1_ps(FLT_MAX);
-    const __m256 d2 = qs_iq3_score8_avx2(keys, terms);
-    const __m256 keep = _mm256_and_ps(_mm256_cmp_ps(d2, flt_max, _CMP_LT_OQ),
-                                      _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(count), lanes)));
-    __m256 best = _mm256_blendv_ps(flt_max, d2, keep);
+    /* min(d2, FLT_MAX) is d2 below FLT_MAX, else (NaN too) FLT_MAX */
+    const __m256 d2 = _mm256_min_ps(qs_iq3_score8_avx2(keys, terms), flt_max);
+    __m256 best = _mm256_blendv_ps(flt_max, d2, _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(count), lanes)));
     if (count <= 8) {
         __m128 m = _mm_min_ps(_mm256_castps256_ps128(best), _mm256_extractf128_ps(best, 1));
         m = _mm_min_ps(m, _mm_movehl_ps(m, m));

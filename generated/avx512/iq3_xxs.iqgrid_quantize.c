@@ -67,11 +67,12 @@ _Static_assert(NTRIAL <= 32, "one bit per trial in a uint32_t mask");
 
 /* Every trial's levels (element-major, int32: levels[i][t]), on-grid groups and
  * weighted sums, lanes = trials. Per group: all trials rounded at once, one
- * KINFO load per trial gives the off-grid trials (a bit mask) with their lists
- * (prefetched before the first search), then each off-grid trial is searched
- * from term tables built from the trial's scale*q (once per block) and the
- * group's broadcasts. The weighted sums look the products of every element's
- * 8 levels up in tables instead of converting the levels per lane. */
+ * KINFO load per trial gives the off-grid trials (a bit mask) with their lists,
+ * each off-grid trial is searched from term tables built from the trial's
+ * scale*q (once per block) and the group's broadcasts and keeps its best key,
+ * and the levels of all trials' final keys are written vector by vector. The
+ * weighted sums look the products of every element's 8 levels up in tables
+ * instead of converting the levels per lane. */
 static void search_trials(const float *xval, const float *waux, const float *weight, float vmax,
                           float sumqx[8 * TV], float sumq2[8 * TV], int32_t levels[BLOCK][8 * TV],
                           uint8_t on_grid[8 * TV]) {
@@ -95,7 +96,6 @@ static void search_trials(const float *xval, const float *waux, const float *wei
             wv[i] = _mm256_set1_ps(waux[4 * k + i]);
             for (int v = 0; v < TV; ++v) {
                 l[i][v] = qs_iq_round_levels_avx2(id[v], xv[i], lmax);
-                _mm256_storeu_si256((__m256i *)(levels[4 * k + i] + 8 * v), l[i][v]);
             }
         }
         int32_t key[8 * TV];
@@ -108,7 +108,6 @@ static void search_trials(const float *xval, const float *waux, const float *wei
         for (int t = 0; t < NTRIAL; ++t) { /* scalar loads: cheaper than a gather on some cores */
             info[t] = KINFO[key[t]];
             off |= (info[t] >> 31) << t;
-            _mm_prefetch((const char *)(NB_LIST + ((info[t] >> 6) & 0xFFFF)), _MM_HINT_T0);
         }
         for (; off; off &= off - 1) {
             const int t = __builtin_ctz(off);
@@ -116,8 +115,14 @@ static void search_trials(const float *xval, const float *waux, const float *wei
             __m256 terms[4];
             qs_iq3_group_terms_avx2(sq[t], xv, wv, terms);
             const uint16_t *list = NB_LIST + ((info[t] >> 6) & 0xFFFF);
-            const int best = list[qs_iq3_best_neighbour_terms_avx2(list, (int)(info[t] & 63), terms)];
-            for (int i = 0; i < 4; ++i) levels[4 * k + i][t] = (best >> (3 * i)) & 7;
+            key[t] = list[qs_iq3_best_neighbour_terms_avx2(list, (int)(info[t] & 63), terms)];
+        }
+        /* the levels of the final keys, every lane at once */
+        for (int v = 0; v < TV; ++v) {
+            const __m256i u = _mm256_loadu_si256((const __m256i *)(key + 8 * v));
+            for (int i = 0; i < 4; ++i)
+                _mm256_storeu_si256((__m256i *)(levels[4 * k + i] + 8 * v),
+                                    _mm256_and_si256(_mm256_srli_epi32(u, 3 * i), lmax));
         }
     }
     /* sumqx = sum (w*xval)*q, sumq2 = sum (w*q)*q per lane, in element order; the
