@@ -19,8 +19,10 @@ cdef extern from "qs_kernels_avx2.h" nogil:
     int qs_iq1_bn_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
     void qs_iq1_kt_dequantize__avx2(const uint8_t *q, float *y, int64_t n)
     int qs_iq1_kt_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    int64_t qs_iq1_m_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
     void qs_iq1_m_dequantize__avx2(const uint8_t *q, float *y, int64_t n)
     int qs_iq1_m_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    int64_t qs_iq1_s_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
     void qs_iq1_s_dequantize__avx2(const uint8_t *q, float *y, int64_t n)
     int qs_iq1_s_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
     void qs_iq2_bn_dequantize__avx2(const uint8_t *q, float *y, int64_t n)
@@ -151,8 +153,10 @@ KERNELS = (
     ("iq1_bn", "vec_dot"),
     ("iq1_kt", "dequantize"),
     ("iq1_kt", "vec_dot"),
+    ("iq1_m", "quantize"),
     ("iq1_m", "dequantize"),
     ("iq1_m", "vec_dot"),
+    ("iq1_s", "quantize"),
     ("iq1_s", "dequantize"),
     ("iq1_s", "vec_dot"),
     ("iq2_bn", "dequantize"),
@@ -265,37 +269,39 @@ KERNELS = (
     ("tq2_0", "vec_dot"),
 )
 
-cdef quantize_fn _quantize[29]
+cdef quantize_fn _quantize[31]
 _quantize[0] = qs_bf16_quantize__avx2
 _quantize[1] = qs_f16_quantize__avx2
 _quantize[2] = qs_f32_quantize__avx2
-_quantize[3] = qs_iq2_k_quantize__avx2
-_quantize[4] = qs_iq3_k_quantize__avx2
-_quantize[5] = qs_iq3_ks_quantize__avx2
-_quantize[6] = qs_iq3_s_quantize__avx2
-_quantize[7] = qs_iq3_xxs_quantize__avx2
-_quantize[8] = qs_iq4_k_quantize__avx2
-_quantize[9] = qs_iq4_ks_quantize__avx2
-_quantize[10] = qs_iq4_kss_quantize__avx2
-_quantize[11] = qs_iq4_nl_quantize__avx2
-_quantize[12] = qs_iq4_xs_quantize__avx2
-_quantize[13] = qs_iq5_k_quantize__avx2
-_quantize[14] = qs_iq5_ks_quantize__avx2
-_quantize[15] = qs_iq6_k_quantize__avx2
-_quantize[16] = qs_q2_k_quantize__avx2
-_quantize[17] = qs_q3_k_quantize__avx2
-_quantize[18] = qs_q4_0_quantize__avx2
-_quantize[19] = qs_q4_1_quantize__avx2
-_quantize[20] = qs_q4_k_quantize__avx2
-_quantize[21] = qs_q5_0_quantize__avx2
-_quantize[22] = qs_q5_1_quantize__avx2
-_quantize[23] = qs_q5_k_quantize__avx2
-_quantize[24] = qs_q6_0_quantize__avx2
-_quantize[25] = qs_q6_k_quantize__avx2
-_quantize[26] = qs_q8_0_quantize__avx2
-_quantize[27] = qs_q8_1_quantize__avx2
-_quantize[28] = qs_q8_k_quantize__avx2
-_QUANTIZE_INDEX = { "bf16": 0, "f16": 1, "f32": 2, "iq2_k": 3, "iq3_k": 4, "iq3_ks": 5, "iq3_s": 6, "iq3_xxs": 7, "iq4_k": 8, "iq4_ks": 9, "iq4_kss": 10, "iq4_nl": 11, "iq4_xs": 12, "iq5_k": 13, "iq5_ks": 14, "iq6_k": 15, "q2_k": 16, "q3_k": 17, "q4_0": 18, "q4_1": 19, "q4_k": 20, "q5_0": 21, "q5_1": 22, "q5_k": 23, "q6_0": 24, "q6_k": 25, "q8_0": 26, "q8_1": 27, "q8_k": 28, }
+_quantize[3] = qs_iq1_m_quantize__avx2
+_quantize[4] = qs_iq1_s_quantize__avx2
+_quantize[5] = qs_iq2_k_quantize__avx2
+_quantize[6] = qs_iq3_k_quantize__avx2
+_quantize[7] = qs_iq3_ks_quantize__avx2
+_quantize[8] = qs_iq3_s_quantize__avx2
+_quantize[9] = qs_iq3_xxs_quantize__avx2
+_quantize[10] = qs_iq4_k_quantize__avx2
+_quantize[11] = qs_iq4_ks_quantize__avx2
+_quantize[12] = qs_iq4_kss_quantize__avx2
+_quantize[13] = qs_iq4_nl_quantize__avx2
+_quantize[14] = qs_iq4_xs_quantize__avx2
+_quantize[15] = qs_iq5_k_quantize__avx2
+_quantize[16] = qs_iq5_ks_quantize__avx2
+_quantize[17] = qs_iq6_k_quantize__avx2
+_quantize[18] = qs_q2_k_quantize__avx2
+_quantize[19] = qs_q3_k_quantize__avx2
+_quantize[20] = qs_q4_0_quantize__avx2
+_quantize[21] = qs_q4_1_quantize__avx2
+_quantize[22] = qs_q4_k_quantize__avx2
+_quantize[23] = qs_q5_0_quantize__avx2
+_quantize[24] = qs_q5_1_quantize__avx2
+_quantize[25] = qs_q5_k_quantize__avx2
+_quantize[26] = qs_q6_0_quantize__avx2
+_quantize[27] = qs_q6_k_quantize__avx2
+_quantize[28] = qs_q8_0_quantize__avx2
+_quantize[29] = qs_q8_1_quantize__avx2
+_quantize[30] = qs_q8_k_quantize__avx2
+_QUANTIZE_INDEX = { "bf16": 0, "f16": 1, "f32": 2, "iq1_m": 3, "iq1_s": 4, "iq2_k": 5, "iq3_k": 6, "iq3_ks": 7, "iq3_s": 8, "iq3_xxs": 9, "iq4_k": 10, "iq4_ks": 11, "iq4_kss": 12, "iq4_nl": 13, "iq4_xs": 14, "iq5_k": 15, "iq5_ks": 16, "iq6_k": 17, "q2_k": 18, "q3_k": 19, "q4_0": 20, "q4_1": 21, "q4_k": 22, "q5_0": 23, "q5_1": 24, "q5_k": 25, "q6_0": 26, "q6_k": 27, "q8_0": 28, "q8_1": 29, "q8_k": 30, }
 
 cdef dequantize_fn _dequantize[49]
 _dequantize[0] = qs_bf16_dequantize__avx2

@@ -36,9 +36,15 @@ def _quantize_bitexact(fmt, isa, data):
     spec = registry.spec(fmt)
     x = data.draw(_float_rows(fmt))
     imatrix = None
-    if spec.imatrix != "ignored" and data.draw(st.booleans()):
+    if spec.imatrix == "required" or (spec.imatrix != "ignored" and data.draw(st.booleans())):
         imatrix = data.draw(imatrices(x.shape[1]))
-    expected = _run("reference", qs.quantize, fmt, x, imatrix=imatrix)
+    try:
+        expected = _run("reference", qs.quantize, fmt, x, imatrix=imatrix)
+    except NonFiniteInputError as refused:  # finite input the spec refuses (IQ1: overflowing sums)
+        with pytest.raises(NonFiniteInputError) as raised:
+            _run(isa, qs.quantize, fmt, x, imatrix=imatrix)
+        assert str(raised.value) == str(refused)
+        return
     actual = _run(isa, qs.quantize, fmt, x, imatrix=imatrix)
     assert actual.dtype == np.uint8 and actual.shape == expected.shape
     if not np.array_equal(actual, expected):
