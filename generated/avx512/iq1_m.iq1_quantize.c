@@ -128,19 +128,23 @@ static inline int group_index(const int8_t *L, const float *xval, const float *w
     return KMAP[best_neighbour(-1 - g, xval, w, scale, xx)];
 }
 
-/* The candidates of a vector whose lanes may pass are accepted in the C order. */
-#define ACCEPT(qx, q2, cand)                                              \
-    do {                                                                  \
-        if ((q2) > 0 && (qx) * (qx) > best_score * (q2)) {                \
-            scale = (qx) / (q2);                                          \
-            best_score = scale * (qx);                                    \
-            best = (cand);                                                \
-        }                                                                 \
-    } while (0)
-
+/* The lanes of a vector of candidates that pass the C loop's test against `best`. */
 static inline __m256 passes(__m256 qx, __m256 q2, __m256 best) {
     return _mm256_and_ps(_mm256_cmp_ps(q2, _mm256_setzero_ps(), _CMP_GT_OQ),
                          _mm256_cmp_ps(_mm256_mul_ps(qx, qx), _mm256_mul_ps(best, q2), _CMP_GT_OQ));
+}
+
+/* 8 mask bits spread to every 2nd / every 4th bit (bit l -> bit 2l / 4l). */
+static inline unsigned spread2(unsigned m) {
+    m = (m | m << 4) & 0x0F0Fu;
+    m = (m | m << 2) & 0x3333u;
+    return (m | m << 1) & 0x5555u;
+}
+
+static inline unsigned spread4(unsigned m) {
+    m = (m | m << 12) & 0x000F000Fu;
+    m = (m | m << 6) & 0x03030303u;
+    return (m | m << 3) & 0x11111111u;
 }
 
 /* reference/iq1_m.py _block_search for one block of 16 with max |x| >= GROUP_MAX_EPS: the
@@ -166,51 +170,64 @@ static int split_search(const float *xb, const float *wb, int *order, float *sca
     const float cm1 = X_M[0] * X_M[0] - X_M[1] * X_M[1], cm2 = X_M[1] * X_M[1] - X_M[2] * X_M[2];
     float best_score = -FLT_MAX, scale = 0;
     int best = -1;
-    __m256 tx_p[2], tx_m[2], tw_p[2], tw_m[2];
+    /* sumq2_h = (tws*v2*v2 + pw[i1]*c1) + pw[i2]*c2: the first sum depends on i1 alone, the
+     * last product on i2 alone; each computed once, the C's operations all the same */
+    float c2p[2][BLOCK + 1 + PAD], c2m[2][BLOCK + 1 + PAD];
+    __m256 tx_p[2], tx_m[2];
     for (int h = 0; h < 2; ++h) {
+        for (int j = 0; j < BLOCK + 1 + PAD; ++j) {
+            c2p[h][j] = pw[h][j] * cp2;
+            c2m[h][j] = pw[h][j] * cm2;
+        }
         tx_p[h] = _mm256_set1_ps(txs[h] * p2);
         tx_m[h] = _mm256_set1_ps(txs[h] * m2);
-        tw_p[h] = _mm256_set1_ps(tws[h] * p2 * p2);
-        tw_m[h] = _mm256_set1_ps(tws[h] * m2 * m2);
     }
-    const __m256 vcp2 = _mm256_set1_ps(cp2), vcm2 = _mm256_set1_ps(cm2);
     const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     for (int i1 = 0; i1 <= BLOCK; ++i1) {
-        __m256 x1[2], w1_p[2], w1_m[2];
+        __m256 x1[2], a_p[2], a_m[2];
         for (int h = 0; h < 2; ++h) {
             x1[h] = _mm256_set1_ps(px[h][i1]);
-            w1_p[h] = _mm256_set1_ps(pw[h][i1] * cp1);
-            w1_m[h] = _mm256_set1_ps(pw[h][i1] * cm1);
+            a_p[h] = _mm256_set1_ps(tws[h] * p2 * p2 + pw[h][i1] * cp1);
+            a_m[h] = _mm256_set1_ps(tws[h] * m2 * m2 + pw[h][i1] * cm1);
         }
         for (int i2 = i1; i2 <= BLOCK; i2 += 8) {
             __m256 qx_p[2], qx_m[2], q2_p[2], q2_m[2];
             for (int h = 0; h < 2; ++h) {
                 const __m256 sx = _mm256_add_ps(x1[h], _mm256_loadu_ps(px[h] + i2));
-                const __m256 w2 = _mm256_loadu_ps(pw[h] + i2);
                 qx_p[h] = _mm256_sub_ps(tx_p[h], sx);
                 qx_m[h] = _mm256_sub_ps(tx_m[h], sx);
-                q2_p[h] = _mm256_add_ps(_mm256_add_ps(tw_p[h], w1_p[h]), _mm256_mul_ps(w2, vcp2));
-                q2_m[h] = _mm256_add_ps(_mm256_add_ps(tw_m[h], w1_m[h]), _mm256_mul_ps(w2, vcm2));
+                q2_p[h] = _mm256_add_ps(a_p[h], _mm256_loadu_ps(c2p[h] + i2));
+                q2_m[h] = _mm256_add_ps(a_m[h], _mm256_loadu_ps(c2m[h] + i2));
             }
             const __m256 qx[4] = {_mm256_add_ps(qx_p[0], qx_p[1]), _mm256_add_ps(qx_p[0], qx_m[1]),
                                   _mm256_add_ps(qx_m[0], qx_p[1]), _mm256_add_ps(qx_m[0], qx_m[1])};
             const __m256 q2[4] = {_mm256_add_ps(q2_p[0], q2_p[1]), _mm256_add_ps(q2_p[0], q2_m[1]),
                                   _mm256_add_ps(q2_m[0], q2_p[1]), _mm256_add_ps(q2_m[0], q2_m[1])};
-            const __m256 b = _mm256_set1_ps(best_score);
-            __m256 any = _mm256_or_ps(_mm256_or_ps(passes(qx[0], q2[0], b), passes(qx[1], q2[1], b)),
-                                      _mm256_or_ps(passes(qx[2], q2[2], b), passes(qx[3], q2[3], b)));
-            any = _mm256_and_ps(any, _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(BLOCK + 1 - i2), lanes)));
-            if (_mm256_testz_ps(any, any)) continue;
-            float vqx[4][8], vq2[4][8];
+            const unsigned valid = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(
+                _mm256_cmpgt_epi32(_mm256_set1_epi32(BLOCK + 1 - i2), lanes)));
+            /* bit 4l + k: candidate (i2 + l, k), the C order */
+#define PENDING(b) (spread4((unsigned)_mm256_movemask_ps(passes(qx[0], q2[0], b)) & valid) |              \
+                    spread4((unsigned)_mm256_movemask_ps(passes(qx[1], q2[1], b)) & valid) << 1 |          \
+                    spread4((unsigned)_mm256_movemask_ps(passes(qx[2], q2[2], b)) & valid) << 2 |          \
+                    spread4((unsigned)_mm256_movemask_ps(passes(qx[3], q2[3], b)) & valid) << 3)
+            unsigned pending = PENDING(_mm256_set1_ps(best_score));
+            if (!pending) continue;
+            /* every lane's scale = sumqx/sumq2 and score = scale*sumqx, for the lanes kept */
+            float vsc[4][8], vbs[4][8];
             for (int k = 0; k < 4; ++k) {
-                _mm256_storeu_ps(vqx[k], qx[k]);
-                _mm256_storeu_ps(vq2[k], q2[k]);
+                const __m256 sc = _mm256_div_ps(qx[k], q2[k]);
+                _mm256_storeu_ps(vsc[k], sc);
+                _mm256_storeu_ps(vbs[k], _mm256_mul_ps(sc, qx[k]));
             }
-            const int nl = BLOCK + 1 - i2 < 8 ? BLOCK + 1 - i2 : 8;
-            for (int l = 0; l < nl; ++l) {
-                const int split = (i1 * (2 * BLOCK + 3 - i1)) / 2 + (i2 + l - i1);
-                for (int k = 0; k < 4; ++k) ACCEPT(vqx[k][l], vq2[k][l], 4 * split + k);
+            const int split0 = (i1 * (2 * BLOCK + 3 - i1)) / 2 + (i2 - i1);
+            while (pending) { /* the first passing candidate is kept, then the later ones meet the new best */
+                const int c = __builtin_ctz(pending), l = c >> 2, k = c & 3;
+                scale = vsc[k][l];
+                best_score = vbs[k][l];
+                best = 4 * (split0 + l) + k;
+                pending = PENDING(_mm256_set1_ps(best_score)) & ~((2u << c) - 1);
             }
+#undef PENDING
         }
     }
     *scale_out = scale;

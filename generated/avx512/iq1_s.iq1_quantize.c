@@ -128,19 +128,23 @@ static inline int group_index(const int8_t *L, const float *xval, const float *w
     return KMAP[best_neighbour(-1 - g, xval, w, scale, xx)];
 }
 
-/* The candidates of a vector whose lanes may pass are accepted in the C order. */
-#define ACCEPT(qx, q2, cand)                                              \
-    do {                                                                  \
-        if ((q2) > 0 && (qx) * (qx) > best_score * (q2)) {                \
-            scale = (qx) / (q2);                                          \
-            best_score = scale * (qx);                                    \
-            best = (cand);                                                \
-        }                                                                 \
-    } while (0)
-
+/* The lanes of a vector of candidates that pass the C loop's test against `best`. */
 static inline __m256 passes(__m256 qx, __m256 q2, __m256 best) {
     return _mm256_and_ps(_mm256_cmp_ps(q2, _mm256_setzero_ps(), _CMP_GT_OQ),
                          _mm256_cmp_ps(_mm256_mul_ps(qx, qx), _mm256_mul_ps(best, q2), _CMP_GT_OQ));
+}
+
+/* 8 mask bits spread to every 2nd / every 4th bit (bit l -> bit 2l / 4l). */
+static inline unsigned spread2(unsigned m) {
+    m = (m | m << 4) & 0x0F0Fu;
+    m = (m | m << 2) & 0x3333u;
+    return (m | m << 1) & 0x5555u;
+}
+
+static inline unsigned spread4(unsigned m) {
+    m = (m | m << 12) & 0x000F000Fu;
+    m = (m | m << 6) & 0x03030303u;
+    return (m | m << 3) & 0x11111111u;
 }
 
 /* reference/iq1_s.py _block_search for one block of 32 with max |x| >= GROUP_MAX_EPS: the
@@ -158,43 +162,56 @@ static int split_search(const float *xb, const float *wb, int *order, float *sca
     for (int j = BLOCK + 1; j < BLOCK + 1 + PAD; ++j) sumx[j] = sumw[j] = 0;
     float best_score = -FLT_MAX, scale = 0;
     int best = -1;
-    const __m256 p0 = _mm256_set1_ps(X_P[0]), p1 = _mm256_set1_ps(X_P[1]), p2 = _mm256_set1_ps(X_P[2]);
-    const __m256 m0 = _mm256_set1_ps(X_M[0]), m1 = _mm256_set1_ps(X_M[1]), m2 = _mm256_set1_ps(X_M[2]);
-    const __m256 tx = _mm256_set1_ps(sumx[BLOCK]), tw = _mm256_set1_ps(sumw[BLOCK]);
+    /* the third products (sumx[32] - sumx[i2]) * v2 and ((sumw[32] - sumw[i2]) * v2) * v2 depend on
+     * i2 alone, the first ones on i1 alone: each computed once, the C's operations all the same */
+    const float *v[2] = {X_P, X_M};
+    float hx[2][BLOCK + 1 + PAD], hw[2][BLOCK + 1 + PAD];
+    for (int s = 0; s < 2; ++s)
+        for (int j = 0; j < BLOCK + 1 + PAD; ++j) {
+            hx[s][j] = (sumx[BLOCK] - sumx[j]) * v[s][2];
+            hw[s][j] = (sumw[BLOCK] - sumw[j]) * v[s][2] * v[s][2];
+        }
+    const __m256 v1[2] = {_mm256_set1_ps(X_P[1]), _mm256_set1_ps(X_M[1])};
     const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     for (int i1 = 0; i1 <= BLOCK; ++i1) {
-        const __m256 lo_x = _mm256_set1_ps(sumx[i1] - sumx[0]), lo_w = _mm256_set1_ps(sumw[i1] - sumw[0]);
+        __m256 lx[2], lw[2];
+        for (int s = 0; s < 2; ++s) {
+            lx[s] = _mm256_set1_ps((sumx[i1] - sumx[0]) * v[s][0]);
+            lw[s] = _mm256_set1_ps((sumw[i1] - sumw[0]) * v[s][0] * v[s][0]);
+        }
         const __m256 s1x = _mm256_set1_ps(sumx[i1]), s1w = _mm256_set1_ps(sumw[i1]);
         for (int i2 = i1; i2 <= BLOCK; i2 += 8) {
-            const __m256 s2x = _mm256_loadu_ps(sumx + i2), s2w = _mm256_loadu_ps(sumw + i2);
-            const __m256 mid_x = _mm256_sub_ps(s2x, s1x), hi_x = _mm256_sub_ps(tx, s2x);
-            const __m256 mid_w = _mm256_sub_ps(s2w, s1w), hi_w = _mm256_sub_ps(tw, s2w);
-            const __m256 qx_p = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(lo_x, p0), _mm256_mul_ps(mid_x, p1)),
-                                              _mm256_mul_ps(hi_x, p2));
-            const __m256 q2_p = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(lo_w, p0), p0),
-                                                            _mm256_mul_ps(_mm256_mul_ps(mid_w, p1), p1)),
-                                              _mm256_mul_ps(_mm256_mul_ps(hi_w, p2), p2));
-            const __m256 qx_m = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(lo_x, m0), _mm256_mul_ps(mid_x, m1)),
-                                              _mm256_mul_ps(hi_x, m2));
-            const __m256 q2_m = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(lo_w, m0), m0),
-                                                            _mm256_mul_ps(_mm256_mul_ps(mid_w, m1), m1)),
-                                              _mm256_mul_ps(_mm256_mul_ps(hi_w, m2), m2));
-            const __m256 b = _mm256_set1_ps(best_score);
-            const __m256 valid = _mm256_castsi256_ps(
-                _mm256_cmpgt_epi32(_mm256_set1_epi32(BLOCK + 1 - i2), lanes));
-            const __m256 any = _mm256_and_ps(valid, _mm256_or_ps(passes(qx_p, q2_p, b), passes(qx_m, q2_m, b)));
-            if (_mm256_testz_ps(any, any)) continue;
-            float vqx_p[8], vq2_p[8], vqx_m[8], vq2_m[8];
-            _mm256_storeu_ps(vqx_p, qx_p);
-            _mm256_storeu_ps(vq2_p, q2_p);
-            _mm256_storeu_ps(vqx_m, qx_m);
-            _mm256_storeu_ps(vq2_m, q2_m);
-            const int nl = BLOCK + 1 - i2 < 8 ? BLOCK + 1 - i2 : 8;
-            for (int l = 0; l < nl; ++l) {
-                const int split = (i1 * (2 * BLOCK + 3 - i1)) / 2 + (i2 + l - i1);
-                ACCEPT(vqx_p[l], vq2_p[l], 2 * split);
-                ACCEPT(vqx_m[l], vq2_m[l], 2 * split + 1);
+            const __m256 mid_x = _mm256_sub_ps(_mm256_loadu_ps(sumx + i2), s1x);
+            const __m256 mid_w = _mm256_sub_ps(_mm256_loadu_ps(sumw + i2), s1w);
+            __m256 qx[2], q2[2];
+            for (int s = 0; s < 2; ++s) {
+                qx[s] = _mm256_add_ps(_mm256_add_ps(lx[s], _mm256_mul_ps(mid_x, v1[s])), _mm256_loadu_ps(hx[s] + i2));
+                q2[s] = _mm256_add_ps(_mm256_add_ps(lw[s], _mm256_mul_ps(_mm256_mul_ps(mid_w, v1[s]), v1[s])),
+                                      _mm256_loadu_ps(hw[s] + i2));
             }
+            const unsigned valid = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(
+                _mm256_cmpgt_epi32(_mm256_set1_epi32(BLOCK + 1 - i2), lanes)));
+            /* bit 2l + s: candidate (i2 + l, x_p / x_m), the C order */
+#define PENDING(b) ((spread2((unsigned)_mm256_movemask_ps(passes(qx[0], q2[0], b)) & valid) |              \
+                     spread2((unsigned)_mm256_movemask_ps(passes(qx[1], q2[1], b)) & valid) << 1))
+            unsigned pending = PENDING(_mm256_set1_ps(best_score));
+            if (!pending) continue;
+            /* every lane's scale = sumqx/sumq2 and score = scale*sumqx, for the lanes kept */
+            float vsc[2][8], vbs[2][8];
+            for (int s = 0; s < 2; ++s) {
+                const __m256 sc = _mm256_div_ps(qx[s], q2[s]);
+                _mm256_storeu_ps(vsc[s], sc);
+                _mm256_storeu_ps(vbs[s], _mm256_mul_ps(sc, qx[s]));
+            }
+            const int split0 = (i1 * (2 * BLOCK + 3 - i1)) / 2 + (i2 - i1);
+            while (pending) { /* the first passing candidate is kept, then the later ones meet the new best */
+                const int c = __builtin_ctz(pending), l = c >> 1, s = c & 1;
+                scale = vsc[s][l];
+                best_score = vbs[s][l];
+                best = 2 * (split0 + l) + s;
+                pending = PENDING(_mm256_set1_ps(best_score)) & ~((2u << c) - 1);
+            }
+#undef PENDING
         }
     }
     *scale_out = scale;
