@@ -10,11 +10,14 @@
  * order glibc's qsort gives upstream (a stable rank: the elements below, plus the
  * equal ones before).
  * Vectorized across candidates: the split search computes 8 splits (i2 = i2_0 .. i2_0+7
- * for one i1) per vector and accepts them one after another in the C loop order only
- * where a lane passes the test against the current best (a lane that fails against
- * it fails in the scalar loop too, since the best only changes on acceptance); the
- * neighbour search scores 8 neighbours per vector from per-coordinate tables of the
- * 3 possible terms (the same operations, one lane per candidate).
+ * for one i1, every delta choice) per vector with the C's operations (the products that
+ * depend on i1 or i2 alone computed once), tests them all against the current best, and
+ * where some pass keeps the first in the C loop order, then tests the later ones against
+ * the new best, and so on (a candidate that fails against the best fails in the scalar
+ * loop too: the best changes only when one is kept). The sort is a stable rank counted
+ * 8 elements per vector; the neighbour search scores 8 neighbours per vector from
+ * per-coordinate tables of the 3 possible terms (one lane per candidate, the scalar
+ * sum's order per lane).
  * A search that ends in a NaN block scale (overflowing weights, |x| about 1e19 and more:
  * ggml aborts) is reported like non-finite input; quantspec then raises the spec's error.
  * Layout (from reference/iq1_m.py FORMAT):
@@ -51,11 +54,27 @@ static const float X_M[3] = {-1.f - DELTA, -DELTA, 1.f - DELTA};
  * With NaN the ranks may collide; order stays in bounds (the block is reported anyway). */
 static inline void stable_order(const float *x, int *order) {
     for (int i = 0; i < BLOCK; ++i) order[i] = 0;
-    for (int i = 0; i < BLOCK; ++i) {
-        int r = 0;
-        for (int j = 0; j < BLOCK; ++j) r += (x[j] < x[i]) | ((j < i) & (x[j] == x[i]));
-        order[r] = i;
+    /* lane i of vector v: element 8v + i; each j adds 1 where x[j] < x[i], or x[j] == x[i] and j < i */
+    __m256 xv[BLOCK / 8];
+    __m256i idx[BLOCK / 8], rank[BLOCK / 8];
+    for (int v = 0; v < BLOCK / 8; ++v) {
+        xv[v] = _mm256_loadu_ps(x + 8 * v);
+        idx[v] = _mm256_add_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(8 * v));
+        rank[v] = _mm256_setzero_si256();
     }
+    for (int j = 0; j < BLOCK; ++j) {
+        const __m256 xj = _mm256_set1_ps(x[j]);
+        const __m256i jv = _mm256_set1_epi32(j);
+        for (int v = 0; v < BLOCK / 8; ++v) {
+            const __m256 below = _mm256_cmp_ps(xj, xv[v], _CMP_LT_OQ);
+            const __m256 tie = _mm256_and_ps(_mm256_cmp_ps(xj, xv[v], _CMP_EQ_OQ),
+                                             _mm256_castsi256_ps(_mm256_cmpgt_epi32(idx[v], jv)));
+            rank[v] = _mm256_sub_epi32(rank[v], _mm256_castps_si256(_mm256_or_ps(below, tie)));
+        }
+    }
+    int32_t r[BLOCK];
+    for (int v = 0; v < BLOCK / 8; ++v) _mm256_storeu_si256((__m256i *)(r + 8 * v), rank[v]);
+    for (int i = 0; i < BLOCK; ++i) order[r[i]] = i;
 }
 
 /* d2 = sum_i (w_i * diff_i) * diff_i, diff_i = scale * xx[l_i] - x_i over the 8 levels of key. */
@@ -200,15 +219,19 @@ static int split_search(const float *xb, const float *wb, int *order, float *sca
                                   _mm256_add_ps(qx_m[0], qx_p[1]), _mm256_add_ps(qx_m[0], qx_m[1])};
             const __m256 q2[4] = {_mm256_add_ps(q2_p[0], q2_p[1]), _mm256_add_ps(q2_p[0], q2_m[1]),
                                   _mm256_add_ps(q2_m[0], q2_p[1]), _mm256_add_ps(q2_m[0], q2_m[1])};
-            const unsigned valid = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(
-                _mm256_cmpgt_epi32(_mm256_set1_epi32(BLOCK + 1 - i2), lanes)));
+            const __m256 in_range = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(BLOCK + 1 - i2), lanes));
+            const __m256 b0 = _mm256_set1_ps(best_score);
+            const __m256 any = _mm256_and_ps(in_range, _mm256_or_ps(
+                _mm256_or_ps(passes(qx[0], q2[0], b0), passes(qx[1], q2[1], b0)),
+                _mm256_or_ps(passes(qx[2], q2[2], b0), passes(qx[3], q2[3], b0))));
+            if (_mm256_testz_ps(any, any)) continue; /* the common case: no lane passes */
+            const unsigned valid = (unsigned)_mm256_movemask_ps(in_range);
             /* bit 4l + k: candidate (i2 + l, k), the C order */
 #define PENDING(b) (spread4((unsigned)_mm256_movemask_ps(passes(qx[0], q2[0], b)) & valid) |              \
                     spread4((unsigned)_mm256_movemask_ps(passes(qx[1], q2[1], b)) & valid) << 1 |          \
                     spread4((unsigned)_mm256_movemask_ps(passes(qx[2], q2[2], b)) & valid) << 2 |          \
                     spread4((unsigned)_mm256_movemask_ps(passes(qx[3], q2[3], b)) & valid) << 3)
-            unsigned pending = PENDING(_mm256_set1_ps(best_score));
-            if (!pending) continue;
+            unsigned pending = PENDING(b0);
             /* every lane's scale = sumqx/sumq2 and score = scale*sumqx, for the lanes kept */
             float vsc[4][8], vbs[4][8];
             for (int k = 0; k < 4; ++k) {
