@@ -161,8 +161,9 @@ def quantize(fmt, x, imatrix=None, threads=None, out=None) -> np.ndarray:
     return dest
 
 
-def _byte_rows(name: str, q) -> tuple[np.ndarray, bool, int]:
-    spec = registry.spec(name)
+def _byte_rows(name: str, q, spec=None) -> tuple[np.ndarray, bool, int]:
+    if spec is None:
+        spec = registry.spec(name)
     q = _checked_array(name, "q", q, np.uint8)
     one_row = q.ndim == 1
     q2 = q.reshape(1, -1) if one_row else q
@@ -207,7 +208,7 @@ def vec_dot(fmt, wq, aq, threads=None) -> np.ndarray:
         raise UnsupportedOperationError(
             f"{name}: has no dot product here (an activation format, or one whose activation format "
             f"quantspec does not define)")
-    w2, one_row, n = _byte_rows(name, wq)
+    w2, _, n = _byte_rows(name, wq, spec)
     act = spec.vec_dot_format
     a2, _, n_a = _byte_rows(act, aq)
     if a2.shape[0] != 1:
@@ -219,8 +220,8 @@ def vec_dot(fmt, wq, aq, threads=None) -> np.ndarray:
     if impl.isa == "reference":
         result = impl.vec_dot(w2, a2[0])
     else:
-        result = impl.vec_dot(w2, a2[0], threads)
-    return result.astype(np.float32)
+        result = impl.vec_dot(w2, a2[0], threads, n)
+    return result.astype(np.float32, copy=False)
 
 
 def validate(fmt, q) -> list[Invalid]:

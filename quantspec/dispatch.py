@@ -16,7 +16,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 
 import numpy as np
 
@@ -136,7 +136,7 @@ class KernelImpl:
     fmt: str
     isa: str
 
-    @property
+    @cached_property
     def ext(self):
         return extensions()[self.isa]
 
@@ -169,9 +169,11 @@ class KernelImpl:
             self.fmt, qf[a * spec.type_size:b * spec.type_size], yf[a * spec.block_size:b * spec.block_size])
               for a, b in _split(nblocks, threads)], threads)
 
-    def vec_dot(self, w2: np.ndarray, a: np.ndarray, threads: int) -> np.ndarray:
-        spec = registry.spec(self.fmt)
-        n = (w2.shape[1] - spec.row_meta_size) // spec.type_size * spec.block_size
+    def vec_dot(self, w2: np.ndarray, a: np.ndarray, threads: int, n: int | None = None) -> np.ndarray:
+        """``n``: elements per row, when the caller has already derived it from the row bytes."""
+        if n is None:
+            spec = registry.spec(self.fmt)
+            n = (w2.shape[1] - spec.row_meta_size) // spec.type_size * spec.block_size
         out = np.empty(w2.shape[0], dtype=np.float32)
         if threads <= 1:
             self.ext.vec_dot(self.fmt, w2, a, out, n)

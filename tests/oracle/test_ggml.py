@@ -10,7 +10,7 @@ import pytest
 
 import quantspec as qs
 from quantspec import registry
-from tests.bits import assert_same_bits
+from tests.bits import assert_dot_within_bound, assert_same_bits, assert_same_blocks
 
 pytestmark = pytest.mark.oracle
 
@@ -57,7 +57,7 @@ def test_quantize_matches_ggml(ggml, fmt, kind):
     with qs.use_isa("reference"):
         ours = qs.quantize(fmt, x)
     theirs = ggml.quantize(fmt, x)
-    _assert_same_blocks(fmt, ours, theirs)
+    assert_same_blocks(fmt, ours, theirs)
 
 
 @pytest.mark.parametrize("imatrix", ["zeros", "ratios"])
@@ -68,7 +68,7 @@ def test_quantize_with_imatrix_matches_ggml(ggml, fmt, kind, imatrix):
     w = _imatrix(imatrix, x.shape[1])
     with qs.use_isa("reference"):
         ours = qs.quantize(fmt, x, imatrix=w)
-    _assert_same_blocks(fmt, ours, ggml.quantize(fmt, x, w))
+    assert_same_blocks(fmt, ours, ggml.quantize(fmt, x, w))
 
 
 @pytest.mark.parametrize("fmt", [f for f in GGML_FORMATS if registry.spec(f).imatrix == "ignored" and f != "q8_1"])
@@ -76,7 +76,7 @@ def test_ignored_imatrix_changes_nothing(ggml, fmt):
     x = _inputs("normal")
     with qs.use_isa("reference"):
         ours = qs.quantize(fmt, x, imatrix=_imatrix("zeros", x.shape[1]))
-    _assert_same_blocks(fmt, ours, ggml.quantize(fmt, x, _imatrix("zeros", x.shape[1])))
+    assert_same_blocks(fmt, ours, ggml.quantize(fmt, x, _imatrix("zeros", x.shape[1])))
 
 
 @pytest.mark.parametrize("fmt", [f for f in QUANTIZED if f != "q8_1"] + ["f16", "bf16"])
@@ -109,8 +109,7 @@ def test_vec_dot_within_bound_of_ggml(ggml, fmt):
     with qs.use_isa("reference"):
         ours = qs.vec_dot(fmt, wq, aq)
     theirs = ggml.vec_dot(fmt, wq, aq)
-    magnitude = np.abs(qs.dequantize(fmt, wq) * qs.dequantize(spec.vec_dot_format, aq)[None, :]).sum(axis=1)
-    assert np.all(np.abs(ours.astype(np.float64) - theirs) <= DOT_BOUND * magnitude), (ours, theirs)
+    assert_dot_within_bound(fmt, wq, aq, ours, theirs, DOT_BOUND)
 
 
 def test_q8_0_reference_activation_quantizer_differs_from_ggml_avx2(ggml):
@@ -124,13 +123,3 @@ def test_q8_0_reference_activation_quantizer_differs_from_ggml_avx2(ggml):
     native = ggml.from_float("q8_0", x)
     if not np.array_equal(native, ours):  # AVX2/AVX-512 builds: ties to even
         assert list(native[2:7].view(np.int8)) == [127, 2, -2, 4, 0]
-
-
-def _assert_same_blocks(fmt: str, ours: np.ndarray, theirs: np.ndarray) -> None:
-    spec = registry.spec(fmt)
-    if np.array_equal(ours, theirs):
-        return
-    a, b = ours.reshape(-1, spec.type_size), theirs.reshape(-1, spec.type_size)
-    block = int(np.argmax((a != b).any(axis=1)))
-    raise AssertionError(f"{fmt}: {int((a != b).any(axis=1).sum())} blocks differ from ggml; first {block}: "
-                         f"ours {a[block].tobytes().hex()} ggml {b[block].tobytes().hex()}")

@@ -18,7 +18,7 @@ import quantspec as qs
 from quantspec import registry
 from quantspec.errors import ImatrixError, NonFiniteInputError
 from quantspec.reference import _iq1, iq1_m, iq1_s
-from tests.bits import assert_same_bits
+from tests.bits import assert_dot_within_bound, assert_same_bits, assert_same_blocks
 
 pytestmark = pytest.mark.oracle
 
@@ -98,17 +98,6 @@ def imatrix(kind: str, n: int = 512) -> np.ndarray | None:
 
 def imatrices(fmt: str) -> list[str]:
     return IMATRICES + (["none"] if fmt == "iq1_m" else [])
-
-
-def assert_same_blocks(fmt: str, ours: np.ndarray, theirs: np.ndarray, what: str = "") -> None:
-    size = registry.spec(fmt).type_size
-    if np.array_equal(ours, theirs):
-        return
-    a, b = ours.reshape(-1, size), theirs.reshape(-1, size)
-    bad = (a != b).any(axis=1)
-    i = int(np.argmax(bad))
-    raise AssertionError(f"{fmt} {what}: {int(bad.sum())} blocks differ from ggml; first {i}: "
-                         f"ours {a[i].tobytes().hex()} ggml {b[i].tobytes().hex()}")
 
 
 def _check(ggml, fmt, x, w, what):
@@ -281,9 +270,7 @@ def test_vec_dot_within_bound_of_ggml(ggml, fmt):
     with qs.use_isa("reference"):
         ours = qs.vec_dot(fmt, wq, aq)
     theirs = ggml.vec_dot(fmt, wq, aq)
-    magnitude = np.abs(qs.dequantize(fmt, wq).astype(np.float64)
-                       * qs.dequantize("q8_k", aq)[None, :]).sum(axis=1)
-    assert np.all(np.abs(ours.astype(np.float64) - theirs) <= DOT_BOUND * magnitude), (ours, theirs)
+    assert_dot_within_bound(fmt, wq, aq, ours, theirs, DOT_BOUND)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

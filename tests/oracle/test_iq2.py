@@ -15,7 +15,7 @@ import pytest
 import quantspec as qs
 from quantspec import registry
 from quantspec.errors import ImatrixError
-from tests.bits import assert_same_bits
+from tests.bits import assert_dot_within_bound, assert_same_bits, assert_same_blocks
 
 pytestmark = pytest.mark.oracle
 
@@ -78,8 +78,7 @@ def test_vec_dot_random_bytes_within_bound_of_ggml(ggml, fmt):
     with qs.use_isa("reference"):
         ours = qs.vec_dot(fmt, q, aq)
     theirs = ggml.vec_dot(fmt, q, aq)
-    magnitude = np.abs(qs.dequantize(fmt, q).astype(np.float64) * qs.dequantize("q8_k", aq)[None, :]).sum(axis=1)
-    assert np.all(np.abs(ours.astype(np.float64) - theirs) <= DOT_BOUND * magnitude), (ours, theirs)
+    assert_dot_within_bound(fmt, q, aq, ours, theirs, DOT_BOUND)
 
 
 def _generic_dot_one_super_block(fmt: str, block: bytes, aq: np.ndarray) -> np.float32:
@@ -230,17 +229,6 @@ def imatrix(kind: str, n: int) -> np.ndarray | None:
 
 def imatrix_cases(fmt: str) -> list[str]:
     return [k for k in IMATRICES if k != "none" or registry.spec(fmt).imatrix != "required"]
-
-
-def assert_same_blocks(fmt: str, ours: np.ndarray, theirs: np.ndarray) -> None:
-    spec = registry.spec(fmt)
-    if np.array_equal(ours, theirs):
-        return
-    a, b = ours.reshape(-1, spec.type_size), theirs.reshape(-1, spec.type_size)
-    bad = (a != b).any(axis=1)
-    block = int(np.argmax(bad))
-    raise AssertionError(f"{fmt}: {int(bad.sum())} of {bad.size} blocks differ from ggml; first {block}: "
-                         f"ours {a[block].tobytes().hex()} ggml {b[block].tobytes().hex()}")
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -12,7 +12,7 @@ import pytest
 import quantspec as qs
 from quantspec import registry
 from quantspec.reference import _kquants, q8_k
-from tests.bits import assert_same_bits
+from tests.bits import assert_same_bits, assert_same_blocks
 
 pytestmark = pytest.mark.oracle
 
@@ -81,17 +81,6 @@ def imatrix(kind: str, n: int = N) -> np.ndarray | None:
 
 KINDS = ["normal", "student_t", "scaled", "superblock_scales", "subblock_scales", "edges"]
 IMATRICES = ["none", "zeros", "ratios", "all_zero"]
-
-
-def assert_same_blocks(fmt: str, ours: np.ndarray, theirs: np.ndarray, what: str = "") -> None:
-    size = registry.spec(fmt).type_size
-    if np.array_equal(ours, theirs):
-        return
-    a, b = ours.reshape(-1, size), theirs.reshape(-1, size)
-    bad = (a != b).any(axis=1)
-    i = int(np.argmax(bad))
-    raise AssertionError(f"{fmt} {what}: {int(bad.sum())} blocks differ from ggml; first {i}: "
-                         f"ours {a[i].tobytes().hex()} ggml {b[i].tobytes().hex()}")
 
 
 @pytest.mark.parametrize("im", IMATRICES)

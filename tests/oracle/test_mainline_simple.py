@@ -15,7 +15,7 @@ import quantspec as qs
 from quantspec import registry
 from quantspec.oracle import _FROM_FLOAT
 from quantspec.reference import _fp4
-from tests.bits import assert_same_bits
+from tests.bits import assert_dot_within_bound, assert_same_bits, assert_same_blocks
 
 pytestmark = pytest.mark.oracle
 
@@ -88,17 +88,6 @@ def imatrix(kind: str, n: int = N) -> np.ndarray | None:
     if kind == "all_zero":
         return np.zeros(n, F)
     return (10.0 ** rng.uniform(-8, 8, n)).astype(F)  # huge ratios
-
-
-def assert_same_blocks(fmt: str, ours: np.ndarray, theirs: np.ndarray, what: str = "") -> None:
-    size = registry.spec(fmt).type_size
-    if np.array_equal(ours, theirs):
-        return
-    a, b = ours.reshape(-1, size), theirs.reshape(-1, size)
-    bad = (a != b).any(axis=1)
-    i = int(np.argmax(bad))
-    raise AssertionError(f"{fmt} {what}: {int(bad.sum())} blocks differ from ggml; first {i}: "
-                         f"ours {a[i].tobytes().hex()} ggml {b[i].tobytes().hex()}")
 
 
 def _cases():
@@ -181,9 +170,7 @@ def test_vec_dot_within_bound_of_ggml(ggml, fmt):
     with qs.use_isa("reference"):
         ours = qs.vec_dot(fmt, wq, aq)
     theirs = ggml.vec_dot(fmt, wq, aq)
-    magnitude = np.abs(qs.dequantize(fmt, wq).astype(np.float64)
-                       * qs.dequantize(spec.vec_dot_format, aq)[None, :]).sum(axis=1)
-    assert np.all(np.abs(ours.astype(np.float64) - theirs) <= DOT_BOUND * magnitude), (ours, theirs)
+    assert_dot_within_bound(fmt, wq, aq, ours, theirs, DOT_BOUND)
 
 
 def _binade_edges(top: int, bottom: int) -> np.ndarray:
