@@ -9,15 +9,12 @@
  * Sort ties: ascending value, equal values (-0.0 and +0.0 too) in index order, the
  * order glibc's qsort gives upstream (a stable rank: the elements below, plus the
  * equal ones before).
- * Vectorized across candidates: the split search computes 8 splits (i2 = i2_0 .. i2_0+7
- * for one i1, every delta choice) per vector with the C's operations (the products that
- * depend on i1 or i2 alone computed once), tests them all against the current best, and
- * where some pass keeps the first in the C loop order, then tests the later ones against
- * the new best, and so on (a candidate that fails against the best fails in the scalar
- * loop too: the best changes only when one is kept). The sort is a stable rank counted
- * 8 elements per vector; the neighbour search scores 8 neighbours per vector from
- * per-coordinate tables of the 3 possible terms (one lane per candidate, the scalar
- * sum's order per lane).
+ * Vectorized across blocks: the split search runs 8 blocks at once, lane b = block b,
+ * every candidate in the C loop order tested and kept per lane against the lane's own
+ * best with the C's operations (the products that depend on i1 or i2 alone computed
+ * once); the sort is a stable rank counted 8 elements per vector; the neighbour search
+ * scores 8 neighbours per vector from per-coordinate tables of the 3 possible terms
+ * (one lane per candidate, the scalar sum's order per lane).
  * A search that ends in a NaN block scale (overflowing weights, |x| about 1e19 and more:
  * ggml aborts) is reported like non-finite input; quantspec then raises the spec's error.
  * Layout (from reference/iq1_s.py FORMAT):
@@ -40,7 +37,6 @@
 #define OFF_QH 34
 #define GROUP_MAX_EPS 9.999999960041972e-13f
 #define DELTA 0.125f
-#define PAD 8 /* prefix sums are read 8 lanes past any split */
 
 /* superblock results: 0 fine, 1 non-finite input, 2 a NaN block scale */
 #define SB_NONFINITE 1
@@ -144,96 +140,79 @@ static inline int group_index(const int8_t *L, const float *xval, const float *w
     return KMAP[best_neighbour(-1 - g, xval, w, scale, xx)];
 }
 
-/* The lanes of a vector of candidates that pass the C loop's test against `best`. */
-static inline __m256 passes(__m256 qx, __m256 q2, __m256 best) {
-    return _mm256_and_ps(_mm256_cmp_ps(q2, _mm256_setzero_ps(), _CMP_GT_OQ),
-                         _mm256_cmp_ps(_mm256_mul_ps(qx, qx), _mm256_mul_ps(best, q2), _CMP_GT_OQ));
-}
+#define LANES 8 /* blocks searched at once */
 
-/* 8 mask bits spread to every 2nd / every 4th bit (bit l -> bit 2l / 4l). */
-static inline unsigned spread2(unsigned m) {
-    m = (m | m << 4) & 0x0F0Fu;
-    m = (m | m << 2) & 0x3333u;
-    return (m | m << 1) & 0x5555u;
-}
-
-static inline unsigned spread4(unsigned m) {
-    m = (m | m << 12) & 0x000F000Fu;
-    m = (m | m << 6) & 0x03030303u;
-    return (m | m << 3) & 0x11111111u;
-}
-
-/* reference/iq1_s.py _block_search for one block of 32 with max |x| >= GROUP_MAX_EPS: the
- * candidate c = 2*split + (0: x_p, 1: x_m) of the C loop order kept last, or -1; writes the
- * sorted order and the scale. */
-static int split_search(const float *xb, const float *wb, int *order, float *scale_out) {
-    float sumx[BLOCK + 1 + PAD], sumw[BLOCK + 1 + PAD];
-    stable_order(xb, order);
-    sumx[0] = sumw[0] = 0;
-    for (int j = 0; j < BLOCK; ++j) {
-        const int i = order[j];
-        sumx[j + 1] = sumx[j] + wb[i] * xb[i];
-        sumw[j + 1] = sumw[j] + wb[i];
+/* The searches of 8 blocks at once, lane b = block b: every candidate in the C loop
+ * order, each lane testing and keeping it against its own best as the scalar loop
+ * does (the products that depend on i1 or i2 alone computed once, the C's operations
+ * all the same). Blocks with max |x| < GROUP_MAX_EPS get best = -1. */
+static void group_search(const float *x, const float *w, int order[LANES][BLOCK], int *best_out, float *scale_out) {
+    int searched[LANES];
+    float sx[BLOCK + 1][LANES], sw[BLOCK + 1][LANES];
+    for (int b = 0; b < LANES; ++b) {
+        const float *xb = x + BLOCK * b, *wb = w + BLOCK * b;
+        float amax = fabsf(xb[0]);
+        for (int i = 1; i < BLOCK; ++i) amax = qs_c_max(amax, fabsf(xb[i]));
+        searched[b] = !(amax < GROUP_MAX_EPS);
+        stable_order(xb, order[b]);
+        sx[0][b] = sw[0][b] = 0;
+        for (int j = 0; j < BLOCK; ++j) {
+            const int i = order[b][j];
+            sx[j + 1][b] = sx[j][b] + wb[i] * xb[i];
+            sw[j + 1][b] = sw[j][b] + wb[i];
+        }
     }
-    for (int j = BLOCK + 1; j < BLOCK + 1 + PAD; ++j) sumx[j] = sumw[j] = 0;
-    float best_score = -FLT_MAX, scale = 0;
-    int best = -1;
-    /* the third products (sumx[32] - sumx[i2]) * v2 and ((sumw[32] - sumw[i2]) * v2) * v2 depend on
-     * i2 alone, the first ones on i1 alone: each computed once, the C's operations all the same */
+    __m256 best_score = _mm256_set1_ps(-FLT_MAX), scale = _mm256_setzero_ps();
+    __m256i best = _mm256_set1_epi32(-1);
+    const __m256 zero = _mm256_setzero_ps();
+    /* keep candidate `cand` in the lanes where it passes: sumq2 > 0 && sumqx^2 > best*sumq2 */
+#define KEEP(qx, q2, cand)                                                                                   \
+    do {                                                                                                     \
+        const __m256 pass = _mm256_and_ps(_mm256_cmp_ps(q2, zero, _CMP_GT_OQ),                               \
+                                          _mm256_cmp_ps(_mm256_mul_ps(qx, qx), _mm256_mul_ps(best_score, q2), \
+                                                        _CMP_GT_OQ));                                        \
+        const __m256 sc = _mm256_div_ps(qx, q2);                                                             \
+        best_score = _mm256_blendv_ps(best_score, _mm256_mul_ps(sc, qx), pass);                              \
+        scale = _mm256_blendv_ps(scale, sc, pass);                                                           \
+        best = _mm256_blendv_epi8(best, _mm256_set1_epi32(cand), _mm256_castps_si256(pass));                 \
+    } while (0)
+    int split = 0;
     const float *v[2] = {X_P, X_M};
-    float hx[2][BLOCK + 1 + PAD], hw[2][BLOCK + 1 + PAD];
-    for (int s = 0; s < 2; ++s)
-        for (int j = 0; j < BLOCK + 1 + PAD; ++j) {
-            hx[s][j] = (sumx[BLOCK] - sumx[j]) * v[s][2];
-            hw[s][j] = (sumw[BLOCK] - sumw[j]) * v[s][2] * v[s][2];
+    __m256 hx[2][BLOCK + 1], hw[2][BLOCK + 1]; /* (sumx[32] - sumx[i2]) * v2, ((sumw[32] - sumw[i2]) * v2) * v2 */
+    const __m256 tx = _mm256_loadu_ps(sx[BLOCK]), tw = _mm256_loadu_ps(sw[BLOCK]);
+    for (int j = 0; j <= BLOCK; ++j)
+        for (int t = 0; t < 2; ++t) {
+            const __m256 v2 = _mm256_set1_ps(v[t][2]);
+            hx[t][j] = _mm256_mul_ps(_mm256_sub_ps(tx, _mm256_loadu_ps(sx[j])), v2);
+            hw[t][j] = _mm256_mul_ps(_mm256_mul_ps(_mm256_sub_ps(tw, _mm256_loadu_ps(sw[j])), v2), v2);
         }
+    const __m256 s0x = _mm256_loadu_ps(sx[0]), s0w = _mm256_loadu_ps(sw[0]);
     const __m256 v1[2] = {_mm256_set1_ps(X_P[1]), _mm256_set1_ps(X_M[1])};
-    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     for (int i1 = 0; i1 <= BLOCK; ++i1) {
-        __m256 lx[2], lw[2];
-        for (int s = 0; s < 2; ++s) {
-            lx[s] = _mm256_set1_ps((sumx[i1] - sumx[0]) * v[s][0]);
-            lw[s] = _mm256_set1_ps((sumw[i1] - sumw[0]) * v[s][0] * v[s][0]);
+        const __m256 s1x = _mm256_loadu_ps(sx[i1]), s1w = _mm256_loadu_ps(sw[i1]);
+        const __m256 lo_x = _mm256_sub_ps(s1x, s0x), lo_w = _mm256_sub_ps(s1w, s0w);
+        __m256 lx[2], lw[2]; /* (sumx[i1] - sumx[0]) * v0, ((sumw[i1] - sumw[0]) * v0) * v0 */
+        for (int t = 0; t < 2; ++t) {
+            const __m256 v0 = _mm256_set1_ps(v[t][0]);
+            lx[t] = _mm256_mul_ps(lo_x, v0);
+            lw[t] = _mm256_mul_ps(_mm256_mul_ps(lo_w, v0), v0);
         }
-        const __m256 s1x = _mm256_set1_ps(sumx[i1]), s1w = _mm256_set1_ps(sumw[i1]);
-        for (int i2 = i1; i2 <= BLOCK; i2 += 8) {
-            const __m256 mid_x = _mm256_sub_ps(_mm256_loadu_ps(sumx + i2), s1x);
-            const __m256 mid_w = _mm256_sub_ps(_mm256_loadu_ps(sumw + i2), s1w);
-            __m256 qx[2], q2[2];
-            for (int s = 0; s < 2; ++s) {
-                qx[s] = _mm256_add_ps(_mm256_add_ps(lx[s], _mm256_mul_ps(mid_x, v1[s])), _mm256_loadu_ps(hx[s] + i2));
-                q2[s] = _mm256_add_ps(_mm256_add_ps(lw[s], _mm256_mul_ps(_mm256_mul_ps(mid_w, v1[s]), v1[s])),
-                                      _mm256_loadu_ps(hw[s] + i2));
+        for (int i2 = i1; i2 <= BLOCK; ++i2, ++split) {
+            const __m256 mid_x = _mm256_sub_ps(_mm256_loadu_ps(sx[i2]), s1x);
+            const __m256 mid_w = _mm256_sub_ps(_mm256_loadu_ps(sw[i2]), s1w);
+            for (int t = 0; t < 2; ++t) {
+                const __m256 qx = _mm256_add_ps(_mm256_add_ps(lx[t], _mm256_mul_ps(mid_x, v1[t])), hx[t][i2]);
+                const __m256 q2 = _mm256_add_ps(_mm256_add_ps(lw[t], _mm256_mul_ps(_mm256_mul_ps(mid_w, v1[t]), v1[t])),
+                                                hw[t][i2]);
+                KEEP(qx, q2, 2 * split + t);
             }
-            const __m256 in_range = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(BLOCK + 1 - i2), lanes));
-            const __m256 b0 = _mm256_set1_ps(best_score);
-            const __m256 any = _mm256_and_ps(in_range, _mm256_or_ps(passes(qx[0], q2[0], b0), passes(qx[1], q2[1], b0)));
-            if (_mm256_testz_ps(any, any)) continue; /* the common case: no lane passes */
-            const unsigned valid = (unsigned)_mm256_movemask_ps(in_range);
-            /* bit 2l + s: candidate (i2 + l, x_p / x_m), the C order */
-#define PENDING(b) ((spread2((unsigned)_mm256_movemask_ps(passes(qx[0], q2[0], b)) & valid) |              \
-                     spread2((unsigned)_mm256_movemask_ps(passes(qx[1], q2[1], b)) & valid) << 1))
-            unsigned pending = PENDING(b0);
-            /* every lane's scale = sumqx/sumq2 and score = scale*sumqx, for the lanes kept */
-            float vsc[2][8], vbs[2][8];
-            for (int s = 0; s < 2; ++s) {
-                const __m256 sc = _mm256_div_ps(qx[s], q2[s]);
-                _mm256_storeu_ps(vsc[s], sc);
-                _mm256_storeu_ps(vbs[s], _mm256_mul_ps(sc, qx[s]));
-            }
-            const int split0 = (i1 * (2 * BLOCK + 3 - i1)) / 2 + (i2 - i1);
-            while (pending) { /* the first passing candidate is kept, then the later ones meet the new best */
-                const int c = __builtin_ctz(pending), l = c >> 1, s = c & 1;
-                scale = vsc[s][l];
-                best_score = vbs[s][l];
-                best = 2 * (split0 + l) + s;
-                pending = PENDING(_mm256_set1_ps(best_score)) & ~((2u << c) - 1);
-            }
-#undef PENDING
         }
     }
-    *scale_out = scale;
-    return best;
+#undef KEEP
+    int32_t kept[LANES];
+    _mm256_storeu_si256((__m256i *)kept, best);
+    _mm256_storeu_ps(scale_out, scale);
+    for (int b = 0; b < LANES; ++b) best_out[b] = searched[b] ? kept[b] : -1;
 }
 
 /* The split (i1, i2) numbered `split` in the C loops' order. */
@@ -266,18 +245,14 @@ static int superblock_weights(const float *x, const float *qw, float *weight) {
     return bad;
 }
 
-/* One block's search: the grid indices of its groups, its scale and delta choice
- * (1: delta -); 0 for a zero block. Returns SB_OVERFLOW for a NaN scale. */
-static int block_quantize(const float *xb, const float *wb, uint16_t *index, float *scale_out, int *shift_out) {
-    float amax = fabsf(xb[0]);
-    for (int i = 1; i < BLOCK; ++i) amax = qs_c_max(amax, fabsf(xb[i]));
+/* One block after its search (best: the candidate kept, -1 for none or a zero block): the
+ * grid indices of its groups, its scale and delta choice (1: delta -); 0 for a zero
+ * block. Returns SB_OVERFLOW for a NaN scale. */
+static int block_finish(const float *xb, const float *wb, const int *order, int best, float scale,
+                        uint16_t *index, float *scale_out, int *shift_out) {
     for (int k = 0; k < BLOCK / 8; ++k) index[k] = 0;
     *scale_out = 0;
     *shift_out = 0;
-    if (amax < GROUP_MAX_EPS) return 0;
-    int order[BLOCK];
-    float scale;
-    const int best = split_search(xb, wb, order, &scale);
     if (best < 0) return 0;
     if (scale != scale) return SB_OVERFLOW;
     int i1, i2, shift = best & 1;
@@ -321,8 +296,13 @@ static int quantize_superblock(const float *x, const float *qw, uint8_t *b) {
     uint16_t index[NBLOCK][BLOCK / 8];
     float max_scale = 0;
     memset(b, 0, TYPE_SIZE);
+    int order[NBLOCK][BLOCK], best[NBLOCK];
+    float found[NBLOCK];
+    for (int g = 0; g < NBLOCK; g += LANES)
+        group_search(x + BLOCK * g, weight + BLOCK * g, order + g, best + g, found + g);
     for (int ib = 0; ib < NBLOCK; ++ib) {
-        const int r = block_quantize(x + BLOCK * ib, weight + BLOCK * ib, index[ib], &scales[ib], &shifts[ib]);
+        const int r = block_finish(x + BLOCK * ib, weight + BLOCK * ib, order[ib], best[ib], found[ib], index[ib],
+                                   &scales[ib], &shifts[ib]);
         if (r) return bad ? SB_NONFINITE : r;
         max_scale = qs_c_max(max_scale, scales[ib]);
     }

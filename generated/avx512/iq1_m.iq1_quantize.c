@@ -9,15 +9,12 @@
  * Sort ties: ascending value, equal values (-0.0 and +0.0 too) in index order, the
  * order glibc's qsort gives upstream (a stable rank: the elements below, plus the
  * equal ones before).
- * Vectorized across candidates: the split search computes 8 splits (i2 = i2_0 .. i2_0+7
- * for one i1, every delta choice) per vector with the C's operations (the products that
- * depend on i1 or i2 alone computed once), tests them all against the current best, and
- * where some pass keeps the first in the C loop order, then tests the later ones against
- * the new best, and so on (a candidate that fails against the best fails in the scalar
- * loop too: the best changes only when one is kept). The sort is a stable rank counted
- * 8 elements per vector; the neighbour search scores 8 neighbours per vector from
- * per-coordinate tables of the 3 possible terms (one lane per candidate, the scalar
- * sum's order per lane).
+ * Vectorized across blocks: the split search runs 8 blocks at once, lane b = block b,
+ * every candidate in the C loop order tested and kept per lane against the lane's own
+ * best with the C's operations (the products that depend on i1 or i2 alone computed
+ * once); the sort is a stable rank counted 8 elements per vector; the neighbour search
+ * scores 8 neighbours per vector from per-coordinate tables of the 3 possible terms
+ * (one lane per candidate, the scalar sum's order per lane).
  * A search that ends in a NaN block scale (overflowing weights, |x| about 1e19 and more:
  * ggml aborts) is reported like non-finite input; quantspec then raises the spec's error.
  * Layout (from reference/iq1_m.py FORMAT):
@@ -43,7 +40,6 @@
 #define OFF_SCALES 48
 #define GROUP_MAX_EPS 1.0000000116860974e-07f
 #define DELTA 0.125f
-#define PAD 8 /* prefix sums are read 8 lanes past any split */
 
 /* superblock results: 0 fine, 1 non-finite input, 2 a NaN block scale */
 #define SB_NONFINITE 1
@@ -147,114 +143,91 @@ static inline int group_index(const int8_t *L, const float *xval, const float *w
     return KMAP[best_neighbour(-1 - g, xval, w, scale, xx)];
 }
 
-/* The lanes of a vector of candidates that pass the C loop's test against `best`. */
-static inline __m256 passes(__m256 qx, __m256 q2, __m256 best) {
-    return _mm256_and_ps(_mm256_cmp_ps(q2, _mm256_setzero_ps(), _CMP_GT_OQ),
-                         _mm256_cmp_ps(_mm256_mul_ps(qx, qx), _mm256_mul_ps(best, q2), _CMP_GT_OQ));
-}
+#define LANES 8 /* blocks searched at once */
 
-/* 8 mask bits spread to every 2nd / every 4th bit (bit l -> bit 2l / 4l). */
-static inline unsigned spread2(unsigned m) {
-    m = (m | m << 4) & 0x0F0Fu;
-    m = (m | m << 2) & 0x3333u;
-    return (m | m << 1) & 0x5555u;
-}
-
-static inline unsigned spread4(unsigned m) {
-    m = (m | m << 12) & 0x000F000Fu;
-    m = (m | m << 6) & 0x03030303u;
-    return (m | m << 3) & 0x11111111u;
-}
-
-/* reference/iq1_m.py _block_search for one block of 16 with max |x| >= GROUP_MAX_EPS: the
- * candidate c = 4*split + k of the C loop order kept last, or -1; writes the sorted order
- * and the scale. Prefix sums per half h of the block (elements 8h .. 8h+7). */
-static int split_search(const float *xb, const float *wb, int *order, float *scale_out) {
-    float px[2][BLOCK + 1 + PAD], pw[2][BLOCK + 1 + PAD];
-    stable_order(xb, order);
-    px[0][0] = px[1][0] = 0;
-    pw[0][0] = pw[1][0] = 0;
-    for (int j = 0; j < BLOCK; ++j) {
-        const int i = order[j];
-        const int h = i < BLOCK / 2 ? 0 : 1;
-        px[h][j + 1] = px[h][j] + wb[i] * xb[i];
-        px[1 - h][j + 1] = px[1 - h][j];
-        pw[h][j + 1] = pw[h][j] + wb[i];
-        pw[1 - h][j + 1] = pw[1 - h][j];
+/* The searches of 8 blocks at once, lane b = block b: every candidate in the C loop
+ * order, each lane testing and keeping it against its own best as the scalar loop
+ * does (the products that depend on i1 or i2 alone computed once, the C's operations
+ * all the same). Blocks with max |x| < GROUP_MAX_EPS get best = -1. */
+static void group_search(const float *x, const float *w, int order[LANES][BLOCK], int *best_out, float *scale_out) {
+    int searched[LANES];
+    float px[2][BLOCK + 1][LANES], pw[2][BLOCK + 1][LANES];
+    for (int b = 0; b < LANES; ++b) {
+        const float *xb = x + BLOCK * b, *wb = w + BLOCK * b;
+        float amax = fabsf(xb[0]);
+        for (int i = 1; i < BLOCK; ++i) amax = qs_c_max(amax, fabsf(xb[i]));
+        searched[b] = !(amax < GROUP_MAX_EPS);
+        stable_order(xb, order[b]);
+        px[0][0][b] = px[1][0][b] = 0;
+        pw[0][0][b] = pw[1][0][b] = 0;
+        for (int j = 0; j < BLOCK; ++j) {
+            const int i = order[b][j];
+            const int h = i < BLOCK / 2 ? 0 : 1;
+            px[h][j + 1][b] = px[h][j][b] + wb[i] * xb[i];
+            px[1 - h][j + 1][b] = px[1 - h][j][b];
+            pw[h][j + 1][b] = pw[h][j][b] + wb[i];
+            pw[1 - h][j + 1][b] = pw[1 - h][j][b];
+        }
     }
-    for (int j = BLOCK + 1; j < BLOCK + 1 + PAD; ++j) px[0][j] = px[1][j] = pw[0][j] = pw[1][j] = 0;
-    const float txs[2] = {px[0][BLOCK], px[1][BLOCK]}, tws[2] = {pw[0][BLOCK], pw[1][BLOCK]};
+    __m256 best_score = _mm256_set1_ps(-FLT_MAX), scale = _mm256_setzero_ps();
+    __m256i best = _mm256_set1_epi32(-1);
+    const __m256 zero = _mm256_setzero_ps();
+    /* keep candidate `cand` in the lanes where it passes: sumq2 > 0 && sumqx^2 > best*sumq2 */
+#define KEEP(qx, q2, cand)                                                                                   \
+    do {                                                                                                     \
+        const __m256 pass = _mm256_and_ps(_mm256_cmp_ps(q2, zero, _CMP_GT_OQ),                               \
+                                          _mm256_cmp_ps(_mm256_mul_ps(qx, qx), _mm256_mul_ps(best_score, q2), \
+                                                        _CMP_GT_OQ));                                        \
+        const __m256 sc = _mm256_div_ps(qx, q2);                                                             \
+        best_score = _mm256_blendv_ps(best_score, _mm256_mul_ps(sc, qx), pass);                              \
+        scale = _mm256_blendv_ps(scale, sc, pass);                                                           \
+        best = _mm256_blendv_epi8(best, _mm256_set1_epi32(cand), _mm256_castps_si256(pass));                 \
+    } while (0)
+    int split = 0;
     const float p2 = X_P[2], m2 = X_M[2];
-    const float cp1 = X_P[0] * X_P[0] - X_P[1] * X_P[1], cp2 = X_P[1] * X_P[1] - X_P[2] * X_P[2];
-    const float cm1 = X_M[0] * X_M[0] - X_M[1] * X_M[1], cm2 = X_M[1] * X_M[1] - X_M[2] * X_M[2];
-    float best_score = -FLT_MAX, scale = 0;
-    int best = -1;
-    /* sumq2_h = (tws*v2*v2 + pw[i1]*c1) + pw[i2]*c2: the first sum depends on i1 alone, the
-     * last product on i2 alone; each computed once, the C's operations all the same */
-    float c2p[2][BLOCK + 1 + PAD], c2m[2][BLOCK + 1 + PAD];
-    __m256 tx_p[2], tx_m[2];
+    const __m256 cp1 = _mm256_set1_ps(X_P[0] * X_P[0] - X_P[1] * X_P[1]), cp2 = _mm256_set1_ps(X_P[1] * X_P[1] - X_P[2] * X_P[2]);
+    const __m256 cm1 = _mm256_set1_ps(X_M[0] * X_M[0] - X_M[1] * X_M[1]), cm2 = _mm256_set1_ps(X_M[1] * X_M[1] - X_M[2] * X_M[2]);
+    /* per half: txs*p2, txs*m2, (tws*p2)*p2, (tws*m2)*m2; pw[i2]*cp2, pw[i2]*cm2 per i2 */
+    __m256 txp[2], txm[2], twp[2], twm[2], c2p[2][BLOCK + 1], c2m[2][BLOCK + 1];
     for (int h = 0; h < 2; ++h) {
-        for (int j = 0; j < BLOCK + 1 + PAD; ++j) {
-            c2p[h][j] = pw[h][j] * cp2;
-            c2m[h][j] = pw[h][j] * cm2;
+        const __m256 txs = _mm256_loadu_ps(px[h][BLOCK]), tws = _mm256_loadu_ps(pw[h][BLOCK]);
+        txp[h] = _mm256_mul_ps(txs, _mm256_set1_ps(p2));
+        txm[h] = _mm256_mul_ps(txs, _mm256_set1_ps(m2));
+        twp[h] = _mm256_mul_ps(_mm256_mul_ps(tws, _mm256_set1_ps(p2)), _mm256_set1_ps(p2));
+        twm[h] = _mm256_mul_ps(_mm256_mul_ps(tws, _mm256_set1_ps(m2)), _mm256_set1_ps(m2));
+        for (int j = 0; j <= BLOCK; ++j) {
+            c2p[h][j] = _mm256_mul_ps(_mm256_loadu_ps(pw[h][j]), cp2);
+            c2m[h][j] = _mm256_mul_ps(_mm256_loadu_ps(pw[h][j]), cm2);
         }
-        tx_p[h] = _mm256_set1_ps(txs[h] * p2);
-        tx_m[h] = _mm256_set1_ps(txs[h] * m2);
     }
-    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     for (int i1 = 0; i1 <= BLOCK; ++i1) {
-        __m256 x1[2], a_p[2], a_m[2];
+        __m256 x1[2], ap[2], am[2]; /* px[i1]; (tws*v2)*v2 + pw[i1]*c1 */
         for (int h = 0; h < 2; ++h) {
-            x1[h] = _mm256_set1_ps(px[h][i1]);
-            a_p[h] = _mm256_set1_ps(tws[h] * p2 * p2 + pw[h][i1] * cp1);
-            a_m[h] = _mm256_set1_ps(tws[h] * m2 * m2 + pw[h][i1] * cm1);
+            const __m256 w1 = _mm256_loadu_ps(pw[h][i1]);
+            x1[h] = _mm256_loadu_ps(px[h][i1]);
+            ap[h] = _mm256_add_ps(twp[h], _mm256_mul_ps(w1, cp1));
+            am[h] = _mm256_add_ps(twm[h], _mm256_mul_ps(w1, cm1));
         }
-        for (int i2 = i1; i2 <= BLOCK; i2 += 8) {
+        for (int i2 = i1; i2 <= BLOCK; ++i2, ++split) {
             __m256 qx_p[2], qx_m[2], q2_p[2], q2_m[2];
             for (int h = 0; h < 2; ++h) {
-                const __m256 sx = _mm256_add_ps(x1[h], _mm256_loadu_ps(px[h] + i2));
-                qx_p[h] = _mm256_sub_ps(tx_p[h], sx);
-                qx_m[h] = _mm256_sub_ps(tx_m[h], sx);
-                q2_p[h] = _mm256_add_ps(a_p[h], _mm256_loadu_ps(c2p[h] + i2));
-                q2_m[h] = _mm256_add_ps(a_m[h], _mm256_loadu_ps(c2m[h] + i2));
+                const __m256 sxh = _mm256_add_ps(x1[h], _mm256_loadu_ps(px[h][i2]));
+                qx_p[h] = _mm256_sub_ps(txp[h], sxh);
+                qx_m[h] = _mm256_sub_ps(txm[h], sxh);
+                q2_p[h] = _mm256_add_ps(ap[h], c2p[h][i2]);
+                q2_m[h] = _mm256_add_ps(am[h], c2m[h][i2]);
             }
-            const __m256 qx[4] = {_mm256_add_ps(qx_p[0], qx_p[1]), _mm256_add_ps(qx_p[0], qx_m[1]),
-                                  _mm256_add_ps(qx_m[0], qx_p[1]), _mm256_add_ps(qx_m[0], qx_m[1])};
-            const __m256 q2[4] = {_mm256_add_ps(q2_p[0], q2_p[1]), _mm256_add_ps(q2_p[0], q2_m[1]),
-                                  _mm256_add_ps(q2_m[0], q2_p[1]), _mm256_add_ps(q2_m[0], q2_m[1])};
-            const __m256 in_range = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(BLOCK + 1 - i2), lanes));
-            const __m256 b0 = _mm256_set1_ps(best_score);
-            const __m256 any = _mm256_and_ps(in_range, _mm256_or_ps(
-                _mm256_or_ps(passes(qx[0], q2[0], b0), passes(qx[1], q2[1], b0)),
-                _mm256_or_ps(passes(qx[2], q2[2], b0), passes(qx[3], q2[3], b0))));
-            if (_mm256_testz_ps(any, any)) continue; /* the common case: no lane passes */
-            const unsigned valid = (unsigned)_mm256_movemask_ps(in_range);
-            /* bit 4l + k: candidate (i2 + l, k), the C order */
-#define PENDING(b) (spread4((unsigned)_mm256_movemask_ps(passes(qx[0], q2[0], b)) & valid) |              \
-                    spread4((unsigned)_mm256_movemask_ps(passes(qx[1], q2[1], b)) & valid) << 1 |          \
-                    spread4((unsigned)_mm256_movemask_ps(passes(qx[2], q2[2], b)) & valid) << 2 |          \
-                    spread4((unsigned)_mm256_movemask_ps(passes(qx[3], q2[3], b)) & valid) << 3)
-            unsigned pending = PENDING(b0);
-            /* every lane's scale = sumqx/sumq2 and score = scale*sumqx, for the lanes kept */
-            float vsc[4][8], vbs[4][8];
-            for (int k = 0; k < 4; ++k) {
-                const __m256 sc = _mm256_div_ps(qx[k], q2[k]);
-                _mm256_storeu_ps(vsc[k], sc);
-                _mm256_storeu_ps(vbs[k], _mm256_mul_ps(sc, qx[k]));
-            }
-            const int split0 = (i1 * (2 * BLOCK + 3 - i1)) / 2 + (i2 - i1);
-            while (pending) { /* the first passing candidate is kept, then the later ones meet the new best */
-                const int c = __builtin_ctz(pending), l = c >> 2, k = c & 3;
-                scale = vsc[k][l];
-                best_score = vbs[k][l];
-                best = 4 * (split0 + l) + k;
-                pending = PENDING(_mm256_set1_ps(best_score)) & ~((2u << c) - 1);
-            }
-#undef PENDING
+            KEEP(_mm256_add_ps(qx_p[0], qx_p[1]), _mm256_add_ps(q2_p[0], q2_p[1]), 4 * split + 0);
+            KEEP(_mm256_add_ps(qx_p[0], qx_m[1]), _mm256_add_ps(q2_p[0], q2_m[1]), 4 * split + 1);
+            KEEP(_mm256_add_ps(qx_m[0], qx_p[1]), _mm256_add_ps(q2_m[0], q2_p[1]), 4 * split + 2);
+            KEEP(_mm256_add_ps(qx_m[0], qx_m[1]), _mm256_add_ps(q2_m[0], q2_m[1]), 4 * split + 3);
         }
     }
-    *scale_out = scale;
-    return best;
+#undef KEEP
+    int32_t kept[LANES];
+    _mm256_storeu_si256((__m256i *)kept, best);
+    _mm256_storeu_ps(scale_out, scale);
+    for (int b = 0; b < LANES; ++b) best_out[b] = searched[b] ? kept[b] : -1;
 }
 
 /* The split (i1, i2) numbered `split` in the C loops' order. */
@@ -291,18 +264,14 @@ static int superblock_weights(const float *x, const float *qw, float *weight) {
     return bad;
 }
 
-/* One block's search: the grid indices of its groups, its scale and delta choice
- * (k = 0..3); 0 for a zero block. Returns SB_OVERFLOW for a NaN scale. */
-static int block_quantize(const float *xb, const float *wb, uint16_t *index, float *scale_out, int *shift_out) {
-    float amax = fabsf(xb[0]);
-    for (int i = 1; i < BLOCK; ++i) amax = qs_c_max(amax, fabsf(xb[i]));
+/* One block after its search (best: the candidate kept, -1 for none or a zero block): the
+ * grid indices of its groups, its scale and delta choice (k = 0..3); 0 for a zero
+ * block. Returns SB_OVERFLOW for a NaN scale. */
+static int block_finish(const float *xb, const float *wb, const int *order, int best, float scale,
+                        uint16_t *index, float *scale_out, int *shift_out) {
     for (int k = 0; k < BLOCK / 8; ++k) index[k] = 0;
     *scale_out = 0;
     *shift_out = 0;
-    if (amax < GROUP_MAX_EPS) return 0;
-    int order[BLOCK];
-    float scale;
-    const int best = split_search(xb, wb, order, &scale);
     if (best < 0) return 0;
     if (scale != scale) return SB_OVERFLOW;
     int i1, i2, shift = best & 3;
@@ -347,8 +316,13 @@ static int quantize_superblock(const float *x, const float *qw, uint8_t *b) {
     uint16_t index[NBLOCK][BLOCK / 8];
     float max_scale = 0;
     memset(b, 0, TYPE_SIZE);
+    int order[NBLOCK][BLOCK], best[NBLOCK];
+    float found[NBLOCK];
+    for (int g = 0; g < NBLOCK; g += LANES)
+        group_search(x + BLOCK * g, weight + BLOCK * g, order + g, best + g, found + g);
     for (int ib = 0; ib < NBLOCK; ++ib) {
-        const int r = block_quantize(x + BLOCK * ib, weight + BLOCK * ib, index[ib], &scales[ib], &shifts[ib]);
+        const int r = block_finish(x + BLOCK * ib, weight + BLOCK * ib, order[ib], best[ib], found[ib], index[ib],
+                                   &scales[ib], &shifts[ib]);
         if (r) return bad ? SB_NONFINITE : r;
         max_scale = qs_c_max(max_scale, scales[ib]);
     }

@@ -30,7 +30,6 @@
 #define OFF_QH 34
 #define GROUP_MAX_EPS 9.999999960041972e-13f
 #define DELTA 0.125f
-#define PAD 8 /* prefix sums are read 8 lanes past any split */
 
 /* superblock results: 0 fine, 1 non-finite input, 2 a NaN block scale */
 #define SB_NONFINITE 1
@@ -101,12 +100,11 @@ static inline int group_index(const int8_t *L, const float *xval, const float *w
     return KMAP[best_neighbour(-1 - g, xval, w, scale, xx)];
 }
 
-
 /* reference/iq1_s.py _block_search for one block of 32 with max |x| >= GROUP_MAX_EPS: the
  * candidate c = 2*split + (0: x_p, 1: x_m) of the C loop order kept last, or -1; writes the
  * sorted order and the scale. */
 static int split_search(const float *xb, const float *wb, int *order, float *scale_out) {
-    float sumx[BLOCK + 1 + PAD], sumw[BLOCK + 1 + PAD];
+    float sumx[BLOCK + 1], sumw[BLOCK + 1];
     stable_order(xb, order);
     sumx[0] = sumw[0] = 0;
     for (int j = 0; j < BLOCK; ++j) {
@@ -114,7 +112,6 @@ static int split_search(const float *xb, const float *wb, int *order, float *sca
         sumx[j + 1] = sumx[j] + wb[i] * xb[i];
         sumw[j + 1] = sumw[j] + wb[i];
     }
-    for (int j = BLOCK + 1; j < BLOCK + 1 + PAD; ++j) sumx[j] = sumw[j] = 0;
     float best_score = -FLT_MAX, scale = 0;
     int best = -1;
     int split = 0;
@@ -162,18 +159,14 @@ static int superblock_weights(const float *x, const float *qw, float *weight) {
     return bad;
 }
 
-/* One block's search: the grid indices of its groups, its scale and delta choice
- * (1: delta -); 0 for a zero block. Returns SB_OVERFLOW for a NaN scale. */
-static int block_quantize(const float *xb, const float *wb, uint16_t *index, float *scale_out, int *shift_out) {
-    float amax = fabsf(xb[0]);
-    for (int i = 1; i < BLOCK; ++i) amax = qs_c_max(amax, fabsf(xb[i]));
+/* One block after its search (best: the candidate kept, -1 for none or a zero block): the
+ * grid indices of its groups, its scale and delta choice (1: delta -); 0 for a zero
+ * block. Returns SB_OVERFLOW for a NaN scale. */
+static int block_finish(const float *xb, const float *wb, const int *order, int best, float scale,
+                        uint16_t *index, float *scale_out, int *shift_out) {
     for (int k = 0; k < BLOCK / 8; ++k) index[k] = 0;
     *scale_out = 0;
     *shift_out = 0;
-    if (amax < GROUP_MAX_EPS) return 0;
-    int order[BLOCK];
-    float scale;
-    const int best = split_search(xb, wb, order, &scale);
     if (best < 0) return 0;
     if (scale != scale) return SB_OVERFLOW;
     int i1, i2, shift = best & 1;
@@ -217,8 +210,18 @@ static int quantize_superblock(const float *x, const float *qw, uint8_t *b) {
     uint16_t index[NBLOCK][BLOCK / 8];
     float max_scale = 0;
     memset(b, 0, TYPE_SIZE);
+    int order[NBLOCK][BLOCK], best[NBLOCK];
+    float found[NBLOCK];
     for (int ib = 0; ib < NBLOCK; ++ib) {
-        const int r = block_quantize(x + BLOCK * ib, weight + BLOCK * ib, index[ib], &scales[ib], &shifts[ib]);
+        const float *xb = x + BLOCK * ib;
+        float amax = fabsf(xb[0]);
+        for (int i = 1; i < BLOCK; ++i) amax = qs_c_max(amax, fabsf(xb[i]));
+        found[ib] = 0;
+        best[ib] = amax < GROUP_MAX_EPS ? -1 : split_search(xb, weight + BLOCK * ib, order[ib], &found[ib]);
+    }
+    for (int ib = 0; ib < NBLOCK; ++ib) {
+        const int r = block_finish(x + BLOCK * ib, weight + BLOCK * ib, order[ib], best[ib], found[ib], index[ib],
+                                   &scales[ib], &shifts[ib]);
         if (r) return bad ? SB_NONFINITE : r;
         max_scale = qs_c_max(max_scale, scales[ib]);
     }
