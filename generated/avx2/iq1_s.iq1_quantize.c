@@ -89,16 +89,13 @@ static inline float key_score(int key, const float *xval, const float *w, float 
 static int best_neighbour(int row, const float *xval, const float *w, float scale, const float *xx) {
     const uint16_t *list = NB_LIST + NB_START[row];
     const int count = NB_COUNT[row];
+    /* table[i], lanes l and 4 + l: coordinate i's term at level l (an index's bit 2 is the next
+     * level's bit 0; lanes 3 and 7 are never read) */
+    const __m256 q = _mm256_mul_ps(_mm256_set1_ps(scale), _mm256_setr_ps(xx[0], xx[1], xx[2], 0.f, xx[0], xx[1], xx[2], 0.f));
     __m256 table[8];
     for (int i = 0; i < 8; ++i) {
-        /* lanes l and 4 + l: the term of level l (an index's bit 2 is the next level's bit 0) */
-        float t[8];
-        for (int l = 0; l < 3; ++l) {
-            const float diff = scale * xx[l] - xval[i];
-            t[l] = t[4 + l] = w[i] * diff * diff;
-        }
-        t[3] = t[7] = 0;
-        table[i] = _mm256_loadu_ps(t);
+        const __m256 diff = _mm256_sub_ps(q, _mm256_set1_ps(xval[i]));
+        table[i] = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(w[i]), diff), diff);
     }
     const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     __m256 best = _mm256_set1_ps(FLT_MAX);
@@ -171,10 +168,12 @@ static void group_search(const float *x, const float *w, int order[LANES][BLOCK]
         const __m256 pass = _mm256_and_ps(_mm256_cmp_ps(q2, zero, _CMP_GT_OQ),                               \
                                           _mm256_cmp_ps(_mm256_mul_ps(qx, qx), _mm256_mul_ps(best_score, q2), \
                                                         _CMP_GT_OQ));                                        \
-        const __m256 sc = _mm256_div_ps(qx, q2);                                                             \
-        best_score = _mm256_blendv_ps(best_score, _mm256_mul_ps(sc, qx), pass);                              \
-        scale = _mm256_blendv_ps(scale, sc, pass);                                                           \
-        best = _mm256_blendv_epi8(best, _mm256_set1_epi32(cand), _mm256_castps_si256(pass));                 \
+        if (!_mm256_testz_ps(pass, pass)) {                                                                  \
+            const __m256 sc = _mm256_div_ps(qx, q2);                                                         \
+            best_score = _mm256_blendv_ps(best_score, _mm256_mul_ps(sc, qx), pass);                          \
+            scale = _mm256_blendv_ps(scale, sc, pass);                                                       \
+            best = _mm256_blendv_epi8(best, _mm256_set1_epi32(cand), _mm256_castps_si256(pass));             \
+        }                                                                                                    \
     } while (0)
     int split = 0;
     const float *v[2] = {X_P, X_M};
