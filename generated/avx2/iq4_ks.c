@@ -74,6 +74,19 @@ static inline __m256i load_both_halves(const void *p) {
     return _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)p));
 }
 
+/* The four 32-byte tables of two sub-blocks' grid halves: entry h0 | h1 << 1 = half h0 (the lower
+ * 128 bits), then half h1; one load, no lane insert. */
+static const int8_t GRID_HALF_PAIRS[4 * 32] __attribute__((aligned(32))) = {
+    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+    -123, -100, -79, -61, -45, -31, -18, -6, 5, 17, 29, 42, 57, 73, 93, 117,
+    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+    -123, -100, -79, -61, -45, -31, -18, -6, 5, 17, 29, 42, 57, 73, 93, 117,
+    -123, -100, -79, -61, -45, -31, -18, -6, 5, 17, 29, 42, 57, 73, 93, 117,
+    -123, -100, -79, -61, -45, -31, -18, -6, 5, 17, 29, 42, 57, 73, 93, 117,
+};
+
 /* Sub-blocks 2k and 2k+1 (k = 0..3), one per 128-bit half: lo[k] holds the values of their
  * elements 0..15, hi[k] of their elements 16..31 (byte j of a sub-block's 16 holds elements j and
  * j + 16); the activation is permuted to match (act_prepare). */
@@ -82,9 +95,7 @@ static inline __attribute__((always_inline)) void block_values_avx2(const uint8_
     for (int k = 0; k < 4; ++k) {
         const __m256i raw = _mm256_loadu_si256((const __m256i *)(blk + OFF_QS + 32 * k));
         const __m256i nib = raw;
-        const __m256i tbl = _mm256_inserti128_si256(
-            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(GRID + HALF * shift[2 * k]))),
-            _mm_loadu_si128((const __m128i *)(GRID + HALF * shift[2 * k + 1])), 1);
+        const __m256i tbl = _mm256_loadu_si256((const __m256i *)(GRID_HALF_PAIRS + 32 * (shift[2 * k] | shift[2 * k + 1] << 1)));
         lo[k] = _mm256_shuffle_epi8(tbl, _mm256_and_si256(nib, _mm256_set1_epi8(0x0F)));
         hi[k] = _mm256_shuffle_epi8(tbl, _mm256_and_si256(_mm256_srli_epi16(nib, 4), _mm256_set1_epi8(0x0F)));
     }

@@ -118,8 +118,10 @@ typedef struct {
     /* the activation quants, arranged for the SIMD loop (run_pair_sums8), two runs of 32 quants in 64
      * bytes: [16 | 16 | 16 | 16] = the first and then the second half of each run, the first run's before
      * the second's, each in the order its levels are decoded (the low nibbles of its 16 qs bytes, then
-     * the high nibbles). The pairs: in each group of 8 blocks from i0 (a multiple of 8), run r of blocks i0+j and i0+j+4 (j < 4) at i0*QK + (4r + j)*64.
-     * And their magnitudes (|-128| = 128): computed once, not per row. */
+     * the high nibbles). The pairs: in each group of 8 blocks from i0 (a multiple of 8), run r of blocks
+     * i0+j and i0+j+4 (j < 4) at i0*QK + (4r + j)*64: the two blocks of a pair meet in
+     * the two 128-bit halves of a vector, so that the sums of blocks i0..i0+7 come out in lane order
+     * without a cross-half permute. And their magnitudes (|-128| = 128): computed once, not per row. */
     int8_t *aq;
     uint8_t *au;
 } act_facts;
@@ -200,15 +202,19 @@ static inline __m256i run_pair_sums8(__m256i raw, const int8_t *aq, const uint8_
     return _mm256_add_epi32(_mm256_madd_epi16(p0, ones), _mm256_madd_epi16(p1, ones));
 }
 
+/* 16 qs bytes of a block in the lower 128-bit half, 16 of another in the upper */
+static inline __m256i load_pair(const uint8_t *q0, const uint8_t *q1) {
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)q0)),
+                                   _mm_loadu_si128((const __m128i *)q1), 1);
+}
+
 /* Run r of blocks ib .. ib+7: e[j] = blocks ib+j (lower lane) and ib+j+4 (upper lane), j < 4 */
 static inline void run_sums8x4(const uint8_t *wb, const act_facts *f, int64_t ib, int r, __m256i e[4]) {
     const int8_t *aq = f->aq + ib * QK + 4 * r * 64;
     const uint8_t *au = f->au + ib * QK + 4 * r * 64;
     for (int j = 0; j < 4; ++j) {
         const uint8_t *q0 = wb + j * TYPE_SIZE + OFF_QS + 16 * r, *q1 = wb + (j + 4) * TYPE_SIZE + OFF_QS + 16 * r;
-        const __m256i raw = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)q0)),
-                                                    _mm_loadu_si128((const __m128i *)q1), 1);
-        e[j] = run_pair_sums8(raw, aq + 64 * j, au + 64 * j);
+        e[j] = run_pair_sums8(load_pair(q0, q1), aq + 64 * j, au + 64 * j);
     }
 }
 

@@ -75,15 +75,14 @@ static inline void block_values(const uint8_t *blk, const int shift[NSUB], int8_
 
 /* The 8 sub-block scales as int16 (lanes 0..7 of a 128-bit vector) and the grid halves. */
 static inline __attribute__((always_inline)) __m128i block_scales_avx2(const uint8_t *blk, int shift[NSUB]) {
-    /* bit 0 of the 64 words packed to bytes and gathered by movemask: 32-bit mask m[i] holds the
-     * scale bytes of sub-blocks 4i, 4i+2, 4i+1, 4i+3 (packus interleaves the 128-bit halves) */
-    const __m256i one = _mm256_set1_epi16(1);
+    /* bit 0 of the 64 words moved to their sign bits, packed to bytes with signed saturation (-32768 ->
+     * -128, 0 -> 0) and gathered by movemask: 32-bit mask m[i] holds the scale bytes of sub-blocks 4i,
+     * 4i+2, 4i+1, 4i+3 (packs interleaves the 128-bit halves) */
     uint32_t m[2];
     for (int i = 0; i < 2; ++i) {
         const __m256i w0 = _mm256_loadu_si256((const __m256i *)(blk + OFF_QS + 64 * i));
         const __m256i w1 = _mm256_loadu_si256((const __m256i *)(blk + OFF_QS + 64 * i + 32));
-        const __m256i bits = _mm256_packus_epi16(_mm256_and_si256(w0, one), _mm256_and_si256(w1, one));
-        m[i] = (uint32_t)_mm256_movemask_epi8(_mm256_slli_epi16(bits, 7));
+        m[i] = (uint32_t)_mm256_movemask_epi8(_mm256_packs_epi16(_mm256_slli_epi16(w0, 15), _mm256_slli_epi16(w1, 15)));
         shift[4 * i] = m[i] & 1;
         shift[4 * i + 1] = (m[i] >> 16) & 1;
         shift[4 * i + 2] = (m[i] >> 8) & 1;
@@ -98,6 +97,19 @@ static inline __m256i load_both_halves(const void *p) {
     return _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)p));
 }
 
+/* The four 32-byte tables of two sub-blocks' grid halves: entry h0 | h1 << 1 = half h0 (the lower
+ * 128 bits), then half h1; one load, no lane insert. */
+static const int8_t GRID_HALF_PAIRS[4 * 32] __attribute__((aligned(32))) = {
+    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+    -123, -100, -79, -61, -45, -31, -18, -6, 5, 17, 29, 42, 57, 73, 93, 117,
+    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+    -123, -100, -79, -61, -45, -31, -18, -6, 5, 17, 29, 42, 57, 73, 93, 117,
+    -123, -100, -79, -61, -45, -31, -18, -6, 5, 17, 29, 42, 57, 73, 93, 117,
+    -123, -100, -79, -61, -45, -31, -18, -6, 5, 17, 29, 42, 57, 73, 93, 117,
+};
+
 /* Sub-blocks 2k and 2k+1 (k = 0..3), one per 128-bit half: lo[k] holds the values of their
  * elements 0..15, hi[k] of their elements 16..31 (byte j of a sub-block's 16 holds elements j and
  * j + 16); the activation is permuted to match (act_prepare). */
@@ -108,9 +120,7 @@ static inline __attribute__((always_inline)) void block_values_avx2(const uint8_
         /* the words decoded (a = w & 0xfffe; a ^ (a >> 1)) are IQ4_KS's nibble bytes */
         const __m256i a = _mm256_and_si256(raw, _mm256_set1_epi16((short)0xFFFE));
         const __m256i nib = _mm256_xor_si256(a, _mm256_srli_epi16(a, 1));
-        const __m256i tbl = _mm256_inserti128_si256(
-            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(GRID + HALF * shift[2 * k]))),
-            _mm_loadu_si128((const __m128i *)(GRID + HALF * shift[2 * k + 1])), 1);
+        const __m256i tbl = _mm256_loadu_si256((const __m256i *)(GRID_HALF_PAIRS + 32 * (shift[2 * k] | shift[2 * k + 1] << 1)));
         lo[k] = _mm256_shuffle_epi8(tbl, _mm256_and_si256(nib, _mm256_set1_epi8(0x0F)));
         hi[k] = _mm256_shuffle_epi8(tbl, _mm256_and_si256(_mm256_srli_epi16(nib, 4), _mm256_set1_epi8(0x0F)));
     }

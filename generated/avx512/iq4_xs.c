@@ -242,8 +242,10 @@ typedef struct {
     /* the activation quants, arranged for the SIMD loop (run_pair_sums8), two runs of 32 quants in 64
      * bytes: [16 | 16 | 16 | 16] = the first and then the second half of each run, the first run's before
      * the second's, each in the order its levels are decoded (the low nibbles of its 16 qs bytes, then
-     * the high nibbles). The pairs: runs g, g+1 (g even) of super-block i at i*QK + 32g.
-     * And their magnitudes (|-128| = 128): computed once, not per row. */
+     * the high nibbles). The pairs: in each group of 8 blocks from i0 (a multiple of 8), run r of blocks
+     * i0+j and i0+j+4 (j < 4) at i0*QK + (4r + j)*64 (run r = group r of the super-block): the two blocks of a pair meet in
+     * the two 128-bit halves of a vector, so that the sums of blocks i0..i0+7 come out in lane order
+     * without a cross-half permute. And their magnitudes (|-128| = 128): computed once, not per row. */
     int8_t *aq;
     uint8_t *au;
 } act_facts;
@@ -260,17 +262,21 @@ static int act_prepare(act_facts *f, const uint8_t *a, int64_t nb) {
             f->da[k * nb + i] = qs_load_f32(ab + ACT_OFF_D);
         }
     }
-    for (int64_t i = 0; i < nb; ++i)
-        for (int g = 0; g < NGROUPS; g += 2) {
-            const __m256i v0 = _mm256_loadu_si256((const __m256i *)(a + i * ACT_STRIDE + ACT_OFF_QS + 32 * g));
-            const __m256i v1 = _mm256_loadu_si256((const __m256i *)(a + i * ACT_STRIDE + ACT_OFF_QS + 32 * g + 32));
-            const __m256i lo = _mm256_permute2x128_si256(v0, v1, 0x20), hi = _mm256_permute2x128_si256(v0, v1, 0x31);
-            const int64_t at = i * QK + 32 * g;
-            _mm256_storeu_si256((__m256i *)(f->aq + at), lo);
-            _mm256_storeu_si256((__m256i *)(f->aq + at + 32), hi);
-            _mm256_storeu_si256((__m256i *)(f->au + at), _mm256_abs_epi8(lo));
-            _mm256_storeu_si256((__m256i *)(f->au + at + 32), _mm256_abs_epi8(hi));
-        }
+    for (int64_t i0 = 0; i0 + 8 <= nb; i0 += 8)
+        for (int r = 0; r < QK / 32; ++r)
+            for (int j = 0; j < 4; ++j) {
+                __m256i v[2];
+                for (int h = 0; h < 2; ++h) {
+                    const uint8_t *run = a + (i0 + j + 4 * h) * ACT_STRIDE + (32 * r / ACT_QK) * ACT_SIZE + ACT_OFF_QS + (32 * r) % ACT_QK;
+                    v[h] = _mm256_loadu_si256((const __m256i *)run);
+                }
+                const __m256i lo = _mm256_permute2x128_si256(v[0], v[1], 0x20), hi = _mm256_permute2x128_si256(v[0], v[1], 0x31);
+                const int64_t at = i0 * QK + (4 * r + j) * 64;
+                _mm256_storeu_si256((__m256i *)(f->aq + at), lo);
+                _mm256_storeu_si256((__m256i *)(f->aq + at + 32), hi);
+                _mm256_storeu_si256((__m256i *)(f->au + at), _mm256_abs_epi8(lo));
+                _mm256_storeu_si256((__m256i *)(f->au + at + 32), _mm256_abs_epi8(hi));
+            }
     return 0;
 }
 
@@ -320,34 +326,46 @@ static inline __m256i run_pair_sums8(__m256i raw, const int8_t *aq, const uint8_
     return _mm256_add_epi32(_mm256_madd_epi16(p0, ones), _mm256_madd_epi16(p1, ones));
 }
 
+/* 16 qs bytes of a block in the lower 128-bit half, 16 of another in the upper */
+static inline __m256i load_pair(const uint8_t *q0, const uint8_t *q1) {
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)q0)),
+                                   _mm_loadu_si128((const __m128i *)q1), 1);
+}
+
+/* Run r of blocks ib .. ib+7: e[j] = blocks ib+j (lower lane) and ib+j+4 (upper lane), j < 4 */
+static inline void run_sums8x4(const uint8_t *wb, const act_facts *f, int64_t ib, int r, __m256i e[4]) {
+    const int8_t *aq = f->aq + ib * QK + 4 * r * 64;
+    const uint8_t *au = f->au + ib * QK + 4 * r * 64;
+    for (int j = 0; j < 4; ++j) {
+        const uint8_t *q0 = wb + j * TYPE_SIZE + OFF_QS + 16 * r, *q1 = wb + (j + 4) * TYPE_SIZE + OFF_QS + 16 * r;
+        e[j] = run_pair_sums8(load_pair(q0, q1), aq + 64 * j, au + 64 * j);
+    }
+}
+
+/* ls_g - 32 of 8 super-blocks as float: bits 4g..4g+3 of scales_l (sl) | bits 2g, 2g+1 of scales_h
+ * (sh: shifted up by 4, so that they land at bits 4, 5), less 32 */
+static inline __attribute__((always_inline)) __m256 group_scale8(__m256i sl, __m256i sh, int g) {
+    const __m256i low = _mm256_and_si256(_mm256_srli_epi32(sl, 4 * g), _mm256_set1_epi32(15));
+    const __m256i high = _mm256_and_si256(_mm256_srli_epi32(sh, 2 * g), _mm256_set1_epi32(0x30));
+    return _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_or_si256(low, high), _mm256_set1_epi32(32)));
+}
 
 /* The float32 contributions of blocks ib .. ib+7, one per lane. */
 static inline __m256 contributions8(const uint8_t *w, const uint8_t *a, const act_facts *f, int64_t ib) {
     (void)a;
     const uint8_t *wb = w + ib * TYPE_SIZE;
     const __m256 x = _mm256_mul_ps(qs_avx2_load_fp16x8(wb + OFF_D, TYPE_SIZE), _mm256_loadu_ps(f->da + ib));
-    /* the block scale fields of the 8 super-blocks, one per lane */
+    /* the block scale fields of the 8 super-blocks, one per lane (scales_h shifted up by 4: group g's
+     * two high bits then sit at bits 2g+4, 2g+5) */
     const __m256i sl = qs_avx2_gather_u32x8(wb + OFF_SCALES_L, TYPE_SIZE);
-    const __m256i sh = _mm256_cvtepu16_epi32(qs_sse_gather_u16x8(wb + OFF_SCALES_H, TYPE_SIZE));
+    const __m256i sh = _mm256_slli_epi32(_mm256_cvtepu16_epi32(qs_sse_gather_u16x8(wb + OFF_SCALES_H, TYPE_SIZE)), 4);
     __m256 contribution = _mm256_setzero_ps();
-    for (int g = 0; g < NGROUPS; g += 2) {
-        /* groups g and g+1 (32 contiguous qs bytes) of super-blocks ib+j, j < 8 */
-        __m256i p[8];
-        for (int j = 0; j < 8; ++j)
-            p[j] = run_pair_sums8(_mm256_loadu_si256((const __m256i *)(wb + j * TYPE_SIZE + OFF_QS + 16 * g)),
-                                  f->aq + (ib + j) * QK + 32 * g, f->au + (ib + j) * QK + 32 * g);
-        /* lower lanes: group g of super-blocks 0..3 (t) and 4..7 (u); upper lanes: group g+1 */
-        const __m256i t = qs_avx2_hsum_4x4_lanes(p[0], p[1], p[2], p[3]), u = qs_avx2_hsum_4x4_lanes(p[4], p[5], p[6], p[7]);
-        const __m256i sums[2] = { _mm256_permute2x128_si256(t, u, 0x20), _mm256_permute2x128_si256(t, u, 0x31) };
-        for (int h = 0; h < 2; ++h) {
-            const int gh = g + h;
-            /* ls - 32 = (bits 4gh..4gh+3 of scales_l | bits 2gh, 2gh+1 of scales_h << 4) - 32 */
-            const __m256i low = _mm256_and_si256(_mm256_srli_epi32(sl, 4 * gh), _mm256_set1_epi32(15));
-            const __m256i high = _mm256_and_si256(_mm256_srli_epi32(sh, 2 * gh), _mm256_set1_epi32(3));
-            const __m256 y = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_or_si256(low, _mm256_slli_epi32(high, 4)),
-                                                                 _mm256_set1_epi32(32)));
-            contribution = _mm256_add_ps(contribution, _mm256_mul_ps(_mm256_mul_ps(x, y), _mm256_cvtepi32_ps(sums[h])));
-        }
+    __m256i e[4];
+#pragma GCC unroll 8
+    for (int g = 0; g < NGROUPS; ++g) {
+        run_sums8x4(wb, f, ib, g, e);
+        const __m256 sumi = _mm256_cvtepi32_ps(qs_avx2_hsum_4x4_lanes(e[0], e[1], e[2], e[3]));
+        contribution = _mm256_add_ps(contribution, _mm256_mul_ps(_mm256_mul_ps(x, group_scale8(sl, sh, g)), sumi));
     }
     return contribution;
 }
