@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import quantspec as qs
 from quantspec import dispatch, registry
-from quantspec.bench import SLOW_SPEC_QUANTIZERS
+from quantspec.bench import SLOW_SPEC_QUANTIZERS, required_imatrix
 from quantspec.errors import NonFiniteInputError
 from tests.bits import assert_same_bits
 from tests.conftest import kernel_params
@@ -129,8 +129,9 @@ def test_threads_split_identically(fmt, isa, threads):
     x = rng.standard_normal((7, 64 * spec.block_size if spec.block_size > 1 else 2048)).astype(np.float32)
     with qs.use_isa(isa):
         if dispatch.has_kernel(isa, fmt, "quantize"):
-            q1 = qs.quantize(fmt, x)
-            qn = qs.quantize(fmt, x, threads=threads)
+            imatrix = required_imatrix(fmt, x.shape[1])
+            q1 = qs.quantize(fmt, x, imatrix=imatrix)
+            qn = qs.quantize(fmt, x, imatrix=imatrix, threads=threads)
             np.testing.assert_array_equal(q1, qn)
         else:  # arbitrary bytes: what the split must preserve does not depend on them
             q1 = rng.integers(0, 256, (x.shape[0], spec.row_bytes(x.shape[1])), dtype=np.uint8)
