@@ -68,6 +68,52 @@ def _per_run(offsets, type_size, field, position, width, per_run: int) -> list[d
     return items
 
 
+def _scale_vector_layout(loads: list[dict], width: int) -> dict | None:
+    """How the vector dot product reads all scale codes of a super-block at once:
+    "nibbles" (code b = nibble b of consecutive bytes from ``byte``) or "words" (code b =
+    the top nibble of the little-endian word of ``step`` = 4 or 8 bytes at ``byte + step * b``);
+    None for other layouts (read code by code)."""
+    if width != 4 or any(ld["nbytes"] != 1 for ld in loads):
+        return None
+    first = loads[0]["byte"]
+    if all(ld["byte"] == first + b // 2 and ld["shift"] == 4 * (b % 2) for b, ld in enumerate(loads)):
+        return dict(kind="nibbles", byte=first, nbytes=len(loads) // 2)
+    for step in (4, 8):
+        if all(ld["byte"] == first + step * b and ld["shift"] == 4 for b, ld in enumerate(loads)) \
+                and len(loads) * step % 16 == 0:
+            return dict(kind="words", byte=first - (step - 1), step=step, loads=len(loads) * step // 16)
+    return None
+
+
+def _run_words(items: list[dict], type_size: int) -> list[dict]:
+    """The per-run items (grid index parts, sign indices) grouped into little-endian words of
+    4 or 8 bytes at ``byte + step * r``, one load each: every item gets ``word`` (its word's
+    number) and ``wshift`` (its shift within the word). Items that fit no word keep
+    ``word`` None and are loaded on their own."""
+    words: list[dict] = []
+    for it in sorted(items, key=lambda it: it["byte"]):
+        it["word"] = None
+        end = it["byte"] + it["nbytes"]
+        for k, w in enumerate(words):
+            if w["step"] == it["step"] and it["byte"] >= w["byte"] and end - w["byte"] <= 8:
+                w["nbytes"] = max(w["nbytes"], end - w["byte"])
+                it["word"] = k
+                break
+        else:
+            words.append(dict(byte=it["byte"], step=it["step"], nbytes=it["nbytes"]))
+            it["word"] = len(words) - 1
+    for w in words:
+        w["nbytes"] = 4 if w["nbytes"] <= 4 else 8
+        # the last run's word must end inside the block
+        w["ok"] = w["byte"] + (QK // RUN - 1) * w["step"] + w["nbytes"] <= type_size
+    for it in items:
+        w = words[it["word"]]
+        it["wshift"] = 8 * (it["byte"] - w["byte"]) + it["shift"]
+        if not w["ok"]:
+            it["word"] = None
+    return words
+
+
 def iqgrid_context(fmt: str, spec, extra: dict) -> dict:
     offsets = spec.offsets()
     type_size = spec.type_size
@@ -108,10 +154,12 @@ def iqgrid_context(fmt: str, spec, extra: dict) -> dict:
         ctx["sign_items"] = _per_run(offsets, type_size, field, position, 7, RUN // 8)
         ksigns = _table("ggml_iq2.KSIGNS_IQ2XS")
         ctx["ksigns"] = [int(v) for v in ksigns]
-        # the 8 signs of each table entry as byte masks (0xFF: negative), for the vector kernels
-        masks = (ksigns[:, None].astype(np.uint64) >> np.arange(8, dtype=np.uint64)) & np.uint64(1)
-        words = (masks * np.uint64(0xFF) << (np.uint64(8) * np.arange(8, dtype=np.uint64))).sum(axis=1, dtype=np.uint64)
-        ctx["ksign_masks"] = [f"0x{int(w):016X}" for w in words]
+        # the 8 signs of each table entry as bytes -1 (0xFF, negative) or +1, the second operand of
+        # _mm256_sign_epi8 in the vector kernels
+        bits = (ksigns[:, None].astype(np.uint64) >> np.arange(8, dtype=np.uint64)) & np.uint64(1)
+        units = np.where(bits == 1, np.uint64(0xFF), np.uint64(0x01))
+        words = (units << (np.uint64(8) * np.arange(8, dtype=np.uint64))).sum(axis=1, dtype=np.uint64)
+        ctx["ksign_units"] = [f"0x{int(w):016X}" for w in words]
     elif signs and signs[0] == "bytes":
         _, field, position = signs
         items = _per_run(offsets, type_size, field, position, 8, RUN // 8)
@@ -121,6 +169,9 @@ def iqgrid_context(fmt: str, spec, extra: dict) -> dict:
 
     field, position, width = extra["scale"]
     ctx["scale_loads"] = [_load(offsets, type_size, field, position(b), width) for b in range(nblocks)]
+    ctx["scale_vec"] = _scale_vector_layout(ctx["scale_loads"], width)
+    ctx["run_words"] = _run_words([it for part in parts for it in part["items"]] + ctx.get("sign_items", []),
+                                  type_size)
     ctx["db"] = extra["db"]
     ctx["db_post"] = extra.get("db_post")
 

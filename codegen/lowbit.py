@@ -248,7 +248,46 @@ def ternary_context(fmt: str, spec, extra: dict) -> dict:
     if extra["codes"] == "base3":
         ctx["base3_plan"] = _base3_plan(fmt, ctx["base3_runs"], [int(v) for v in mod.TRIT_POW3])
         ctx["trit_cut"] = _trit_cuts()
+    # the SIMD dot with one activation group per block: each block's 16 int16 pair sums stay exact when
+    # four blocks' lanes are added (the 8-block reduction adds lanes in int16 before widening)
+    ctx["q8k_trits"] = ctx["q8k_nibbles"] = None
+    if ctx["ngroups"] == 1:
+        if 4 * 2 * max_code * 128 * (spec.block_size // 32) > 32767:
+            raise ValueError(f"{fmt}: four lanes of pair sums could overflow int16")
+        if extra["codes"] == "base3":
+            ctx["q8k_trits"] = _trit_sources(ctx["base3_plan"])
+        elif ctx.get("runs") and extra["code_bits"] == 2:
+            ctx["q8k_nibbles"] = _nibble_sources(ctx["runs"], max_code)
     return ctx
+
+
+def _trit_sources(plan: list[dict]) -> dict | None:
+    """The TQ1_0 shape of a base-3 plan, where one pass forms every power once: runs 0-4 one 32-byte load
+    at powers 3^0..3^4; runs 5-7 one 16-byte load at 3^0..3^4 (in order: 5 lo, 5 hi, 6 lo, 6 hi, 7 lo) and
+    run 7's high half one 4-byte load broadcast, its four groups at powers 3^ks. Another shape: None."""
+    if len(plan) != 8 or any(not r["whole"] or r["k"] != i or r["base"] != plan[0]["base"] for i, r in enumerate(plan[:5])):
+        return None
+    halves = [h for r in plan[5:] for h in (r.get("lo"), r.get("hi"))]
+    if any(h is None for h in halves) or any(h["src"] != "load16" or h["k"] != i or h["base"] != halves[0]["base"]
+                                             for i, h in enumerate(halves[:5])) or halves[5]["src"] != "bcast4":
+        return None
+    if not all(0 <= k <= 3 for k in halves[5]["ks"]):
+        return None
+    return dict(whole=plan[0]["base"], half=halves[0]["base"], bcast=halves[5]["base"], bcast_ks=halves[5]["ks"])
+
+
+def _nibble_sources(runs: list[dict], max_code: int) -> list[dict] | None:
+    """2-bit codes as TQ2_0 stores them: 32-byte sources whose shifts 0, 2, 4, 6 are four runs. The codes
+    at shifts 2 and 6 are taken as 4c (masked in place, after a shift by 4 for 6) and their products
+    summed apart, then divided by 4 exactly; their pair sums must stay within int16. Another shape: None."""
+    by_byte: dict[int, dict[int, int]] = {}
+    for r, run in enumerate(runs):
+        by_byte.setdefault(run["byte"], {})[run["shift"]] = r
+    if any(sorted(s) != [0, 2, 4, 6] for s in by_byte.values()):
+        return None
+    if 2 * (max_code << 2) * 128 * 2 * len(by_byte) > 32767:
+        return None
+    return [dict(byte=b, runs=[s[sh] for sh in (0, 2, 4, 6)]) for b, s in sorted(by_byte.items())]
 
 
 def _trit_cuts() -> list[int]:

@@ -12,8 +12,8 @@
  * dot term of a super-block = ((dw * da) * (isum + (post * dsum)))
  *   isum = sum_b (2*ls_b + 1) * sum over block b of grid value * a.qs (exact)
  *   dsum = sum_b (2*ls + 1) * (delta sign ? -1 : 1) * (a.bsums[2b] + a.bsums[2b+1]) (exact)
- * AVX2: the 4 grid points of 32 elements are loaded as one vector, then
- * dequantize converts and scales 8 at a time; the dot product adds 1 to the signed values
+ * AVX2: the 4 grid points of 32 elements are loaded as one vector;
+ * dequantize converts and scales 8 at a time. The dot product adds 1 to the signed values
  * (maddubs takes unsigned bytes) and subtracts the offset's pair sums, computed once per activation.
  */
 #include <stdlib.h>
@@ -553,6 +553,11 @@ static const uint64_t GRID[2048] = {
 };
 
 
+
+/* One little-endian word of a run's grid and sign indices. */
+static inline uint32_t qs_load_u32_run(const uint8_t *p) { return qs_load_u32(p); }
+static inline uint64_t qs_load_u64_run(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+
 static inline float load_fp16(uint16_t h) {
     return qs_f16_to_f32_hw(h);
 }
@@ -588,20 +593,25 @@ static inline void delta_signs(const uint8_t *b, int neg[8]) {
 
 /* The grid indices of the 4 groups of run r (elements 32r .. 32r+31). */
 static inline void run_indices(const uint8_t *b, int r, uint32_t idx[4]) {
-    idx[0] = (((uint32_t)*(b + 2 + 4 * r)) & 255u) | (((uint32_t)*(b + 34 + 2 * r)) & 7u) << 8;
-    idx[1] = (((uint32_t)*(b + 3 + 4 * r)) & 255u) | (((uint32_t)*(b + 34 + 2 * r) >> 3) & 7u) << 8;
-    idx[2] = (((uint32_t)*(b + 4 + 4 * r)) & 255u) | (((uint32_t)qs_load_u16(b + 34 + 2 * r) >> 6) & 7u) << 8;
-    idx[3] = (((uint32_t)*(b + 5 + 4 * r)) & 255u) | (((uint32_t)*(b + 35 + 2 * r) >> 1) & 7u) << 8;
+    const uint32_t w0 = qs_load_u32_run(b + 2 + 4 * r);
+    idx[0] = ((uint32_t)(w0 >> 0) & 255u) | (((uint32_t)*(b + 34 + 2 * r)) & 7u) << 8;
+    idx[1] = ((uint32_t)(w0 >> 8) & 255u) | (((uint32_t)*(b + 34 + 2 * r) >> 3) & 7u) << 8;
+    idx[2] = ((uint32_t)(w0 >> 16) & 255u) | (((uint32_t)qs_load_u16(b + 34 + 2 * r) >> 6) & 7u) << 8;
+    idx[3] = ((uint32_t)(w0 >> 24) & 255u) | (((uint32_t)*(b + 35 + 2 * r) >> 1) & 7u) << 8;
 }
 
 
-/* The grid values of run r as one vector of 32 bytes. */
-static inline __m256i run_values_avx2(const uint8_t *b, int r) {
+/* The grid points of run r as one vector of 32 bytes. */
+static inline __m256i run_points_avx2(const uint8_t *b, int r) {
     uint32_t idx[4];
     run_indices(b, r, idx);
-    const __m256i points = _mm256_setr_epi64x((long long)GRID[idx[0]], (long long)GRID[idx[1]], (long long)GRID[idx[2]],
-                                              (long long)GRID[idx[3]]);
-    return points;
+    return _mm256_setr_epi64x((long long)GRID[idx[0]], (long long)GRID[idx[1]], (long long)GRID[idx[2]],
+                              (long long)GRID[idx[3]]);
+}
+
+/* The grid values of run r as one vector of 32 bytes. */
+static inline __m256i run_values_avx2(const uint8_t *b, int r) {
+    return run_points_avx2(b, r);
 }
 
 /* db_b of every block, float32. */
@@ -698,7 +708,7 @@ static inline float superblock_term(float dw, float da, int32_t isum_i, int32_t 
 
 /* 8 int32 lanes whose total is isum (and 8 whose total is dsum) of one super-block. */
 static inline __attribute__((always_inline)) void superblock_partials(const uint8_t *w, const uint8_t *a,
-                                                                      const act_facts *f, int64_t ib,
+                                                                      const act_facts *f, int64_t ib, const int plain,
                                                                       __m256i *isum, __m256i *dsum) {
     int ls[NBLOCKS];
     scale_codes(w, ls);
@@ -707,12 +717,16 @@ static inline __attribute__((always_inline)) void superblock_partials(const uint
     __m256i acc = _mm256_setzero_si256();
     RUN_LOOP
     for (int r = 0; r < QK / 32; ++r) {
-        /* (values + 1) in 0 .. 2 times the quants: pairs within +-512, exact;
-         * less the offset's pairs (1 * quants, within +-256): the signed values' pair sums
-         * (within +-256), exact in int16 arithmetic modulo 2^16 */
-        const __m256i u = _mm256_add_epi8(run_values_avx2(w, r), _mm256_set1_epi8(1));
-        const __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)(aq + 32 * r))),
-                                           _mm256_loadu_si256(poff + r));
+        __m256i p;
+        (void)plain;
+        {
+            /* (values + 1) in 0 .. 2 times the quants: pairs within +-512, exact;
+             * less the offset's pairs (1 * quants, within +-256): the signed values' pair sums
+             * (within +-256), exact in int16 arithmetic modulo 2^16 */
+            const __m256i u = _mm256_add_epi8(run_values_avx2(w, r), _mm256_set1_epi8(1));
+            p = _mm256_sub_epi16(_mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)(aq + 32 * r))),
+                                 _mm256_loadu_si256(poff + r));
+        }
         acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16((short)(2 * ls[r] + 1))));
     }
     *isum = acc;
@@ -729,19 +743,21 @@ static inline __attribute__((always_inline)) void superblock_partials(const uint
 }
 
 /* One super-block's term (the tails of the 8-wide loop). */
-static inline float dot_superblock(const uint8_t *w, const uint8_t *a, const act_facts *f, int64_t ib) {
+static inline __attribute__((always_inline)) float dot_superblock(const uint8_t *w, const uint8_t *a,
+                                                                  const act_facts *f, int64_t ib, const int plain) {
     __m256i pi, pd;
-    superblock_partials(w, a, f, ib, &pi, &pd);
+    superblock_partials(w, a, f, ib, plain, &pi, &pd);
     return superblock_term(super_scale(w), f->da[ib], qs_avx2_hsum_i32(pi), qs_avx2_hsum_i32(pd));
 }
 
 /* The float32 terms of super-blocks ib .. ib+7, one per lane. */
-static inline __m256 contributions8(const uint8_t *w, const uint8_t *a, const act_facts *f, int64_t ib) {
+static inline __attribute__((always_inline)) __m256 contributions8(const uint8_t *w, const uint8_t *a, const act_facts *f,
+                                                                   int64_t ib, const int plain) {
     const uint8_t *wb = w + ib * TYPE_SIZE, *ab = a + ib * ACT_SIZE;
     __m256i pi[8], pd[8];
     float dws[8];
     for (int j = 0; j < 8; ++j) {
-        superblock_partials(wb + j * TYPE_SIZE, ab + j * ACT_SIZE, f, ib + j, &pi[j], &pd[j]);
+        superblock_partials(wb + j * TYPE_SIZE, ab + j * ACT_SIZE, f, ib + j, plain, &pi[j], &pd[j]);
         dws[j] = super_scale(wb + j * TYPE_SIZE);
     }
     const __m256 dw = _mm256_loadu_ps(dws);
@@ -752,22 +768,32 @@ static inline __m256 contributions8(const uint8_t *w, const uint8_t *a, const ac
     return _mm256_mul_ps(_mm256_mul_ps(dw, da), _mm256_add_ps(isum, _mm256_mul_ps(post, dsum)));
 }
 
-static float dot_row(int64_t nb, const uint8_t *w, const uint8_t *a, const act_facts *f) {
+static inline __attribute__((always_inline)) float dot_row_impl(int64_t nb, const uint8_t *w, const uint8_t *a,
+                                                                const act_facts *f, const int plain) {
     float lanes[QS_LANES] = {0};
     int64_t ib = 0;
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     for (; ib + 16 <= nb; ib += 16) {
-        acc0 = _mm256_add_ps(acc0, contributions8(w, a, f, ib));
-        acc1 = _mm256_add_ps(acc1, contributions8(w, a, f, ib + 8));
+        acc0 = _mm256_add_ps(acc0, contributions8(w, a, f, ib, plain));
+        acc1 = _mm256_add_ps(acc1, contributions8(w, a, f, ib + 8, plain));
     }
     if (ib + 8 <= nb) {
-        acc0 = _mm256_add_ps(acc0, contributions8(w, a, f, ib));
+        acc0 = _mm256_add_ps(acc0, contributions8(w, a, f, ib, plain));
         ib += 8;
     }
     _mm256_storeu_ps(lanes, acc0);
     _mm256_storeu_ps(lanes + 8, acc1);
-    for (; ib < nb; ++ib) lanes[ib % QS_LANES] += dot_superblock(w + ib * TYPE_SIZE, a + ib * ACT_SIZE, f, ib);
+    for (; ib < nb; ++ib) lanes[ib % QS_LANES] += dot_superblock(w + ib * TYPE_SIZE, a + ib * ACT_SIZE, f, ib, plain);
     return qs_fold_lanes(lanes);
+}
+
+/* One compiled loop per path. */
+static __attribute__((noinline)) float dot_row_offset(int64_t nb, const uint8_t *w, const uint8_t *a, const act_facts *f) {
+    return dot_row_impl(nb, w, a, f, 0);
+}
+
+static float dot_row(int64_t nb, const uint8_t *w, const uint8_t *a, const act_facts *f) {
+    return dot_row_offset(nb, w, a, f);
 }
 
 int qs_iq1_s_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride,

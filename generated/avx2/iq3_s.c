@@ -13,9 +13,12 @@
  * element = db_b * (grid value * sign),  db_b = d * (float)(2*ls_b + 1)
  * dot term of a super-block = ((dw * da) * isum)
  *   isum = sum_b (2*ls_b + 1) * sum over block b of signed grid value * a.qs (exact)
- * AVX2: the 8 grid points of 32 elements are loaded as one vector, signs applied to the bytes by a mask, then
- * dequantize converts and scales 8 at a time; the dot product adds 16 to the signed values
- * (maddubs takes unsigned bytes) and subtracts the offset's pair sums, computed once per activation.
+ * AVX2: the 8 grid points of 32 elements are loaded as one vector (by scalar index, no gather), their signs as bytes -1/+1;
+ * dequantize applies the signs, converts and scales 8 at a time. The dot product adds 16 to the signed values
+ * (maddubs takes unsigned bytes) and subtracts the offset's pair sums, computed once per activation;
+ * where no activation quant is -128 (ggml's q8_K never stores one), it takes the shorter plain path instead:
+ * the signs go onto the activation (exact negation) and maddubs multiplies the unsigned grid magnitudes.
+ * Both give the same exact integers, so the same bits.
  */
 #include <stdlib.h>
 
@@ -105,6 +108,11 @@ static const uint32_t GRID[512] = {
 };
 
 
+
+/* One little-endian word of a run's grid and sign indices. */
+static inline uint32_t qs_load_u32_run(const uint8_t *p) { return qs_load_u32(p); }
+static inline uint64_t qs_load_u64_run(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+
 static inline float load_fp16(uint16_t h) {
     return qs_f16_to_f32_hw(h);
 }
@@ -128,14 +136,16 @@ static inline void scale_codes(const uint8_t *b, int ls[NBLOCKS]) {
 
 /* The grid indices of the 8 groups of run r (elements 32r .. 32r+31). */
 static inline void run_indices(const uint8_t *b, int r, uint32_t idx[8]) {
-    idx[0] = (((uint32_t)*(b + 2 + 8 * r)) & 255u) | (((uint32_t)*(b + 66 + 1 * r)) & 1u) << 8;
-    idx[1] = (((uint32_t)*(b + 3 + 8 * r)) & 255u) | (((uint32_t)*(b + 66 + 1 * r) >> 1) & 1u) << 8;
-    idx[2] = (((uint32_t)*(b + 4 + 8 * r)) & 255u) | (((uint32_t)*(b + 66 + 1 * r) >> 2) & 1u) << 8;
-    idx[3] = (((uint32_t)*(b + 5 + 8 * r)) & 255u) | (((uint32_t)*(b + 66 + 1 * r) >> 3) & 1u) << 8;
-    idx[4] = (((uint32_t)*(b + 6 + 8 * r)) & 255u) | (((uint32_t)*(b + 66 + 1 * r) >> 4) & 1u) << 8;
-    idx[5] = (((uint32_t)*(b + 7 + 8 * r)) & 255u) | (((uint32_t)*(b + 66 + 1 * r) >> 5) & 1u) << 8;
-    idx[6] = (((uint32_t)*(b + 8 + 8 * r)) & 255u) | (((uint32_t)*(b + 66 + 1 * r) >> 6) & 1u) << 8;
-    idx[7] = (((uint32_t)*(b + 9 + 8 * r)) & 255u) | (((uint32_t)*(b + 66 + 1 * r) >> 7) & 1u) << 8;
+    const uint64_t w0 = qs_load_u64_run(b + 2 + 8 * r);
+    const uint32_t w1 = qs_load_u32_run(b + 66 + 1 * r);
+    idx[0] = ((uint32_t)(w0 >> 0) & 255u) | ((uint32_t)(w1 >> 0) & 1u) << 8;
+    idx[1] = ((uint32_t)(w0 >> 8) & 255u) | ((uint32_t)(w1 >> 1) & 1u) << 8;
+    idx[2] = ((uint32_t)(w0 >> 16) & 255u) | ((uint32_t)(w1 >> 2) & 1u) << 8;
+    idx[3] = ((uint32_t)(w0 >> 24) & 255u) | ((uint32_t)(w1 >> 3) & 1u) << 8;
+    idx[4] = ((uint32_t)(w0 >> 32) & 255u) | ((uint32_t)(w1 >> 4) & 1u) << 8;
+    idx[5] = ((uint32_t)(w0 >> 40) & 255u) | ((uint32_t)(w1 >> 5) & 1u) << 8;
+    idx[6] = ((uint32_t)(w0 >> 48) & 255u) | ((uint32_t)(w1 >> 6) & 1u) << 8;
+    idx[7] = ((uint32_t)(w0 >> 56) & 255u) | ((uint32_t)(w1 >> 7) & 1u) << 8;
 }
 
 /* The 32 sign bits of run r: bit e = sign of element 32r + e (1: negative). */
@@ -144,15 +154,23 @@ static inline uint32_t run_signs(const uint8_t *b, int r) {
 }
 
 
-/* The signed grid values of run r as one vector of 32 bytes. */
-static inline __m256i run_values_avx2(const uint8_t *b, int r) {
+/* The grid points of run r as one vector of 32 bytes (magnitudes). */
+static inline __m256i run_points_avx2(const uint8_t *b, int r) {
     uint32_t idx[8];
     run_indices(b, r, idx);
-    const __m256i points = _mm256_setr_epi32((int)GRID[idx[0]], (int)GRID[idx[1]], (int)GRID[idx[2]], (int)GRID[idx[3]],
-                                             (int)GRID[idx[4]], (int)GRID[idx[5]], (int)GRID[idx[6]], (int)GRID[idx[7]]);
-    /* m -> -m where the sign bit is set: (m ^ mask) - mask, mask = 0xFF or 0 */
-    const __m256i mask = qs_avx2_bits_to_bytes(run_signs(b, r));
-    return _mm256_sub_epi8(_mm256_xor_si256(points, mask), mask);
+    return _mm256_setr_epi32((int)GRID[idx[0]], (int)GRID[idx[1]], (int)GRID[idx[2]], (int)GRID[idx[3]],
+                             (int)GRID[idx[4]], (int)GRID[idx[5]], (int)GRID[idx[6]], (int)GRID[idx[7]]);
+}
+
+/* The signs of run r as 32 bytes, -1 (negative) or +1: _mm256_sign_epi8(x, units) = x * sign. */
+static inline __m256i run_sign_units_avx2(const uint8_t *b, int r) {
+    return _mm256_or_si256(qs_avx2_bits_to_bytes(run_signs(b, r)), _mm256_set1_epi8(1));
+}
+
+/* The signed grid values of run r as one vector of 32 bytes. */
+static inline __m256i run_values_avx2(const uint8_t *b, int r) {
+    /* grid magnitudes <= 15: the negation is exact */
+    return _mm256_sign_epi8(run_points_avx2(b, r), run_sign_units_avx2(b, r));
 }
 
 /* db_b of every block, float32. */
@@ -212,6 +230,7 @@ void qs_iq3_s_dequantize__avx2(const uint8_t *q, float *y, int64_t n) {
 /* Per-call facts of the activation (q8_k), shared by every weight row. */
 typedef struct {
     float *da; /* its float32 scale per super-block */
+    int plain; /* no activation quant is -128: the signs may go onto the activation (plain path) */
     __m256i *poff; /* maddubs(offset, quants) of every run: the value offset's part of the pair sums */
 } act_facts;
 
@@ -220,9 +239,16 @@ static int act_prepare(act_facts *f, const uint8_t *a, int64_t nb) {
     if (!f->da) return -1;
     f->poff = (__m256i *)malloc((size_t)(nb + 1) * 8 * sizeof(__m256i));
     if (!f->poff) return -1;
+    __m256i min128 = _mm256_setzero_si256();
+    for (int64_t ib = 0; ib < nb; ++ib)
+        for (int r = 0; r < QK / 32; ++r)
+            min128 = _mm256_or_si256(min128, _mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)(a + ib * ACT_SIZE + ACT_OFF_QS + 32 * r)),
+                                                               _mm256_set1_epi8(-128)));
+    f->plain = _mm256_testz_si256(min128, min128);
     for (int64_t ib = 0; ib < nb; ++ib) {
         const uint8_t *ab = a + ib * ACT_SIZE;
         f->da[ib] = qs_load_f32(ab + ACT_OFF_D);
+        if (f->plain) continue;
         for (int r = 0; r < QK / 32; ++r)
             _mm256_storeu_si256(f->poff + 8 * ib + r, _mm256_maddubs_epi16(_mm256_set1_epi8(16),
                                 _mm256_loadu_si256((const __m256i *)(ab + ACT_OFF_QS + 32 * r))));
@@ -241,43 +267,72 @@ static inline float superblock_term(float dw, float da, int32_t isum_i) {
     return ((dw * da) * isum);
 }
 
+/* 2*ls_b + 1 of every block as bytes 0 .. 7, in both 128-bit lanes: one read per super-block. */
+static inline __m256i scale_bytes(const uint8_t *b) {
+    const __m128i raw = _mm_cvtsi32_si128((int)qs_load_u32(b + 106));
+    const __m128i m4 = _mm_set1_epi8(0x0F);
+    const __m128i codes = _mm_unpacklo_epi8(_mm_and_si128(raw, m4), _mm_and_si128(_mm_srli_epi16(raw, 4), m4));
+    return _mm256_broadcastsi128_si256(_mm_add_epi8(_mm_add_epi8(codes, codes), _mm_set1_epi8(1)));
+}
+
+/* Per run r: the shuffle of scale_bytes that gives madd's int16 multipliers of its blocks (byte -128: zero). */
+static const int8_t SCALE_PICK[8][32] __attribute__((aligned(32))) = {
+    { 0, -128, 0, -128, 0, -128, 0, -128, 0, -128, 0, -128, 0, -128, 0, -128, 0, -128, 0, -128, 0, -128, 0, -128, 0, -128, 0, -128, 0, -128, 0, -128 },
+    { 1, -128, 1, -128, 1, -128, 1, -128, 1, -128, 1, -128, 1, -128, 1, -128, 1, -128, 1, -128, 1, -128, 1, -128, 1, -128, 1, -128, 1, -128, 1, -128 },
+    { 2, -128, 2, -128, 2, -128, 2, -128, 2, -128, 2, -128, 2, -128, 2, -128, 2, -128, 2, -128, 2, -128, 2, -128, 2, -128, 2, -128, 2, -128, 2, -128 },
+    { 3, -128, 3, -128, 3, -128, 3, -128, 3, -128, 3, -128, 3, -128, 3, -128, 3, -128, 3, -128, 3, -128, 3, -128, 3, -128, 3, -128, 3, -128, 3, -128 },
+    { 4, -128, 4, -128, 4, -128, 4, -128, 4, -128, 4, -128, 4, -128, 4, -128, 4, -128, 4, -128, 4, -128, 4, -128, 4, -128, 4, -128, 4, -128, 4, -128 },
+    { 5, -128, 5, -128, 5, -128, 5, -128, 5, -128, 5, -128, 5, -128, 5, -128, 5, -128, 5, -128, 5, -128, 5, -128, 5, -128, 5, -128, 5, -128, 5, -128 },
+    { 6, -128, 6, -128, 6, -128, 6, -128, 6, -128, 6, -128, 6, -128, 6, -128, 6, -128, 6, -128, 6, -128, 6, -128, 6, -128, 6, -128, 6, -128, 6, -128 },
+    { 7, -128, 7, -128, 7, -128, 7, -128, 7, -128, 7, -128, 7, -128, 7, -128, 7, -128, 7, -128, 7, -128, 7, -128, 7, -128, 7, -128, 7, -128, 7, -128 },
+};
+
 /* 8 int32 lanes whose total is isum of one super-block. */
 static inline __attribute__((always_inline)) void superblock_partials(const uint8_t *w, const uint8_t *a,
-                                                                      const act_facts *f, int64_t ib,
+                                                                      const act_facts *f, int64_t ib, const int plain,
                                                                       __m256i *isum) {
-    int ls[NBLOCKS];
-    scale_codes(w, ls);
+    const __m256i sb = scale_bytes(w);
     const uint8_t *aq = a + ACT_OFF_QS;
     const __m256i *poff = f->poff + 8 * ib;
     __m256i acc = _mm256_setzero_si256();
     RUN_LOOP
     for (int r = 0; r < QK / 32; ++r) {
-        /* (values + 16) in 0 .. 31 times the quants: pairs within +-7936, exact;
-         * less the offset's pairs (16 * quants, within +-4096): the signed values' pair sums
-         * (within +-3840), exact in int16 arithmetic modulo 2^16 */
-        const __m256i u = _mm256_add_epi8(run_values_avx2(w, r), _mm256_set1_epi8(16));
-        const __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)(aq + 32 * r))),
-                                           _mm256_loadu_si256(poff + r));
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16((short)(2 * ls[r] + 1))));
+        __m256i p;
+        if (plain) {
+            /* grid magnitudes (0 .. 15) times the signed quants (-127 .. 127, no -128: their negation
+             * is exact): pairs within +-3810, exact */
+            p = _mm256_maddubs_epi16(run_points_avx2(w, r), _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(aq + 32 * r)),
+                                                                             run_sign_units_avx2(w, r)));
+        } else {
+            /* (values + 16) in 0 .. 31 times the quants: pairs within +-7936, exact;
+             * less the offset's pairs (16 * quants, within +-4096): the signed values' pair sums
+             * (within +-3840), exact in int16 arithmetic modulo 2^16 */
+            const __m256i u = _mm256_add_epi8(run_values_avx2(w, r), _mm256_set1_epi8(16));
+            p = _mm256_sub_epi16(_mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)(aq + 32 * r))),
+                                 _mm256_loadu_si256(poff + r));
+        }
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_shuffle_epi8(sb, _mm256_load_si256((const __m256i *)SCALE_PICK[r]))));
     }
     *isum = acc;
     (void)f;
 }
 
 /* One super-block's term (the tails of the 8-wide loop). */
-static inline float dot_superblock(const uint8_t *w, const uint8_t *a, const act_facts *f, int64_t ib) {
+static inline __attribute__((always_inline)) float dot_superblock(const uint8_t *w, const uint8_t *a,
+                                                                  const act_facts *f, int64_t ib, const int plain) {
     __m256i pi;
-    superblock_partials(w, a, f, ib, &pi);
+    superblock_partials(w, a, f, ib, plain, &pi);
     return superblock_term(super_scale(w), f->da[ib], qs_avx2_hsum_i32(pi));
 }
 
 /* The float32 terms of super-blocks ib .. ib+7, one per lane. */
-static inline __m256 contributions8(const uint8_t *w, const uint8_t *a, const act_facts *f, int64_t ib) {
+static inline __attribute__((always_inline)) __m256 contributions8(const uint8_t *w, const uint8_t *a, const act_facts *f,
+                                                                   int64_t ib, const int plain) {
     const uint8_t *wb = w + ib * TYPE_SIZE, *ab = a + ib * ACT_SIZE;
     __m256i pi[8];
     float dws[8];
     for (int j = 0; j < 8; ++j) {
-        superblock_partials(wb + j * TYPE_SIZE, ab + j * ACT_SIZE, f, ib + j, &pi[j]);
+        superblock_partials(wb + j * TYPE_SIZE, ab + j * ACT_SIZE, f, ib + j, plain, &pi[j]);
         dws[j] = super_scale(wb + j * TYPE_SIZE);
     }
     const __m256 dw = _mm256_loadu_ps(dws);
@@ -286,22 +341,37 @@ static inline __m256 contributions8(const uint8_t *w, const uint8_t *a, const ac
     return _mm256_mul_ps(_mm256_mul_ps(dw, da), isum);
 }
 
-static float dot_row(int64_t nb, const uint8_t *w, const uint8_t *a, const act_facts *f) {
+static inline __attribute__((always_inline)) float dot_row_impl(int64_t nb, const uint8_t *w, const uint8_t *a,
+                                                                const act_facts *f, const int plain) {
     float lanes[QS_LANES] = {0};
     int64_t ib = 0;
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     for (; ib + 16 <= nb; ib += 16) {
-        acc0 = _mm256_add_ps(acc0, contributions8(w, a, f, ib));
-        acc1 = _mm256_add_ps(acc1, contributions8(w, a, f, ib + 8));
+        acc0 = _mm256_add_ps(acc0, contributions8(w, a, f, ib, plain));
+        acc1 = _mm256_add_ps(acc1, contributions8(w, a, f, ib + 8, plain));
     }
     if (ib + 8 <= nb) {
-        acc0 = _mm256_add_ps(acc0, contributions8(w, a, f, ib));
+        acc0 = _mm256_add_ps(acc0, contributions8(w, a, f, ib, plain));
         ib += 8;
     }
     _mm256_storeu_ps(lanes, acc0);
     _mm256_storeu_ps(lanes + 8, acc1);
-    for (; ib < nb; ++ib) lanes[ib % QS_LANES] += dot_superblock(w + ib * TYPE_SIZE, a + ib * ACT_SIZE, f, ib);
+    for (; ib < nb; ++ib) lanes[ib % QS_LANES] += dot_superblock(w + ib * TYPE_SIZE, a + ib * ACT_SIZE, f, ib, plain);
     return qs_fold_lanes(lanes);
+}
+
+/* One compiled loop per path. */
+static __attribute__((noinline)) float dot_row_offset(int64_t nb, const uint8_t *w, const uint8_t *a, const act_facts *f) {
+    return dot_row_impl(nb, w, a, f, 0);
+}
+
+static __attribute__((noinline)) float dot_row_plain(int64_t nb, const uint8_t *w, const uint8_t *a, const act_facts *f) {
+    return dot_row_impl(nb, w, a, f, 1);
+}
+
+static float dot_row(int64_t nb, const uint8_t *w, const uint8_t *a, const act_facts *f) {
+    if (f->plain) return dot_row_plain(nb, w, a, f);
+    return dot_row_offset(nb, w, a, f);
 }
 
 int qs_iq3_s_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride,

@@ -133,52 +133,18 @@ static inline __m256i codes32(const uint8_t *b, int r) {
 }
 
 
-/* x * 3^k mod 256 in every byte (k <= 4), by shifts and adds: 3x = x + 2x, 9x = 8x + x */
+/* x * 3 mod 256 in every byte: x + x + x */
 static inline __m256i mul3_u8(__m256i x) { return _mm256_add_epi8(x, _mm256_add_epi8(x, x)); }
-static inline __m256i mul9_u8(__m256i x) {
-    return _mm256_add_epi8(_mm256_and_si256(_mm256_slli_epi16(x, 3), _mm256_set1_epi8((char)0xF8)), x);
-}
-static inline __m256i pow3_u8(__m256i x, int k) {
-    return k == 0 ? x : k == 1 ? mul3_u8(x) : k == 2 ? mul9_u8(x) : k == 3 ? mul9_u8(mul3_u8(x)) : mul9_u8(mul9_u8(x));
-}
 static inline __m128i mul3_u8x16(__m128i x) { return _mm_add_epi8(x, _mm_add_epi8(x, x)); }
-static inline __m128i mul9_u8x16(__m128i x) {
-    return _mm_add_epi8(_mm_and_si128(_mm_slli_epi16(x, 3), _mm_set1_epi8((char)0xF8)), x);
-}
-static inline __m128i pow3_u8x16(__m128i x, int k) {
-    return k == 0 ? x : k == 1 ? mul3_u8x16(x) : k == 2 ? mul9_u8x16(x) : k == 3 ? mul9_u8x16(mul3_u8x16(x)) : mul9_u8x16(mul9_u8x16(x));
-}
 
-/* The trits (y * 3) >> 8 of bytes y given as y ^ 0x80: [y >= t1] + [y >= t2], as signed compares.
- * (x ^ 0x80) * 3^k = (x * 3^k) ^ 0x80 mod 256, 3^k being odd: one flip serves every power. */
+/* The trits (y * 3) >> 8 of bytes y given as y ^ 0x80: [y >= t1] + [y >= t2] = 1 - [y < t1] + [y >= t2],
+ * as signed compares (the first as "less than": GCC rewrites a "greater than" with this constant into a
+ * min and an equality, one instruction more). (x ^ 0x80) * 3^k = (x * 3^k) ^ 0x80 mod 256, 3^k being
+ * odd: one flip serves every power. */
 static inline __m256i trits_of_flipped(__m256i yf) {
-    const __m256i ge1 = _mm256_cmpgt_epi8(yf, _mm256_set1_epi8(-43));
+    const __m256i below1 = _mm256_cmpgt_epi8(_mm256_set1_epi8(-42), yf);
     const __m256i ge2 = _mm256_cmpgt_epi8(yf, _mm256_set1_epi8(42));
-    return _mm256_sub_epi8(_mm256_sub_epi8(_mm256_setzero_si256(), ge1), ge2);
-}
-
-/* 4 bytes at p, flipped, in four groups of 4 with the powers 3^k0 .. 3^k3 */
-static inline __m128i bcast4_pow3(const uint8_t *p, int k0, int k1, int k2, int k3) {
-    const __m128i x = _mm_xor_si128(_mm_set1_epi32((int)qs_load_u32(p)), _mm_set1_epi8((char)0x80));
-    __m128i v = pow3_u8x16(x, k0);
-    v = _mm_blend_epi32(v, pow3_u8x16(x, k1), 0x2);
-    v = _mm_blend_epi32(v, pow3_u8x16(x, k2), 0x4);
-    return _mm_blend_epi32(v, pow3_u8x16(x, k3), 0x8);
-}
-
-/* The codes of every run of a block (run r: elements 32r .. 32r+31), one byte each, in order. */
-static inline void codes_all(const uint8_t *b, __m256i c[QK / 32]) {
-    c[0] = trits_of_flipped(pow3_u8(_mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(b + 0)), _mm256_set1_epi8((char)0x80)), 0));
-    c[1] = trits_of_flipped(pow3_u8(_mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(b + 0)), _mm256_set1_epi8((char)0x80)), 1));
-    c[2] = trits_of_flipped(pow3_u8(_mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(b + 0)), _mm256_set1_epi8((char)0x80)), 2));
-    c[3] = trits_of_flipped(pow3_u8(_mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(b + 0)), _mm256_set1_epi8((char)0x80)), 3));
-    c[4] = trits_of_flipped(pow3_u8(_mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(b + 0)), _mm256_set1_epi8((char)0x80)), 4));
-    c[5] = trits_of_flipped(_mm256_set_m128i(pow3_u8x16(_mm_xor_si128(_mm_loadu_si128((const __m128i *)(b + 32)), _mm_set1_epi8((char)0x80)), 1),
-                                            pow3_u8x16(_mm_xor_si128(_mm_loadu_si128((const __m128i *)(b + 32)), _mm_set1_epi8((char)0x80)), 0)));
-    c[6] = trits_of_flipped(_mm256_set_m128i(pow3_u8x16(_mm_xor_si128(_mm_loadu_si128((const __m128i *)(b + 32)), _mm_set1_epi8((char)0x80)), 3),
-                                            pow3_u8x16(_mm_xor_si128(_mm_loadu_si128((const __m128i *)(b + 32)), _mm_set1_epi8((char)0x80)), 2)));
-    c[7] = trits_of_flipped(_mm256_set_m128i(bcast4_pow3(b + 48, 0, 1, 2, 3),
-                                            pow3_u8x16(_mm_xor_si128(_mm_loadu_si128((const __m128i *)(b + 32)), _mm_set1_epi8((char)0x80)), 4)));
+    return _mm256_sub_epi8(_mm256_add_epi8(below1, _mm256_set1_epi8(1)), ge2);
 }
 
 /* ------------------------------------------------------------ dequantize */
@@ -218,6 +184,15 @@ typedef struct {
     int64_t nb;
 } act_facts;
 
+/* The sum of one activation block's quants (exact). */
+static inline int32_t act_qsum(const int8_t *q) {
+    /* pairs of bytes in int16 lanes, at most 256 * 8 in magnitude */
+    __m256i s = _mm256_setzero_si256();
+    for (int k = 0; k < ACT_QK / 32; ++k)
+        s = _mm256_add_epi16(s, _mm256_maddubs_epi16(_mm256_set1_epi8(1), _mm256_loadu_si256((const __m256i *)(q + 32 * k))));
+    return qs_avx2_hsum_i32(_mm256_madd_epi16(s, _mm256_set1_epi16(1)));
+}
+
 static int act_prepare(act_facts *f, const uint8_t *a, int64_t nb) {
     f->nb = nb;
     f->da = (float *)malloc((size_t)(NGROUPS * nb + 1) * sizeof(float));
@@ -227,9 +202,7 @@ static int act_prepare(act_facts *f, const uint8_t *a, int64_t nb) {
         for (int g = 0; g < NGROUPS; ++g) {
             const uint8_t *ab = a + (i * NGROUPS + g) * ACT_SIZE;
             f->da[g * nb + i] = qs_load_f32(ab + ACT_OFF_D);
-            int32_t s = 0;
-            for (int j = 0; j < ACT_QK; ++j) s += (int8_t)ab[ACT_OFF_QS + j];
-            f->asum[g * nb + i] = s;
+            f->asum[g * nb + i] = act_qsum((const int8_t *)(ab + ACT_OFF_QS));
         }
     return 0;
 }
@@ -264,23 +237,61 @@ static inline __m256i block_sums8(const __m256i acc[8]) {
     return _mm256_set_m128i(qs_sse_hsum_4x4(d[4], d[5], d[6], d[7]), qs_sse_hsum_4x4(d[0], d[1], d[2], d[3]));
 }
 
+
+/* One block's 16 int16 pair sums of code * a over its 8 runs (a: the activation's quants;
+ * unsigned codes <= 2 times signed bytes, at most 4096 in magnitude). */
+static inline __m256i block_pair_sums(const uint8_t *b, const uint8_t *aq) {
+    /* every power 3^k of a source formed once (the plan of reference/tq1_0.py's TRIT_BYTE, TRIT_POW3):
+     * runs 0-4 are one 32-byte load at 3^0 .. 3^4; runs 5, 6 and run 7's low half one 16-byte load at
+     * 3^0 .. 3^4; run 7's high half 4 bytes broadcast, group m at 3^k, k = 0, 1, 2, 3.
+     * Each power by two byte adds from the one before (3x = x + x + x: fewer operations than 9x by a
+     * shift); the 16-byte sources in 128-bit registers, paired by lane inserts (no lane permutes, which
+     * cost several operations on CPUs with 128-bit units) */
+    const __m256i x = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(b + 0)), _mm256_set1_epi8((char)0x80));
+    const __m256i x3 = mul3_u8(x), x9 = mul3_u8(x3), x27 = mul3_u8(x9), x81 = mul3_u8(x27);
+    const __m128i flip = _mm_set1_epi8((char)0x80);
+    const __m128i y = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(b + 32)), flip);
+    const __m128i y3 = mul3_u8x16(y), y9 = mul3_u8x16(y3), y27 = mul3_u8x16(y9), y81 = mul3_u8x16(y27);
+    const __m128i h = _mm_xor_si128(_mm_set1_epi32((int)qs_load_u32(b + 48)), flip);
+    const __m128i h3 = mul3_u8x16(h), h9 = mul3_u8x16(h3), h27 = mul3_u8x16(h9);
+    const __m128i tail = _mm_blend_epi32(_mm_blend_epi32(_mm_blend_epi32(h, h3, 0x2),
+                                                         h9, 0x4),
+                                         h27, 0x8);
+    const __m256i run[8] = {x, x3, x9, x27, x81, _mm256_set_m128i(y3, y), _mm256_set_m128i(y27, y9), _mm256_set_m128i(tail, y81)};
+    __m256i acc = _mm256_setzero_si256();
+    for (int r = 0; r < 8; ++r)
+        acc = _mm256_add_epi16(acc, _mm256_maddubs_epi16(trits_of_flipped(run[r]), _mm256_loadu_si256((const __m256i *)(aq + 32 * r))));
+    return acc;
+}
+
+/* The exact int32 totals of 8 blocks' int16 pair-sum vectors, one block per lane: blocks interleaved and
+ * their lanes added in int16 up to four at a time (at most 16384), then
+ * widened in pairs of the same block (madd) and the two 128-bit halves added (extracts and an insert,
+ * no lane permutes). */
+static inline __m256i block_sums8_i16(const __m256i p[8]) {
+    __m256i t[4];
+    for (int j = 0; j < 4; ++j) /* per 128-bit lane: blocks 2j, 2j+1 alternating */
+        t[j] = _mm256_add_epi16(_mm256_unpacklo_epi16(p[2 * j], p[2 * j + 1]), _mm256_unpackhi_epi16(p[2 * j], p[2 * j + 1]));
+    /* per 128-bit lane: blocks 0, 1, 2, 3, 0, 1, 2, 3 (and 4 .. 7) */
+    const __m256i u0 = _mm256_add_epi16(_mm256_unpacklo_epi32(t[0], t[1]), _mm256_unpackhi_epi32(t[0], t[1]));
+    const __m256i u1 = _mm256_add_epi16(_mm256_unpacklo_epi32(t[2], t[3]), _mm256_unpackhi_epi32(t[2], t[3]));
+    const __m256i same_block = _mm256_setr_epi8(0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15,
+                                                0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15);
+    const __m256i ones = _mm256_set1_epi16(1);
+    const __m256i w0 = _mm256_madd_epi16(_mm256_shuffle_epi8(u0, same_block), ones);
+    const __m256i w1 = _mm256_madd_epi16(_mm256_shuffle_epi8(u1, same_block), ones);
+    return _mm256_set_m128i(_mm_add_epi32(_mm256_castsi256_si128(w1), _mm256_extracti128_si256(w1, 1)),
+                            _mm_add_epi32(_mm256_castsi256_si128(w0), _mm256_extracti128_si256(w0, 1)));
+}
+
 /* The float32 contributions of blocks ib .. ib+7, one per lane. */
 static inline __m256 contributions8(const uint8_t *w, const uint8_t *a, const act_facts *f, int64_t ib) {
     const uint8_t *wb = w + ib * TYPE_SIZE, *ab = a + ib * ACT_STRIDE;
     const __m256 dw = qs_avx2_load_fp16x8(wb + OFF_D, TYPE_SIZE);
     __m256i p[8];
-    /* unsigned codes <= 2 times signed bytes: the pair sums of all 8 runs stay within int16 */
-    for (int j = 0; j < 8; ++j) {
-        const uint8_t *aq = ab + j * ACT_STRIDE + ACT_OFF_QS;
-        __m256i c[QK / 32];
-        codes_all(wb + j * TYPE_SIZE, c);
-        __m256i acc = _mm256_setzero_si256();
-        for (int r = 0; r < QK / 32; ++r)
-            acc = _mm256_add_epi16(acc, _mm256_maddubs_epi16(c[r],
-                                                             _mm256_loadu_si256((const __m256i *)(aq + 32 * r))));
-        p[j] = acc;
-    }
-    __m256i s = block_sums8(p);
+    for (int j = 0; j < 8; ++j) p[j] = block_pair_sums(wb + j * TYPE_SIZE, ab + j * ACT_STRIDE + ACT_OFF_QS);
+    /* (the two reductions give the same sums; each is the faster one for its format on CPUs with 128-bit units) */
+    __m256i s = block_sums8_i16(p);
     s = _mm256_sub_epi32(s, _mm256_loadu_si256((const __m256i *)(f->asum + ib)));
     return _mm256_mul_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, _mm256_loadu_ps(f->da + ib)));
 }

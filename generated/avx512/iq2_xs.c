@@ -11,9 +11,12 @@
  * element = db_b * (grid value * sign),  db_b = (d * (0.5f + ls_b)) * 0.25
  * dot term of a super-block = (((dw * da) * isum) * post)
  *   isum = sum_b (2*ls_b + 1) * sum over block b of signed grid value * a.qs (exact)
- * AVX2: the 4 grid points of 32 elements are loaded as one vector, signs applied to the bytes by a mask, then
- * dequantize converts and scales 8 at a time; the dot product adds 64 to the signed values
- * (maddubs takes unsigned bytes) and subtracts the offset's pair sums, computed once per activation.
+ * AVX2: the 4 grid points of 32 elements are loaded as one vector (by scalar index, no gather), their signs as bytes -1/+1;
+ * dequantize applies the signs, converts and scales 8 at a time. The dot product adds 64 to the signed values
+ * (maddubs takes unsigned bytes) and subtracts the offset's pair sums, computed once per activation;
+ * where no activation quant is -128 (ggml's q8_K never stores one), it takes the shorter plain path instead:
+ * the signs go onto the activation (exact negation) and maddubs multiplies the unsigned grid magnitudes.
+ * Both give the same exact integers, so the same bits.
  * The avx512 kernels are the AVX2 code built with AVX-512 enabled (the compiler may
  * use EVEX encodings and 32 registers): the lines the avx2 kernels run and test.
  */
@@ -169,42 +172,47 @@ static const uint64_t GRID[512] = {
     0x2B2B2B2B082B2B08, 0x2B2B2B2B082B2B2B, 0x2B2B2B2B2B190819, 0x2B2B2B2B2B2B2B2B,
 };
 
-/* KSIGNS[s] (reference/tables/ggml_iq2.py) as 8 byte masks (byte e = 0xFF where bit e is set) */
-static const uint64_t KSIGN_MASKS[128] = {
-    0x0000000000000000, 0xFF000000000000FF, 0xFF0000000000FF00, 0x000000000000FFFF,
-    0xFF00000000FF0000, 0x0000000000FF00FF, 0x0000000000FFFF00, 0xFF00000000FFFFFF,
-    0xFF000000FF000000, 0x00000000FF0000FF, 0x00000000FF00FF00, 0xFF000000FF00FFFF,
-    0x00000000FFFF0000, 0xFF000000FFFF00FF, 0xFF000000FFFFFF00, 0x00000000FFFFFFFF,
-    0xFF0000FF00000000, 0x000000FF000000FF, 0x000000FF0000FF00, 0xFF0000FF0000FFFF,
-    0x000000FF00FF0000, 0xFF0000FF00FF00FF, 0xFF0000FF00FFFF00, 0x000000FF00FFFFFF,
-    0x000000FFFF000000, 0xFF0000FFFF0000FF, 0xFF0000FFFF00FF00, 0x000000FFFF00FFFF,
-    0xFF0000FFFFFF0000, 0x000000FFFFFF00FF, 0x000000FFFFFFFF00, 0xFF0000FFFFFFFFFF,
-    0xFF00FF0000000000, 0x0000FF00000000FF, 0x0000FF000000FF00, 0xFF00FF000000FFFF,
-    0x0000FF0000FF0000, 0xFF00FF0000FF00FF, 0xFF00FF0000FFFF00, 0x0000FF0000FFFFFF,
-    0x0000FF00FF000000, 0xFF00FF00FF0000FF, 0xFF00FF00FF00FF00, 0x0000FF00FF00FFFF,
-    0xFF00FF00FFFF0000, 0x0000FF00FFFF00FF, 0x0000FF00FFFFFF00, 0xFF00FF00FFFFFFFF,
-    0x0000FFFF00000000, 0xFF00FFFF000000FF, 0xFF00FFFF0000FF00, 0x0000FFFF0000FFFF,
-    0xFF00FFFF00FF0000, 0x0000FFFF00FF00FF, 0x0000FFFF00FFFF00, 0xFF00FFFF00FFFFFF,
-    0xFF00FFFFFF000000, 0x0000FFFFFF0000FF, 0x0000FFFFFF00FF00, 0xFF00FFFFFF00FFFF,
-    0x0000FFFFFFFF0000, 0xFF00FFFFFFFF00FF, 0xFF00FFFFFFFFFF00, 0x0000FFFFFFFFFFFF,
-    0xFFFF000000000000, 0x00FF0000000000FF, 0x00FF00000000FF00, 0xFFFF00000000FFFF,
-    0x00FF000000FF0000, 0xFFFF000000FF00FF, 0xFFFF000000FFFF00, 0x00FF000000FFFFFF,
-    0x00FF0000FF000000, 0xFFFF0000FF0000FF, 0xFFFF0000FF00FF00, 0x00FF0000FF00FFFF,
-    0xFFFF0000FFFF0000, 0x00FF0000FFFF00FF, 0x00FF0000FFFFFF00, 0xFFFF0000FFFFFFFF,
-    0x00FF00FF00000000, 0xFFFF00FF000000FF, 0xFFFF00FF0000FF00, 0x00FF00FF0000FFFF,
-    0xFFFF00FF00FF0000, 0x00FF00FF00FF00FF, 0x00FF00FF00FFFF00, 0xFFFF00FF00FFFFFF,
-    0xFFFF00FFFF000000, 0x00FF00FFFF0000FF, 0x00FF00FFFF00FF00, 0xFFFF00FFFF00FFFF,
-    0x00FF00FFFFFF0000, 0xFFFF00FFFFFF00FF, 0xFFFF00FFFFFFFF00, 0x00FF00FFFFFFFFFF,
-    0x00FFFF0000000000, 0xFFFFFF00000000FF, 0xFFFFFF000000FF00, 0x00FFFF000000FFFF,
-    0xFFFFFF0000FF0000, 0x00FFFF0000FF00FF, 0x00FFFF0000FFFF00, 0xFFFFFF0000FFFFFF,
-    0xFFFFFF00FF000000, 0x00FFFF00FF0000FF, 0x00FFFF00FF00FF00, 0xFFFFFF00FF00FFFF,
-    0x00FFFF00FFFF0000, 0xFFFFFF00FFFF00FF, 0xFFFFFF00FFFFFF00, 0x00FFFF00FFFFFFFF,
-    0xFFFFFFFF00000000, 0x00FFFFFF000000FF, 0x00FFFFFF0000FF00, 0xFFFFFFFF0000FFFF,
-    0x00FFFFFF00FF0000, 0xFFFFFFFF00FF00FF, 0xFFFFFFFF00FFFF00, 0x00FFFFFF00FFFFFF,
-    0x00FFFFFFFF000000, 0xFFFFFFFFFF0000FF, 0xFFFFFFFFFF00FF00, 0x00FFFFFFFF00FFFF,
-    0xFFFFFFFFFFFF0000, 0x00FFFFFFFFFF00FF, 0x00FFFFFFFFFFFF00, 0xFFFFFFFFFFFFFFFF,
+/* KSIGNS[s] (reference/tables/ggml_iq2.py) as 8 signs, byte e = -1 (0xFF) where bit e is set, else +1 */
+static const uint64_t KSIGN_UNITS[128] = {
+    0x0101010101010101, 0xFF010101010101FF, 0xFF0101010101FF01, 0x010101010101FFFF,
+    0xFF01010101FF0101, 0x0101010101FF01FF, 0x0101010101FFFF01, 0xFF01010101FFFFFF,
+    0xFF010101FF010101, 0x01010101FF0101FF, 0x01010101FF01FF01, 0xFF010101FF01FFFF,
+    0x01010101FFFF0101, 0xFF010101FFFF01FF, 0xFF010101FFFFFF01, 0x01010101FFFFFFFF,
+    0xFF0101FF01010101, 0x010101FF010101FF, 0x010101FF0101FF01, 0xFF0101FF0101FFFF,
+    0x010101FF01FF0101, 0xFF0101FF01FF01FF, 0xFF0101FF01FFFF01, 0x010101FF01FFFFFF,
+    0x010101FFFF010101, 0xFF0101FFFF0101FF, 0xFF0101FFFF01FF01, 0x010101FFFF01FFFF,
+    0xFF0101FFFFFF0101, 0x010101FFFFFF01FF, 0x010101FFFFFFFF01, 0xFF0101FFFFFFFFFF,
+    0xFF01FF0101010101, 0x0101FF01010101FF, 0x0101FF010101FF01, 0xFF01FF010101FFFF,
+    0x0101FF0101FF0101, 0xFF01FF0101FF01FF, 0xFF01FF0101FFFF01, 0x0101FF0101FFFFFF,
+    0x0101FF01FF010101, 0xFF01FF01FF0101FF, 0xFF01FF01FF01FF01, 0x0101FF01FF01FFFF,
+    0xFF01FF01FFFF0101, 0x0101FF01FFFF01FF, 0x0101FF01FFFFFF01, 0xFF01FF01FFFFFFFF,
+    0x0101FFFF01010101, 0xFF01FFFF010101FF, 0xFF01FFFF0101FF01, 0x0101FFFF0101FFFF,
+    0xFF01FFFF01FF0101, 0x0101FFFF01FF01FF, 0x0101FFFF01FFFF01, 0xFF01FFFF01FFFFFF,
+    0xFF01FFFFFF010101, 0x0101FFFFFF0101FF, 0x0101FFFFFF01FF01, 0xFF01FFFFFF01FFFF,
+    0x0101FFFFFFFF0101, 0xFF01FFFFFFFF01FF, 0xFF01FFFFFFFFFF01, 0x0101FFFFFFFFFFFF,
+    0xFFFF010101010101, 0x01FF0101010101FF, 0x01FF01010101FF01, 0xFFFF01010101FFFF,
+    0x01FF010101FF0101, 0xFFFF010101FF01FF, 0xFFFF010101FFFF01, 0x01FF010101FFFFFF,
+    0x01FF0101FF010101, 0xFFFF0101FF0101FF, 0xFFFF0101FF01FF01, 0x01FF0101FF01FFFF,
+    0xFFFF0101FFFF0101, 0x01FF0101FFFF01FF, 0x01FF0101FFFFFF01, 0xFFFF0101FFFFFFFF,
+    0x01FF01FF01010101, 0xFFFF01FF010101FF, 0xFFFF01FF0101FF01, 0x01FF01FF0101FFFF,
+    0xFFFF01FF01FF0101, 0x01FF01FF01FF01FF, 0x01FF01FF01FFFF01, 0xFFFF01FF01FFFFFF,
+    0xFFFF01FFFF010101, 0x01FF01FFFF0101FF, 0x01FF01FFFF01FF01, 0xFFFF01FFFF01FFFF,
+    0x01FF01FFFFFF0101, 0xFFFF01FFFFFF01FF, 0xFFFF01FFFFFFFF01, 0x01FF01FFFFFFFFFF,
+    0x01FFFF0101010101, 0xFFFFFF01010101FF, 0xFFFFFF010101FF01, 0x01FFFF010101FFFF,
+    0xFFFFFF0101FF0101, 0x01FFFF0101FF01FF, 0x01FFFF0101FFFF01, 0xFFFFFF0101FFFFFF,
+    0xFFFFFF01FF010101, 0x01FFFF01FF0101FF, 0x01FFFF01FF01FF01, 0xFFFFFF01FF01FFFF,
+    0x01FFFF01FFFF0101, 0xFFFFFF01FFFF01FF, 0xFFFFFF01FFFFFF01, 0x01FFFF01FFFFFFFF,
+    0xFFFFFFFF01010101, 0x01FFFFFF010101FF, 0x01FFFFFF0101FF01, 0xFFFFFFFF0101FFFF,
+    0x01FFFFFF01FF0101, 0xFFFFFFFF01FF01FF, 0xFFFFFFFF01FFFF01, 0x01FFFFFF01FFFFFF,
+    0x01FFFFFFFF010101, 0xFFFFFFFFFF0101FF, 0xFFFFFFFFFF01FF01, 0x01FFFFFFFF01FFFF,
+    0xFFFFFFFFFFFF0101, 0x01FFFFFFFFFF01FF, 0x01FFFFFFFFFFFF01, 0xFFFFFFFFFFFFFFFF,
 };
 
+
+
+/* One little-endian word of a run's grid and sign indices. */
+static inline uint32_t qs_load_u32_run(const uint8_t *p) { return qs_load_u32(p); }
+static inline uint64_t qs_load_u64_run(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
 
 static inline float load_fp16(uint16_t h) {
     return qs_f16_to_f32_hw(h);
@@ -237,22 +245,32 @@ static inline void scale_codes(const uint8_t *b, int ls[NBLOCKS]) {
 
 /* The grid indices of the 4 groups of run r (elements 32r .. 32r+31). */
 static inline void run_indices(const uint8_t *b, int r, uint32_t idx[4]) {
-    idx[0] = (((uint32_t)qs_load_u16(b + 2 + 8 * r)) & 511u);
-    idx[1] = (((uint32_t)qs_load_u16(b + 4 + 8 * r)) & 511u);
-    idx[2] = (((uint32_t)qs_load_u16(b + 6 + 8 * r)) & 511u);
-    idx[3] = (((uint32_t)qs_load_u16(b + 8 + 8 * r)) & 511u);
+    const uint64_t w0 = qs_load_u64_run(b + 2 + 8 * r);
+    idx[0] = ((uint32_t)(w0 >> 0) & 511u);
+    idx[1] = ((uint32_t)(w0 >> 16) & 511u);
+    idx[2] = ((uint32_t)(w0 >> 32) & 511u);
+    idx[3] = ((uint32_t)(w0 >> 48) & 511u);
 }
 
 
-/* The signed grid values of run r as one vector of 32 bytes. */
-static inline __m256i run_values_avx2(const uint8_t *b, int r) {
+/* The grid points of run r as one vector of 32 bytes (magnitudes). */
+static inline __m256i run_points_avx2(const uint8_t *b, int r) {
     uint32_t idx[4];
     run_indices(b, r, idx);
-    const __m256i points = _mm256_setr_epi64x((long long)GRID[idx[0]], (long long)GRID[idx[1]], (long long)GRID[idx[2]],
-                                              (long long)GRID[idx[3]]);
-    /* m -> -m where the sign bit is set: (m ^ mask) - mask, mask = 0xFF or 0 */
-    const __m256i mask = _mm256_setr_epi64x((long long)KSIGN_MASKS[(((uint32_t)*(b + 3 + 8 * r) >> 1) & 127u)], (long long)KSIGN_MASKS[(((uint32_t)*(b + 5 + 8 * r) >> 1) & 127u)], (long long)KSIGN_MASKS[(((uint32_t)*(b + 7 + 8 * r) >> 1) & 127u)], (long long)KSIGN_MASKS[(((uint32_t)*(b + 9 + 8 * r) >> 1) & 127u)]);
-    return _mm256_sub_epi8(_mm256_xor_si256(points, mask), mask);
+    return _mm256_setr_epi64x((long long)GRID[idx[0]], (long long)GRID[idx[1]], (long long)GRID[idx[2]],
+                              (long long)GRID[idx[3]]);
+}
+
+/* The signs of run r as 32 bytes, -1 (negative) or +1: _mm256_sign_epi8(x, units) = x * sign. */
+static inline __m256i run_sign_units_avx2(const uint8_t *b, int r) {
+    const uint64_t w0 = qs_load_u64_run(b + 2 + 8 * r);
+    return _mm256_setr_epi64x((long long)KSIGN_UNITS[((uint32_t)(w0 >> 9) & 127u)], (long long)KSIGN_UNITS[((uint32_t)(w0 >> 25) & 127u)], (long long)KSIGN_UNITS[((uint32_t)(w0 >> 41) & 127u)], (long long)KSIGN_UNITS[((uint32_t)(w0 >> 57) & 127u)]);
+}
+
+/* The signed grid values of run r as one vector of 32 bytes. */
+static inline __m256i run_values_avx2(const uint8_t *b, int r) {
+    /* grid magnitudes <= 43: the negation is exact */
+    return _mm256_sign_epi8(run_points_avx2(b, r), run_sign_units_avx2(b, r));
 }
 
 /* db_b of every block, float32. */
@@ -312,6 +330,7 @@ void qs_iq2_xs_dequantize__avx512(const uint8_t *q, float *y, int64_t n) {
 /* Per-call facts of the activation (q8_k), shared by every weight row. */
 typedef struct {
     float *da; /* its float32 scale per super-block */
+    int plain; /* no activation quant is -128: the signs may go onto the activation (plain path) */
     __m256i *poff; /* maddubs(offset, quants) of every run: the value offset's part of the pair sums */
 } act_facts;
 
@@ -320,9 +339,16 @@ static int act_prepare(act_facts *f, const uint8_t *a, int64_t nb) {
     if (!f->da) return -1;
     f->poff = (__m256i *)malloc((size_t)(nb + 1) * 8 * sizeof(__m256i));
     if (!f->poff) return -1;
+    __m256i min128 = _mm256_setzero_si256();
+    for (int64_t ib = 0; ib < nb; ++ib)
+        for (int r = 0; r < QK / 32; ++r)
+            min128 = _mm256_or_si256(min128, _mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)(a + ib * ACT_SIZE + ACT_OFF_QS + 32 * r)),
+                                                               _mm256_set1_epi8(-128)));
+    f->plain = _mm256_testz_si256(min128, min128);
     for (int64_t ib = 0; ib < nb; ++ib) {
         const uint8_t *ab = a + ib * ACT_SIZE;
         f->da[ib] = qs_load_f32(ab + ACT_OFF_D);
+        if (f->plain) continue;
         for (int r = 0; r < QK / 32; ++r)
             _mm256_storeu_si256(f->poff + 8 * ib + r, _mm256_maddubs_epi16(_mm256_set1_epi8(64),
                                 _mm256_loadu_si256((const __m256i *)(ab + ACT_OFF_QS + 32 * r))));
@@ -342,44 +368,72 @@ static inline float superblock_term(float dw, float da, int32_t isum_i) {
     return (((dw * da) * isum) * post);
 }
 
+/* 2*ls_b + 1 of every block as bytes 0 .. 15, in both 128-bit lanes: one read per super-block. */
+static inline __m256i scale_bytes(const uint8_t *b) {
+    const __m128i raw = _mm_loadl_epi64((const __m128i *)(b + 66));
+    const __m128i m4 = _mm_set1_epi8(0x0F);
+    const __m128i codes = _mm_unpacklo_epi8(_mm_and_si128(raw, m4), _mm_and_si128(_mm_srli_epi16(raw, 4), m4));
+    return _mm256_broadcastsi128_si256(_mm_add_epi8(_mm_add_epi8(codes, codes), _mm_set1_epi8(1)));
+}
+
+/* Per run r: the shuffle of scale_bytes that gives madd's int16 multipliers of its blocks (byte -128: zero). */
+static const int8_t SCALE_PICK[8][32] __attribute__((aligned(32))) = {
+    { 0, -128, 0, -128, 0, -128, 0, -128, 0, -128, 0, -128, 0, -128, 0, -128, 1, -128, 1, -128, 1, -128, 1, -128, 1, -128, 1, -128, 1, -128, 1, -128 },
+    { 2, -128, 2, -128, 2, -128, 2, -128, 2, -128, 2, -128, 2, -128, 2, -128, 3, -128, 3, -128, 3, -128, 3, -128, 3, -128, 3, -128, 3, -128, 3, -128 },
+    { 4, -128, 4, -128, 4, -128, 4, -128, 4, -128, 4, -128, 4, -128, 4, -128, 5, -128, 5, -128, 5, -128, 5, -128, 5, -128, 5, -128, 5, -128, 5, -128 },
+    { 6, -128, 6, -128, 6, -128, 6, -128, 6, -128, 6, -128, 6, -128, 6, -128, 7, -128, 7, -128, 7, -128, 7, -128, 7, -128, 7, -128, 7, -128, 7, -128 },
+    { 8, -128, 8, -128, 8, -128, 8, -128, 8, -128, 8, -128, 8, -128, 8, -128, 9, -128, 9, -128, 9, -128, 9, -128, 9, -128, 9, -128, 9, -128, 9, -128 },
+    { 10, -128, 10, -128, 10, -128, 10, -128, 10, -128, 10, -128, 10, -128, 10, -128, 11, -128, 11, -128, 11, -128, 11, -128, 11, -128, 11, -128, 11, -128, 11, -128 },
+    { 12, -128, 12, -128, 12, -128, 12, -128, 12, -128, 12, -128, 12, -128, 12, -128, 13, -128, 13, -128, 13, -128, 13, -128, 13, -128, 13, -128, 13, -128, 13, -128 },
+    { 14, -128, 14, -128, 14, -128, 14, -128, 14, -128, 14, -128, 14, -128, 14, -128, 15, -128, 15, -128, 15, -128, 15, -128, 15, -128, 15, -128, 15, -128, 15, -128 },
+};
+
 /* 8 int32 lanes whose total is isum of one super-block. */
 static inline __attribute__((always_inline)) void superblock_partials(const uint8_t *w, const uint8_t *a,
-                                                                      const act_facts *f, int64_t ib,
+                                                                      const act_facts *f, int64_t ib, const int plain,
                                                                       __m256i *isum) {
-    int ls[NBLOCKS];
-    scale_codes(w, ls);
+    const __m256i sb = scale_bytes(w);
     const uint8_t *aq = a + ACT_OFF_QS;
     const __m256i *poff = f->poff + 8 * ib;
     __m256i acc = _mm256_setzero_si256();
     RUN_LOOP
     for (int r = 0; r < QK / 32; ++r) {
-        /* (values + 64) in 0 .. 107 times the quants: pairs within +-27392, exact;
-         * less the offset's pairs (64 * quants, within +-16384): the signed values' pair sums
-         * (within +-11008), exact in int16 arithmetic modulo 2^16 */
-        const __m256i u = _mm256_add_epi8(run_values_avx2(w, r), _mm256_set1_epi8(64));
-        const __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)(aq + 32 * r))),
-                                           _mm256_loadu_si256(poff + r));
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_setr_m128i(_mm_set1_epi16((short)(2 * ls[2 * r] + 1)),
-                                                                           _mm_set1_epi16((short)(2 * ls[2 * r + 1] + 1)))));
+        __m256i p;
+        if (plain) {
+            /* grid magnitudes (0 .. 43) times the signed quants (-127 .. 127, no -128: their negation
+             * is exact): pairs within +-10922, exact */
+            p = _mm256_maddubs_epi16(run_points_avx2(w, r), _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(aq + 32 * r)),
+                                                                             run_sign_units_avx2(w, r)));
+        } else {
+            /* (values + 64) in 0 .. 107 times the quants: pairs within +-27392, exact;
+             * less the offset's pairs (64 * quants, within +-16384): the signed values' pair sums
+             * (within +-11008), exact in int16 arithmetic modulo 2^16 */
+            const __m256i u = _mm256_add_epi8(run_values_avx2(w, r), _mm256_set1_epi8(64));
+            p = _mm256_sub_epi16(_mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)(aq + 32 * r))),
+                                 _mm256_loadu_si256(poff + r));
+        }
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_shuffle_epi8(sb, _mm256_load_si256((const __m256i *)SCALE_PICK[r]))));
     }
     *isum = acc;
     (void)f;
 }
 
 /* One super-block's term (the tails of the 8-wide loop). */
-static inline float dot_superblock(const uint8_t *w, const uint8_t *a, const act_facts *f, int64_t ib) {
+static inline __attribute__((always_inline)) float dot_superblock(const uint8_t *w, const uint8_t *a,
+                                                                  const act_facts *f, int64_t ib, const int plain) {
     __m256i pi;
-    superblock_partials(w, a, f, ib, &pi);
+    superblock_partials(w, a, f, ib, plain, &pi);
     return superblock_term(super_scale(w), f->da[ib], qs_avx2_hsum_i32(pi));
 }
 
 /* The float32 terms of super-blocks ib .. ib+7, one per lane. */
-static inline __m256 contributions8(const uint8_t *w, const uint8_t *a, const act_facts *f, int64_t ib) {
+static inline __attribute__((always_inline)) __m256 contributions8(const uint8_t *w, const uint8_t *a, const act_facts *f,
+                                                                   int64_t ib, const int plain) {
     const uint8_t *wb = w + ib * TYPE_SIZE, *ab = a + ib * ACT_SIZE;
     __m256i pi[8];
     float dws[8];
     for (int j = 0; j < 8; ++j) {
-        superblock_partials(wb + j * TYPE_SIZE, ab + j * ACT_SIZE, f, ib + j, &pi[j]);
+        superblock_partials(wb + j * TYPE_SIZE, ab + j * ACT_SIZE, f, ib + j, plain, &pi[j]);
         dws[j] = super_scale(wb + j * TYPE_SIZE);
     }
     const __m256 dw = _mm256_loadu_ps(dws);
@@ -389,22 +443,37 @@ static inline __m256 contributions8(const uint8_t *w, const uint8_t *a, const ac
     return _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(dw, da), isum), post);
 }
 
-static float dot_row(int64_t nb, const uint8_t *w, const uint8_t *a, const act_facts *f) {
+static inline __attribute__((always_inline)) float dot_row_impl(int64_t nb, const uint8_t *w, const uint8_t *a,
+                                                                const act_facts *f, const int plain) {
     float lanes[QS_LANES] = {0};
     int64_t ib = 0;
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     for (; ib + 16 <= nb; ib += 16) {
-        acc0 = _mm256_add_ps(acc0, contributions8(w, a, f, ib));
-        acc1 = _mm256_add_ps(acc1, contributions8(w, a, f, ib + 8));
+        acc0 = _mm256_add_ps(acc0, contributions8(w, a, f, ib, plain));
+        acc1 = _mm256_add_ps(acc1, contributions8(w, a, f, ib + 8, plain));
     }
     if (ib + 8 <= nb) {
-        acc0 = _mm256_add_ps(acc0, contributions8(w, a, f, ib));
+        acc0 = _mm256_add_ps(acc0, contributions8(w, a, f, ib, plain));
         ib += 8;
     }
     _mm256_storeu_ps(lanes, acc0);
     _mm256_storeu_ps(lanes + 8, acc1);
-    for (; ib < nb; ++ib) lanes[ib % QS_LANES] += dot_superblock(w + ib * TYPE_SIZE, a + ib * ACT_SIZE, f, ib);
+    for (; ib < nb; ++ib) lanes[ib % QS_LANES] += dot_superblock(w + ib * TYPE_SIZE, a + ib * ACT_SIZE, f, ib, plain);
     return qs_fold_lanes(lanes);
+}
+
+/* One compiled loop per path. */
+static __attribute__((noinline)) float dot_row_offset(int64_t nb, const uint8_t *w, const uint8_t *a, const act_facts *f) {
+    return dot_row_impl(nb, w, a, f, 0);
+}
+
+static __attribute__((noinline)) float dot_row_plain(int64_t nb, const uint8_t *w, const uint8_t *a, const act_facts *f) {
+    return dot_row_impl(nb, w, a, f, 1);
+}
+
+static float dot_row(int64_t nb, const uint8_t *w, const uint8_t *a, const act_facts *f) {
+    if (f->plain) return dot_row_plain(nb, w, a, f);
+    return dot_row_offset(nb, w, a, f);
 }
 
 int qs_iq2_xs_vec_dot__avx512(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride,

@@ -90,6 +90,15 @@ typedef struct {
     int64_t nb;
 } act_facts;
 
+/* The sum of one activation block's quants (exact). */
+static inline int32_t act_qsum(const int8_t *q) {
+    /* pairs of bytes in int16 lanes, at most 256 * 1 in magnitude */
+    __m256i s = _mm256_setzero_si256();
+    for (int k = 0; k < ACT_QK / 32; ++k)
+        s = _mm256_add_epi16(s, _mm256_maddubs_epi16(_mm256_set1_epi8(1), _mm256_loadu_si256((const __m256i *)(q + 32 * k))));
+    return qs_avx2_hsum_i32(_mm256_madd_epi16(s, _mm256_set1_epi16(1)));
+}
+
 static int act_prepare(act_facts *f, const uint8_t *a, int64_t nb) {
     f->nb = nb;
     f->da = (float *)malloc((size_t)(NGROUPS * nb + 1) * sizeof(float));
@@ -99,9 +108,7 @@ static int act_prepare(act_facts *f, const uint8_t *a, int64_t nb) {
         for (int g = 0; g < NGROUPS; ++g) {
             const uint8_t *ab = a + (i * NGROUPS + g) * ACT_SIZE;
             f->da[g * nb + i] = load_fp16(ab + ACT_OFF_D);
-            int32_t s = 0;
-            for (int j = 0; j < ACT_QK; ++j) s += (int8_t)ab[ACT_OFF_QS + j];
-            f->asum[g * nb + i] = s;
+            f->asum[g * nb + i] = act_qsum((const int8_t *)(ab + ACT_OFF_QS));
         }
     return 0;
 }
@@ -136,6 +143,7 @@ static inline __m256i block_sums8(const __m256i acc[8]) {
         d[j] = _mm_madd_epi16(_mm_add_epi16(_mm256_castsi256_si128(acc[j]), _mm256_extracti128_si256(acc[j], 1)), ones);
     return _mm256_set_m128i(qs_sse_hsum_4x4(d[4], d[5], d[6], d[7]), qs_sse_hsum_4x4(d[0], d[1], d[2], d[3]));
 }
+
 
 /* The float32 contributions of blocks ib .. ib+7, one per lane. */
 static inline __m256 contributions8(const uint8_t *w, const uint8_t *a, const act_facts *f, int64_t ib) {

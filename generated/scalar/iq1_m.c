@@ -549,6 +549,11 @@ static const uint64_t GRID[2048] = {
 };
 
 
+
+/* One little-endian word of a run's grid and sign indices. */
+static inline uint32_t qs_load_u32_run(const uint8_t *p) { return qs_load_u32(p); }
+static inline uint64_t qs_load_u64_run(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+
 static inline float load_fp16(uint16_t h) {
     return qs_fp16_to_fp32(h);
 }
@@ -619,10 +624,12 @@ static inline void delta_signs(const uint8_t *b, int neg[32]) {
 
 /* The grid indices of the 4 groups of run r (elements 32r .. 32r+31). */
 static inline void run_indices(const uint8_t *b, int r, uint32_t idx[4]) {
-    idx[0] = (((uint32_t)*(b + 0 + 4 * r)) & 255u) | (((uint32_t)*(b + 32 + 2 * r)) & 7u) << 8;
-    idx[1] = (((uint32_t)*(b + 1 + 4 * r)) & 255u) | (((uint32_t)*(b + 32 + 2 * r) >> 4) & 7u) << 8;
-    idx[2] = (((uint32_t)*(b + 2 + 4 * r)) & 255u) | (((uint32_t)*(b + 33 + 2 * r)) & 7u) << 8;
-    idx[3] = (((uint32_t)*(b + 3 + 4 * r)) & 255u) | (((uint32_t)*(b + 33 + 2 * r) >> 4) & 7u) << 8;
+    const uint32_t w0 = qs_load_u32_run(b + 0 + 4 * r);
+    const uint32_t w1 = qs_load_u32_run(b + 32 + 2 * r);
+    idx[0] = ((uint32_t)(w0 >> 0) & 255u) | ((uint32_t)(w1 >> 0) & 7u) << 8;
+    idx[1] = ((uint32_t)(w0 >> 8) & 255u) | ((uint32_t)(w1 >> 4) & 7u) << 8;
+    idx[2] = ((uint32_t)(w0 >> 16) & 255u) | ((uint32_t)(w1 >> 8) & 7u) << 8;
+    idx[3] = ((uint32_t)(w0 >> 24) & 255u) | ((uint32_t)(w1 >> 12) & 7u) << 8;
 }
 
 /* The grid values of run r, element by element. */
@@ -731,8 +738,7 @@ static inline float dot_superblock(const uint8_t *w, const uint8_t *a, const act
 
 static float dot_row(int64_t nb, const uint8_t *w, const uint8_t *a, const act_facts *f) {
     float lanes[QS_LANES] = {0};
-    int64_t ib = 0;
-    for (; ib < nb; ++ib) lanes[ib % QS_LANES] += dot_superblock(w + ib * TYPE_SIZE, a + ib * ACT_SIZE, f, ib);
+    for (int64_t ib = 0; ib < nb; ++ib) lanes[ib % QS_LANES] += dot_superblock(w + ib * TYPE_SIZE, a + ib * ACT_SIZE, f, ib);
     return qs_fold_lanes(lanes);
 }
 

@@ -101,6 +101,11 @@ static const uint32_t GRID[512] = {
 };
 
 
+
+/* One little-endian word of a run's grid and sign indices. */
+static inline uint32_t qs_load_u32_run(const uint8_t *p) { return qs_load_u32(p); }
+static inline uint64_t qs_load_u64_run(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+
 static inline float load_fp16(uint16_t h) {
     return qs_fp16_to_fp32(h);
 }
@@ -124,14 +129,16 @@ static inline void scale_codes(const uint8_t *b, int ls[NBLOCKS]) {
 
 /* The grid indices of the 8 groups of run r (elements 32r .. 32r+31). */
 static inline void run_indices(const uint8_t *b, int r, uint32_t idx[8]) {
-    idx[0] = (((uint32_t)*(b + 2 + 8 * r)) & 255u) | (((uint32_t)*(b + 66 + 1 * r)) & 1u) << 8;
-    idx[1] = (((uint32_t)*(b + 3 + 8 * r)) & 255u) | (((uint32_t)*(b + 66 + 1 * r) >> 1) & 1u) << 8;
-    idx[2] = (((uint32_t)*(b + 4 + 8 * r)) & 255u) | (((uint32_t)*(b + 66 + 1 * r) >> 2) & 1u) << 8;
-    idx[3] = (((uint32_t)*(b + 5 + 8 * r)) & 255u) | (((uint32_t)*(b + 66 + 1 * r) >> 3) & 1u) << 8;
-    idx[4] = (((uint32_t)*(b + 6 + 8 * r)) & 255u) | (((uint32_t)*(b + 66 + 1 * r) >> 4) & 1u) << 8;
-    idx[5] = (((uint32_t)*(b + 7 + 8 * r)) & 255u) | (((uint32_t)*(b + 66 + 1 * r) >> 5) & 1u) << 8;
-    idx[6] = (((uint32_t)*(b + 8 + 8 * r)) & 255u) | (((uint32_t)*(b + 66 + 1 * r) >> 6) & 1u) << 8;
-    idx[7] = (((uint32_t)*(b + 9 + 8 * r)) & 255u) | (((uint32_t)*(b + 66 + 1 * r) >> 7) & 1u) << 8;
+    const uint64_t w0 = qs_load_u64_run(b + 2 + 8 * r);
+    const uint32_t w1 = qs_load_u32_run(b + 66 + 1 * r);
+    idx[0] = ((uint32_t)(w0 >> 0) & 255u) | ((uint32_t)(w1 >> 0) & 1u) << 8;
+    idx[1] = ((uint32_t)(w0 >> 8) & 255u) | ((uint32_t)(w1 >> 1) & 1u) << 8;
+    idx[2] = ((uint32_t)(w0 >> 16) & 255u) | ((uint32_t)(w1 >> 2) & 1u) << 8;
+    idx[3] = ((uint32_t)(w0 >> 24) & 255u) | ((uint32_t)(w1 >> 3) & 1u) << 8;
+    idx[4] = ((uint32_t)(w0 >> 32) & 255u) | ((uint32_t)(w1 >> 4) & 1u) << 8;
+    idx[5] = ((uint32_t)(w0 >> 40) & 255u) | ((uint32_t)(w1 >> 5) & 1u) << 8;
+    idx[6] = ((uint32_t)(w0 >> 48) & 255u) | ((uint32_t)(w1 >> 6) & 1u) << 8;
+    idx[7] = ((uint32_t)(w0 >> 56) & 255u) | ((uint32_t)(w1 >> 7) & 1u) << 8;
 }
 
 /* The 32 sign bits of run r: bit e = sign of element 32r + e (1: negative). */
@@ -234,8 +241,7 @@ static inline float dot_superblock(const uint8_t *w, const uint8_t *a, const act
 
 static float dot_row(int64_t nb, const uint8_t *w, const uint8_t *a, const act_facts *f) {
     float lanes[QS_LANES] = {0};
-    int64_t ib = 0;
-    for (; ib < nb; ++ib) lanes[ib % QS_LANES] += dot_superblock(w + ib * TYPE_SIZE, a + ib * ACT_SIZE, f, ib);
+    for (int64_t ib = 0; ib < nb; ++ib) lanes[ib % QS_LANES] += dot_superblock(w + ib * TYPE_SIZE, a + ib * ACT_SIZE, f, ib);
     return qs_fold_lanes(lanes);
 }
 

@@ -67,6 +67,13 @@ typedef struct {
     int64_t nb;
 } act_facts;
 
+/* The sum of one activation block's quants (exact). */
+static inline int32_t act_qsum(const int8_t *q) {
+    int32_t s = 0;
+    for (int j = 0; j < ACT_QK; ++j) s += q[j];
+    return s;
+}
+
 static int act_prepare(act_facts *f, const uint8_t *a, int64_t nb) {
     f->nb = nb;
     f->da = (float *)malloc((size_t)(NGROUPS * nb + 1) * sizeof(float));
@@ -76,9 +83,7 @@ static int act_prepare(act_facts *f, const uint8_t *a, int64_t nb) {
         for (int g = 0; g < NGROUPS; ++g) {
             const uint8_t *ab = a + (i * NGROUPS + g) * ACT_SIZE;
             f->da[g * nb + i] = load_fp16(ab + ACT_OFF_D);
-            int32_t s = 0;
-            for (int j = 0; j < ACT_QK; ++j) s += (int8_t)ab[ACT_OFF_QS + j];
-            f->asum[g * nb + i] = s;
+            f->asum[g * nb + i] = act_qsum((const int8_t *)(ab + ACT_OFF_QS));
         }
     return 0;
 }
