@@ -185,6 +185,10 @@ FORMATS = (
     #   trials   the trial scales' steps is (first, last): id = (15 + 0.2*is)/max
     ("iq3_s", "iqgrid_quantize.c.j2", ("quantize",), dict(iqgrid_search="iq3", trials=(-9, 9))),
     ("iq3_xxs", "iqgrid_quantize.c.j2", ("quantize",), dict(iqgrid_search="iq3", trials=(-15, 15))),
+    #   IQ2 (iq2grid_quantize.c.j2): groups of 8, trials id = (5 + 0.1*is)/max (IQ2_XXS: /(3*make_qp_quants scale))
+    ("iq2_xxs", "iq2grid_quantize.c.j2", ("quantize",), dict(iqgrid_search="iq2", trials=(-6, 6))),
+    ("iq2_xs", "iq2grid_quantize.c.j2", ("quantize",), dict(iqgrid_search="iq2", trials=(-9, 9))),
+    ("iq2_s", "iq2grid_quantize.c.j2", ("quantize",), dict(iqgrid_search="iq2", trials=(-9, 9))),
     # IQ1 quantizers (codegen/iq1_quantize.py: the spec's lattice map and neighbour lists); iq1_search: "s" or "m"
     ("iq1_s", "iq1_quantize.c.j2", ("quantize",), dict(iq1_search="s")),
     ("iq1_m", "iq1_quantize.c.j2", ("quantize",), dict(iq1_search="m")),

@@ -36,10 +36,13 @@ cdef extern from "qs_kernels_avx2.h" nogil:
     int qs_iq2_ks_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
     void qs_iq2_kt_dequantize__avx2(const uint8_t *q, float *y, int64_t n)
     int qs_iq2_kt_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    int64_t qs_iq2_s_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
     void qs_iq2_s_dequantize__avx2(const uint8_t *q, float *y, int64_t n)
     int qs_iq2_s_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    int64_t qs_iq2_xs_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
     void qs_iq2_xs_dequantize__avx2(const uint8_t *q, float *y, int64_t n)
     int qs_iq2_xs_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    int64_t qs_iq2_xxs_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
     void qs_iq2_xxs_dequantize__avx2(const uint8_t *q, float *y, int64_t n)
     int qs_iq2_xxs_vec_dot__avx2(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
     int64_t qs_iq3_k_quantize__avx2(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
@@ -170,10 +173,13 @@ KERNELS = (
     ("iq2_ks", "vec_dot"),
     ("iq2_kt", "dequantize"),
     ("iq2_kt", "vec_dot"),
+    ("iq2_s", "quantize"),
     ("iq2_s", "dequantize"),
     ("iq2_s", "vec_dot"),
+    ("iq2_xs", "quantize"),
     ("iq2_xs", "dequantize"),
     ("iq2_xs", "vec_dot"),
+    ("iq2_xxs", "quantize"),
     ("iq2_xxs", "dequantize"),
     ("iq2_xxs", "vec_dot"),
     ("iq3_k", "quantize"),
@@ -269,39 +275,42 @@ KERNELS = (
     ("tq2_0", "vec_dot"),
 )
 
-cdef quantize_fn _quantize[31]
+cdef quantize_fn _quantize[34]
 _quantize[0] = qs_bf16_quantize__avx2
 _quantize[1] = qs_f16_quantize__avx2
 _quantize[2] = qs_f32_quantize__avx2
 _quantize[3] = qs_iq1_m_quantize__avx2
 _quantize[4] = qs_iq1_s_quantize__avx2
 _quantize[5] = qs_iq2_k_quantize__avx2
-_quantize[6] = qs_iq3_k_quantize__avx2
-_quantize[7] = qs_iq3_ks_quantize__avx2
-_quantize[8] = qs_iq3_s_quantize__avx2
-_quantize[9] = qs_iq3_xxs_quantize__avx2
-_quantize[10] = qs_iq4_k_quantize__avx2
-_quantize[11] = qs_iq4_ks_quantize__avx2
-_quantize[12] = qs_iq4_kss_quantize__avx2
-_quantize[13] = qs_iq4_nl_quantize__avx2
-_quantize[14] = qs_iq4_xs_quantize__avx2
-_quantize[15] = qs_iq5_k_quantize__avx2
-_quantize[16] = qs_iq5_ks_quantize__avx2
-_quantize[17] = qs_iq6_k_quantize__avx2
-_quantize[18] = qs_q2_k_quantize__avx2
-_quantize[19] = qs_q3_k_quantize__avx2
-_quantize[20] = qs_q4_0_quantize__avx2
-_quantize[21] = qs_q4_1_quantize__avx2
-_quantize[22] = qs_q4_k_quantize__avx2
-_quantize[23] = qs_q5_0_quantize__avx2
-_quantize[24] = qs_q5_1_quantize__avx2
-_quantize[25] = qs_q5_k_quantize__avx2
-_quantize[26] = qs_q6_0_quantize__avx2
-_quantize[27] = qs_q6_k_quantize__avx2
-_quantize[28] = qs_q8_0_quantize__avx2
-_quantize[29] = qs_q8_1_quantize__avx2
-_quantize[30] = qs_q8_k_quantize__avx2
-_QUANTIZE_INDEX = { "bf16": 0, "f16": 1, "f32": 2, "iq1_m": 3, "iq1_s": 4, "iq2_k": 5, "iq3_k": 6, "iq3_ks": 7, "iq3_s": 8, "iq3_xxs": 9, "iq4_k": 10, "iq4_ks": 11, "iq4_kss": 12, "iq4_nl": 13, "iq4_xs": 14, "iq5_k": 15, "iq5_ks": 16, "iq6_k": 17, "q2_k": 18, "q3_k": 19, "q4_0": 20, "q4_1": 21, "q4_k": 22, "q5_0": 23, "q5_1": 24, "q5_k": 25, "q6_0": 26, "q6_k": 27, "q8_0": 28, "q8_1": 29, "q8_k": 30, }
+_quantize[6] = qs_iq2_s_quantize__avx2
+_quantize[7] = qs_iq2_xs_quantize__avx2
+_quantize[8] = qs_iq2_xxs_quantize__avx2
+_quantize[9] = qs_iq3_k_quantize__avx2
+_quantize[10] = qs_iq3_ks_quantize__avx2
+_quantize[11] = qs_iq3_s_quantize__avx2
+_quantize[12] = qs_iq3_xxs_quantize__avx2
+_quantize[13] = qs_iq4_k_quantize__avx2
+_quantize[14] = qs_iq4_ks_quantize__avx2
+_quantize[15] = qs_iq4_kss_quantize__avx2
+_quantize[16] = qs_iq4_nl_quantize__avx2
+_quantize[17] = qs_iq4_xs_quantize__avx2
+_quantize[18] = qs_iq5_k_quantize__avx2
+_quantize[19] = qs_iq5_ks_quantize__avx2
+_quantize[20] = qs_iq6_k_quantize__avx2
+_quantize[21] = qs_q2_k_quantize__avx2
+_quantize[22] = qs_q3_k_quantize__avx2
+_quantize[23] = qs_q4_0_quantize__avx2
+_quantize[24] = qs_q4_1_quantize__avx2
+_quantize[25] = qs_q4_k_quantize__avx2
+_quantize[26] = qs_q5_0_quantize__avx2
+_quantize[27] = qs_q5_1_quantize__avx2
+_quantize[28] = qs_q5_k_quantize__avx2
+_quantize[29] = qs_q6_0_quantize__avx2
+_quantize[30] = qs_q6_k_quantize__avx2
+_quantize[31] = qs_q8_0_quantize__avx2
+_quantize[32] = qs_q8_1_quantize__avx2
+_quantize[33] = qs_q8_k_quantize__avx2
+_QUANTIZE_INDEX = { "bf16": 0, "f16": 1, "f32": 2, "iq1_m": 3, "iq1_s": 4, "iq2_k": 5, "iq2_s": 6, "iq2_xs": 7, "iq2_xxs": 8, "iq3_k": 9, "iq3_ks": 10, "iq3_s": 11, "iq3_xxs": 12, "iq4_k": 13, "iq4_ks": 14, "iq4_kss": 15, "iq4_nl": 16, "iq4_xs": 17, "iq5_k": 18, "iq5_ks": 19, "iq6_k": 20, "q2_k": 21, "q3_k": 22, "q4_0": 23, "q4_1": 24, "q4_k": 25, "q5_0": 26, "q5_1": 27, "q5_k": 28, "q6_0": 29, "q6_k": 30, "q8_0": 31, "q8_1": 32, "q8_k": 33, }
 
 cdef dequantize_fn _dequantize[49]
 _dequantize[0] = qs_bf16_dequantize__avx2
