@@ -16,6 +16,7 @@ import jinja2
 
 from codegen import isa as isa_table
 from codegen.docs import render_docs
+from codegen import iq1_quantize
 from codegen.iqgrid_quantize import lattice_headers
 from codegen.kernels import CONTEXT, KERNELS, OPS, kernel_file
 from codegen.model import ROOT, context
@@ -75,6 +76,7 @@ def render_all() -> dict[str, str]:
     out["generated/__init__.py"] = (_banner("(none)", None, "#")
                                     + '"""Machine-written kernels; see generated/MANIFEST.json."""\n')
     out.update(lattice_headers())  # tables shared by every ISA's kernels of a format
+    out.update(iq1_quantize.lattice_headers())
     out.update(render_docs())
     return out
 

@@ -189,6 +189,9 @@ FORMATS = (
     ("iq2_xxs", "iq2grid_quantize.c.j2", ("quantize",), dict(iqgrid_search="iq2", trials=(-6, 6))),
     ("iq2_xs", "iq2grid_quantize.c.j2", ("quantize",), dict(iqgrid_search="iq2", trials=(-9, 9))),
     ("iq2_s", "iq2grid_quantize.c.j2", ("quantize",), dict(iqgrid_search="iq2", trials=(-9, 9))),
+    # IQ1 quantizers (codegen/iq1_quantize.py: the spec's lattice map and neighbour lists); iq1_search: "s" or "m"
+    ("iq1_s", "iq1_quantize.c.j2", ("quantize",), dict(iq1_search="s")),
+    ("iq1_m", "iq1_quantize.c.j2", ("quantize",), dict(iq1_search="m")),
     # ik_llama.cpp formats with a row scale before the blocks (reference/iq4_ks.py ...): 256-element blocks of
     # 8 sub-blocks of 32, element = (d_row * scale_b) * grid value. Facts read from each spec module:
     #   grid, half   the value table (reference/tables/ik_llama.py) and its values per half (shift_b picks one)

@@ -339,6 +339,10 @@ def context(fmt: str, isa: str, ops: tuple[str, ...], extra: dict) -> dict:
         from codegen import iqgrid_quantize
         ctx.update(iqgrid_quantize.context(fmt, spec, extra))
         return ctx
+    if extra.get("iq1_search"):  # the IQ1 quantizers: codegen/iq1_quantize.py
+        from codegen import iq1_quantize
+        ctx.update(iq1_quantize.context(fmt, spec, extra))
+        return ctx
     if extra.get("iqk"):
         from codegen.iqk import iqk_context
         ctx.update(iqk_context(fmt, spec, extra))

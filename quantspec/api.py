@@ -108,6 +108,23 @@ def _raise_nonfinite(fmt: str, x2: np.ndarray, block: int) -> None:
         f"row {row} column {col} (block {blk}) is {float(x2[row, col])!r}")
 
 
+def _raise_bad_block(name: str, x2: np.ndarray, im, block: int) -> None:
+    """A kernel reported ``block``: non-finite input, or a finite block the
+    spec refuses (IQ1_S/IQ1_M searches ending in a NaN scale), whose error is
+    then the spec's (``quantize_refusal``). Non-finite input anywhere comes
+    first, as on the reference path."""
+    spec = registry.spec(name)
+    block_size = spec.block_size
+    finite = np.isfinite(x2).reshape(-1, block_size).all(axis=1)
+    if not finite.all():
+        if spec.nonfinite_input == "reject":
+            _raise_nonfinite(name, x2, int(np.argmin(finite)))
+        return
+    refusal = getattr(registry.module(name), "quantize_refusal", None)
+    error = refusal(x2, im, block) if refusal else None
+    raise error or NonFiniteInputError(f"{name}: the quantizer refused block {block} of finite input")
+
+
 def quantize(fmt, x, imatrix=None, threads=None, out=None) -> np.ndarray:
     """Quantize float32 rows: ``x`` of shape ``(n,)`` or ``(nrows, n)`` -> uint8
     ``(row_bytes,)`` or ``(nrows, row_bytes)``, bytes exactly as ggml writes
@@ -139,8 +156,8 @@ def quantize(fmt, x, imatrix=None, threads=None, out=None) -> np.ndarray:
         dest.reshape(nrows, row_bytes)[...] = result
     else:
         bad_block = impl.quantize(x2, dest.reshape(nrows, row_bytes), im, threads)
-        if bad_block >= 0 and spec.nonfinite_input == "reject":
-            _raise_nonfinite(name, x2, bad_block)
+        if bad_block >= 0:
+            _raise_bad_block(name, x2, im, bad_block)
     return dest
 
 

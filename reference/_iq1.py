@@ -272,3 +272,21 @@ def overflow_error(fmt: str, x: np.ndarray, start: int, block: int, per_row: int
         f"{fmt}: row {row}, elements {first}..{first + block_size - 1}: the quantizer's float32 sums overflow "
         f"(largest |x| in its super-block {float(np.max(np.abs(x[row, col * 256:(col + 1) * 256]))):.3g}); "
         "ggml aborts on this input (GGML_ASSERT scale >= 0), the spec refuses it")
+
+
+def refusal(fmt: str, superblocks, x: np.ndarray, imatrix: np.ndarray | None, superblock: int, block_size: int):
+    """The error ``quantize(x, imatrix)`` raises when super-block ``superblock``
+    (row-major over ``x (rows, n)``) is the first it refuses, from that
+    super-block alone (``superblocks``: the format's ``_superblocks``); None
+    if the spec quantizes it. Kernels report only the super-block."""
+    per_row = x.shape[1] // 256
+    row, col = divmod(int(superblock), per_row)
+    cols = slice(col * 256, (col + 1) * 256)
+    xs = np.asarray(x[row, cols], dtype=F32).reshape(1, 256)
+    qw = None if imatrix is None else np.asarray(imatrix[cols], dtype=F32).reshape(1, 256)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        try:
+            superblocks(xs, qw)
+        except Overflow as exc:
+            return overflow_error(fmt, x, int(superblock), exc.block, per_row, block_size)
+    return None

@@ -203,6 +203,13 @@ def quantize(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
     return FORMAT.to_bytes(blocks.reshape(nrows, per_row))
 
 
+def quantize_refusal(x: np.ndarray, imatrix: np.ndarray | None, superblock: int):
+    """The error ``quantize(x, imatrix)`` raises when super-block ``superblock``
+    (row-major) is the first it refuses (a NaN block scale), or None: for the
+    kernels, which report only the super-block (``_iq1.refusal``)."""
+    return _iq1.refusal("iq1_s", _superblocks, x, imatrix, superblock, BLOCK)
+
+
 def _superblocks(xs: np.ndarray, qw: np.ndarray) -> np.ndarray:
     """Super-blocks ``xs (S, 256)`` with their imatrix columns ``qw`` -> blocks ``(S,)``."""
     nsuper = xs.shape[0]

@@ -23,9 +23,11 @@ int qs_iq1_bn_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_
 void qs_iq1_kt_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
 int qs_iq1_kt_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
+int64_t qs_iq1_m_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
 void qs_iq1_m_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
 int qs_iq1_m_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
+int64_t qs_iq1_s_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
 void qs_iq1_s_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
 int qs_iq1_s_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);

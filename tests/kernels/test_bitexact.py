@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import quantspec as qs
 from quantspec import dispatch, registry
-from quantspec.bench import SLOW_SPEC_QUANTIZERS
+from quantspec.bench import SLOW_SPEC_QUANTIZERS, required_imatrix
 from quantspec.errors import NonFiniteInputError
 from tests.bits import assert_same_bits
 from tests.conftest import kernel_params
@@ -38,7 +38,13 @@ def _quantize_bitexact(fmt, isa, data):
     imatrix = None
     if spec.imatrix == "required" or (spec.imatrix != "ignored" and data.draw(st.booleans())):
         imatrix = data.draw(imatrices(x.shape[1]))
-    expected = _run("reference", qs.quantize, fmt, x, imatrix=imatrix)
+    try:
+        expected = _run("reference", qs.quantize, fmt, x, imatrix=imatrix)
+    except NonFiniteInputError as refused:  # finite input the spec refuses (IQ1: overflowing sums)
+        with pytest.raises(NonFiniteInputError) as raised:
+            _run(isa, qs.quantize, fmt, x, imatrix=imatrix)
+        assert str(raised.value) == str(refused)
+        return
     actual = _run(isa, qs.quantize, fmt, x, imatrix=imatrix)
     assert actual.dtype == np.uint8 and actual.shape == expected.shape
     if not np.array_equal(actual, expected):
@@ -129,8 +135,9 @@ def test_threads_split_identically(fmt, isa, threads):
     x = rng.standard_normal((7, 64 * spec.block_size if spec.block_size > 1 else 2048)).astype(np.float32)
     with qs.use_isa(isa):
         if dispatch.has_kernel(isa, fmt, "quantize"):
-            q1 = qs.quantize(fmt, x)
-            qn = qs.quantize(fmt, x, threads=threads)
+            im = required_imatrix(fmt, x.shape[1])
+            q1 = qs.quantize(fmt, x, imatrix=im)
+            qn = qs.quantize(fmt, x, imatrix=im, threads=threads)
             np.testing.assert_array_equal(q1, qn)
         else:  # arbitrary bytes: what the split must preserve does not depend on them
             q1 = rng.integers(0, 256, (x.shape[0], spec.row_bytes(x.shape[1])), dtype=np.uint8)
