@@ -11,34 +11,15 @@ the lists hold 327,721 entries) as static const C arrays.
 
 from __future__ import annotations
 
-import importlib
-import sys
-
 import numpy as np
 
-from codegen.model import ROOT
+from codegen.iqgrid_quantize import _c_array, _c_float, _ref
 
 TEMPLATE = "iq1_quantize.c.j2"
 LATTICE_HEADER = "generated/iqgrid/iq1_lattice.h"
 
 #: Table entries of KMAP for keys with a coordinate 3, which the search never forms.
 UNREACHABLE = -32768
-
-
-def _ref(name: str):
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    return importlib.import_module(f"reference.{name}")
-
-
-def _c_float(v) -> str:
-    return repr(float(np.float32(v))) + "f"
-
-
-def _c_array(ctype: str, name: str, values, per_line: int = 24) -> str:
-    values = [int(v) for v in values]
-    lines = [", ".join(str(v) for v in values[i:i + per_line]) for i in range(0, len(values), per_line)]
-    return f"static const {ctype} {name}[{len(values)}] = {{\n    " + ",\n    ".join(lines) + "\n};\n"
 
 
 def lattice_header() -> str:
