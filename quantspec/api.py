@@ -25,12 +25,13 @@ from quantspec.errors import (
 from quantspec.reference import Invalid
 
 _MAX_BYTES = sys.maxsize  # sizes are Python ints, checked against the address space
+_UINT8, _FLOAT32 = np.dtype(np.uint8), np.dtype(np.float32)
 
 
-def _checked_array(fmt: str, what: str, arr, dtype) -> np.ndarray:
+def _checked_array(fmt: str, what: str, arr, dtype: np.dtype) -> np.ndarray:
     if not isinstance(arr, np.ndarray):
         arr = np.asarray(arr)
-    if arr.dtype != dtype:
+    if arr.dtype is not dtype and arr.dtype != dtype:
         raise DtypeError(f"{fmt}: {what} must be {np.dtype(dtype).name}, got {describe(arr)}")
     if arr.ndim not in (1, 2):
         raise ShapeError(f"{fmt}: {what} must be 1-D (one row) or 2-D (rows), got {describe(arr)}")
@@ -40,7 +41,8 @@ def _checked_array(fmt: str, what: str, arr, dtype) -> np.ndarray:
 def _contiguous(arr: np.ndarray) -> np.ndarray:
     """Strided views and misaligned buffers are copied, never misread (after
     the size checks, so that an impossible size is reported, not allocated)."""
-    if not (arr.flags.c_contiguous and arr.flags.aligned):
+    flags = arr.flags
+    if not (flags.c_contiguous and flags.aligned):
         arr = np.ascontiguousarray(arr)
     return arr
 
@@ -132,7 +134,7 @@ def quantize(fmt, x, imatrix=None, threads=None, out=None) -> np.ndarray:
     name = registry.resolve(fmt)
     spec = registry.spec(name)
     threads = _check_threads(threads)
-    x = _checked_array(name, "x", x, np.float32)
+    x = _checked_array(name, "x", x, _FLOAT32)
     one_row = x.ndim == 1
     x2 = x.reshape(1, -1) if one_row else x
     nrows, n = x2.shape
@@ -164,7 +166,7 @@ def quantize(fmt, x, imatrix=None, threads=None, out=None) -> np.ndarray:
 def _byte_rows(name: str, q, spec=None) -> tuple[np.ndarray, bool, int]:
     if spec is None:
         spec = registry.spec(name)
-    q = _checked_array(name, "q", q, np.uint8)
+    q = _checked_array(name, "q", q, _UINT8)
     one_row = q.ndim == 1
     q2 = q.reshape(1, -1) if one_row else q
     row_bytes = q2.shape[1]
@@ -174,7 +176,8 @@ def _byte_rows(name: str, q, spec=None) -> tuple[np.ndarray, bool, int]:
             f"{name}: a row must be {spec.row_meta_size} + k*{spec.type_size} bytes "
             f"(k blocks of {spec.block_size} elements, k >= 1), got {row_bytes} bytes")
     n = body // spec.type_size * spec.block_size
-    _check_size(name, q2.shape[0], n, 4)  # the float32 rows it decodes to
+    if q2.shape[0] * n > _MAX_BYTES // 4:
+        _check_size(name, q2.shape[0], n, 4)  # the float32 rows it decodes to
     return _contiguous(q2), one_row, n
 
 
@@ -197,20 +200,30 @@ def dequantize(fmt, q, threads=None, out=None) -> np.ndarray:
     return dest
 
 
+_VEC_DOT_FORMATS: dict[str, tuple] = {}
+
+
+def _vec_dot_formats(name: str) -> tuple:
+    """The weight format's spec, its activation format and that one's spec,
+    looked up once per format (vec_dot is called once per mat-vec)."""
+    spec = registry.spec(name)
+    if spec.vec_dot_format is None:
+        raise UnsupportedOperationError(
+            f"{name}: has no dot product here (an activation format, or one whose activation format "
+            f"quantspec does not define)")
+    facts = _VEC_DOT_FORMATS[name] = (spec, spec.vec_dot_format, registry.spec(spec.vec_dot_format))
+    return facts
+
+
 def vec_dot(fmt, wq, aq, threads=None) -> np.ndarray:
     """Weight rows in ``fmt`` times one activation row in the format's
     ``vec_dot_format``: float32 ``(nrows,)`` (a mat-vec), in the canonical
     16-lane order."""
     name = registry.resolve(fmt)
-    spec = registry.spec(name)
+    spec, act, act_spec = _VEC_DOT_FORMATS.get(name) or _vec_dot_formats(name)
     threads = _check_threads(threads)
-    if spec.vec_dot_format is None:
-        raise UnsupportedOperationError(
-            f"{name}: has no dot product here (an activation format, or one whose activation format "
-            f"quantspec does not define)")
     w2, _, n = _byte_rows(name, wq, spec)
-    act = spec.vec_dot_format
-    a2, _, n_a = _byte_rows(act, aq)
+    a2, _, n_a = _byte_rows(act, aq, act_spec)
     if a2.shape[0] != 1:
         raise ShapeError(f"{name}: the activation must be one {act} row, got {a2.shape[0]} rows")
     if n_a != n:

@@ -28,7 +28,14 @@ ISA_PREFERENCE = ("avx512vnni", "avx512", "avx2", "neondot", "neon", "scalar")
 OPS = ("quantize", "dequantize", "vec_dot")
 REFERENCE = "reference"
 
-_forced = threading.local()
+class _Forcing(threading.local):
+    """The ISA forced by use_isa in this thread; the class default makes the
+    unforced lookup a plain attribute read (a missing thread-local attribute
+    costs a failed lookup on every call)."""
+    isa: str | None = None
+
+
+_forced = _Forcing()
 
 
 @cache
@@ -64,7 +71,7 @@ ENV_ISA = os.environ.get("QUANTSPEC_ISA", "").strip().lower() or None
 
 
 def forced_isa() -> str | None:
-    return getattr(_forced, "isa", None) or ENV_ISA
+    return _forced.isa or ENV_ISA
 
 
 @contextlib.contextmanager
@@ -73,7 +80,7 @@ def use_isa(isa: str):
     name = str(isa).lower()
     if name not in available_isas():
         raise IsaError(f"ISA {isa!r} is not available on this machine: expected one of {available_isas()}")
-    previous = getattr(_forced, "isa", None)
+    previous = _forced.isa
     _forced.isa = name
     try:
         yield name
