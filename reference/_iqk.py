@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import q8_k
 from ._format import BlockFormat, Invalid
 from ._numerics import F32, canonical_dot, f16_bits_to_f32, nearest_int, sequential_sum, trunc_to_int
 from .tables import ik_llama as tables
@@ -214,6 +215,26 @@ def dot_terms(d_row: np.ndarray, d_act: np.ndarray, isum: np.ndarray) -> np.ndar
     with np.errstate(**IEEE):
         term = (d_row * np.asarray(d_act, dtype=F32)[None, :]) * isum.astype(np.int64).astype(np.int32).astype(F32)
     return canonical_dot(term)
+
+
+def row_scaled_dequantize(d_row: np.ndarray, scale: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Decode rows with one float row scale and a signed integer scale per
+    sub-block (the _KS types): ``y = (d_row * (float)scale_b) * (float)level``,
+    float32. ``d_row`` ``(nrows,)``, ``scale`` ``(nrows, nsb, nsub)``,
+    ``levels`` ``(nrows, nsb, nsub, block)``: the codebook value of each element."""
+    with np.errstate(**IEEE):
+        dl = np.asarray(d_row, dtype=F32)[:, None, None] * scale.astype(F32)
+        return (dl[..., None] * levels.astype(F32)).reshape(len(d_row), -1)
+
+
+def row_scaled_dot(d_row: np.ndarray, scale: np.ndarray, levels: np.ndarray, aq: np.ndarray) -> np.ndarray:
+    """The dot product of such rows (as ``row_scaled_dequantize``) with one
+    Q8_K row: per super-block ``isum = sum_b scale_b * sum_j level_bj *
+    a.qs_bj`` (exact), then ``dot_terms``."""
+    a = q8_k.FORMAT.blocks(aq[None, :])[0]
+    qa = a["qs"].astype(np.int64).reshape(-1, levels.shape[-2], levels.shape[-1])
+    isum = (scale * (levels.astype(np.int64) * qa[None]).sum(axis=-1)).sum(axis=-1)
+    return dot_terms(d_row, a["d"], isum)
 
 
 # --------------------------------------------------------------------------- the scale sweep

@@ -48,10 +48,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import q8_k
 from ._format import BlockFormat, Field, Invalid
-from ._iqk import (IEEE, IQ3NL, QK_K, c_sum, dot_terms, f16_meta, join_rows, meta_f16, nonfinite_row_scales,
-                   shift_sweep, signed_max, split_rows)
+from ._iqk import (IEEE, IQ3NL, QK_K, c_sum, f16_meta, join_rows, meta_f16, nonfinite_row_scales, row_scaled_dequantize,
+                   row_scaled_dot, shift_sweep, signed_max, split_rows)
 from ._numerics import F32, f32_to_f16_bits, nearest_int
 from .iq4_ks import block_weights
 from .tables.ik_llama import IQ3NL_VALUES
@@ -141,18 +140,13 @@ def _decoded(blocks: np.ndarray):
 def dequantize(q: np.ndarray) -> np.ndarray:
     meta, blocks = split_rows(FORMAT, q)
     scale, gidx = _decoded(blocks)
-    with np.errstate(**IEEE):
-        dl = meta_f16(meta)[:, None, None] * scale.astype(F32)
-        return (dl[..., None] * IQ3NL_VALUES.astype(F32)[gidx]).reshape(q.shape[0], -1)
+    return row_scaled_dequantize(meta_f16(meta), scale, IQ3NL_VALUES[gidx])
 
 
 def vec_dot(wq: np.ndarray, aq: np.ndarray) -> np.ndarray:
     meta, blocks = split_rows(FORMAT, wq)
-    a = q8_k.FORMAT.blocks(aq[None, :])[0]
     scale, gidx = _decoded(blocks)
-    qa = a["qs"].astype(np.int64).reshape(-1, NSUB, BLOCK)
-    isum = (scale * (IQ3NL_VALUES.astype(np.int64)[gidx] * qa[None]).sum(axis=-1)).sum(axis=-1)
-    return dot_terms(meta_f16(meta), a["d"], isum)
+    return row_scaled_dot(meta_f16(meta), scale, IQ3NL_VALUES[gidx], aq)
 
 
 def validate(q: np.ndarray) -> list[Invalid]:

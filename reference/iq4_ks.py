@@ -46,11 +46,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import q8_k
 from ._format import BlockFormat, Field, Invalid
-from ._iqk import (IEEE, IQ4K, QK_K, c_sum, dot_terms, f32_meta, helper_weights, imatrix_element_weights, join_rows,
-                   meta_f32, nonfinite_row_scales, running_max, shift_sweep, signed_max, split_rows,
-                   superblock_sigma2)
+from ._iqk import (IEEE, IQ4K, QK_K, c_sum, f32_meta, helper_weights, imatrix_element_weights, join_rows, meta_f32,
+                   nonfinite_row_scales, row_scaled_dequantize, row_scaled_dot, running_max, shift_sweep, signed_max,
+                   split_rows, superblock_sigma2)
 from ._legacy import pack_nibbles, unpack_nibbles
 from ._numerics import F32, nearest_int
 from .tables.ik_llama import IQ4K_VALUES
@@ -137,19 +136,13 @@ def _codes(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def dequantize(q: np.ndarray) -> np.ndarray:
     meta, blocks = split_rows(FORMAT, q)
     scale, shift, idx = _codes(blocks)
-    with np.errstate(**IEEE):
-        dl = meta_f32(meta)[:, None, None] * scale.astype(F32)
-        return (dl[..., None] * IQ4K_VALUES.astype(F32)[16 * shift[..., None] + idx]).reshape(q.shape[0], -1)
+    return row_scaled_dequantize(meta_f32(meta), scale, IQ4K_VALUES[16 * shift[..., None] + idx])
 
 
 def vec_dot(wq: np.ndarray, aq: np.ndarray) -> np.ndarray:
     meta, blocks = split_rows(FORMAT, wq)
-    a = q8_k.FORMAT.blocks(aq[None, :])[0]
     scale, shift, idx = _codes(blocks)
-    values = IQ4K_VALUES.astype(np.int64)[16 * shift[..., None] + idx]
-    qa = a["qs"].astype(np.int64).reshape(-1, QK_K // BLOCK, BLOCK)
-    isum = (scale * (values * qa[None]).sum(axis=-1)).sum(axis=-1)
-    return dot_terms(meta_f32(meta), a["d"], isum)
+    return row_scaled_dot(meta_f32(meta), scale, IQ4K_VALUES[16 * shift[..., None] + idx], aq)
 
 
 def validate(q: np.ndarray) -> list[Invalid]:

@@ -128,12 +128,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import q8_k
 from ._format import BlockFormat, Field, Invalid
-from ._iqk import (IEEE, IQ4K, QK_K, c_sum, dot_terms, f32_meta, helper_weights, imatrix_element_weights, join_rows,
-                   meta_f32, nonfinite_row_scales, running_max, split_rows, superblock_sigma2)
+from ._iqk import (IEEE, IQ4K, QK_K, c_sum, f32_meta, helper_weights, imatrix_element_weights, join_rows, meta_f32,
+                   nonfinite_row_scales, row_scaled_dequantize, row_scaled_dot, running_max, signed_max, split_rows,
+                   superblock_sigma2)
 from ._numerics import F32, nearest_int
-from ._iqk import signed_max
 from .tables.ik_llama import IQ4K_VALUES
 
 BLOCK = 32          # elements per sub-block (one 7-bit scale + shift bit)
@@ -335,22 +334,14 @@ def sub_block_codes(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 def dequantize(q: np.ndarray) -> np.ndarray:
     meta, blocks = split_rows(FORMAT, q)
-    d = meta_f32(meta)
     scale, shift, idx = sub_block_codes(blocks)
-    values = IQ4K_VALUES.astype(F32)[16 * shift[..., None] + idx]
-    with np.errstate(**IEEE):
-        dl = d[:, None, None] * scale.astype(F32)
-        return (dl[..., None] * values).reshape(q.shape[0], -1)
+    return row_scaled_dequantize(meta_f32(meta), scale, IQ4K_VALUES[16 * shift[..., None] + idx])
 
 
 def vec_dot(wq: np.ndarray, aq: np.ndarray) -> np.ndarray:
     meta, blocks = split_rows(FORMAT, wq)
-    a = q8_k.FORMAT.blocks(aq[None, :])[0]
     scale, shift, idx = sub_block_codes(blocks)
-    values = IQ4K_VALUES.astype(np.int64)[16 * shift[..., None] + idx]
-    qa = a["qs"].astype(np.int64).reshape(-1, QK_K // BLOCK, BLOCK)
-    isum = (scale * (values * qa[None]).sum(axis=-1)).sum(axis=-1)
-    return dot_terms(meta_f32(meta), a["d"], isum)
+    return row_scaled_dot(meta_f32(meta), scale, IQ4K_VALUES[16 * shift[..., None] + idx], aq)
 
 
 def validate(q: np.ndarray) -> list[Invalid]:
