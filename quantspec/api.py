@@ -181,6 +181,19 @@ def _byte_rows(name: str, q, spec=None) -> tuple[np.ndarray, bool, int]:
     return _contiguous(q2), one_row, n
 
 
+def _plain_rows_elements(q, ndim: int, spec) -> int | None:
+    """Elements per row of ``q`` when it is the plain case that ``_byte_rows``
+    accepts as it is (an aligned C-contiguous uint8 ndarray of ``ndim``
+    dimensions holding whole rows of ``spec``); None otherwise."""
+    if type(q) is not np.ndarray or q.dtype is not _UINT8 or q.ndim != ndim:
+        return None
+    flags = q.flags
+    body = q.shape[-1] - spec.row_meta_size
+    if not (flags.c_contiguous and flags.aligned) or body <= 0 or body % spec.type_size or q.size == 0:
+        return None
+    return body // spec.type_size * spec.block_size
+
+
 def dequantize(fmt, q, threads=None, out=None) -> np.ndarray:
     """Dequantize byte rows: uint8 ``(row_bytes,)`` or ``(nrows, row_bytes)`` ->
     float32 ``(n,)`` or ``(nrows, n)``."""
@@ -221,6 +234,13 @@ def vec_dot(fmt, wq, aq, threads=None) -> np.ndarray:
     16-lane order."""
     name = registry.resolve(fmt)
     spec, act, act_spec = _VEC_DOT_FORMATS.get(name) or _vec_dot_formats(name)
+    if threads is None or (type(threads) is int and threads == 1):
+        # the common call (a mat-vec inside a model) in a few attribute reads; anything else, checked below
+        n = _plain_rows_elements(wq, 2, spec)
+        if n is not None and _plain_rows_elements(aq, 1, act_spec) == n:
+            impl = dispatch.implementation(name, "vec_dot")
+            result = impl.vec_dot(wq, aq) if impl.isa == "reference" else impl.vec_dot(wq, aq, 1, n)
+            return result.astype(np.float32, copy=False)
     threads = _check_threads(threads)
     w2, _, n = _byte_rows(name, wq, spec)
     a2, _, n_a = _byte_rows(act, aq, act_spec)

@@ -3,6 +3,8 @@ errors (each names the format, what was expected and what was given)."""
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -166,6 +168,28 @@ def test_vec_dot_checks():
     with pytest.raises(errors.ShapeError, match="q8_1: a row must be"):
         qs.vec_dot("q4_1", wq, qs.quantize("q8_0", np.ones(64, dtype=np.float32)))  # 68 bytes is not 2*36
     assert qs.vec_dot("q4_1", wq, qs.quantize("q8_1", np.ones(64, dtype=np.float32))).shape == (2,)
+
+
+@pytest.mark.parametrize("isa", ["reference", None])
+def test_vec_dot_takes_every_layout_alike(isa):
+    """The plain call (aligned C-contiguous uint8, one thread) and every
+    other accepted layout give the same bits."""
+    rng = np.random.default_rng(3)
+    wq = qs.quantize("q4_0", rng.standard_normal((5, 128), dtype=np.float32))
+    aq = qs.quantize("q8_0", rng.standard_normal(128, dtype=np.float32))
+    with (qs.use_isa(isa) if isa else contextlib.nullcontext()):
+        plain = qs.vec_dot("q4_0", wq, aq)
+        strided = np.zeros((5, 2 * wq.shape[1]), dtype=np.uint8)
+        strided[:, ::2] = wq
+        others = [qs.vec_dot("q4_0", wq, aq, threads=1), qs.vec_dot("q4_0", wq, aq, threads=2),
+                  qs.vec_dot("Q4_0", np.asfortranarray(wq), aq), qs.vec_dot(("ggml", 2), strided[:, ::2], aq),
+                  qs.vec_dot("q4_0", wq, aq[None, :])]
+    for other in others:
+        assert other.dtype == np.float32 and (other.view(np.uint32) == plain.view(np.uint32)).all()
+    with pytest.raises(errors.DtypeError, match="q4_0: q must be uint8"):
+        qs.vec_dot("q4_0", wq.astype(np.int8), aq)
+    with pytest.raises(ValueError, match="threads must be a positive integer"):
+        qs.vec_dot("q4_0", wq, aq, threads=True)
 
 
 def test_validate_names_bad_scales():
