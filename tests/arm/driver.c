@@ -1,6 +1,8 @@
-/* AArch64 test driver: runs generated kernels on inputs read from stdin and
- * writes their outputs to stdout, so that a test on another machine can run
- * the kernels under qemu-user and compare them with the spec.
+/* Test driver: runs generated kernels on inputs read from stdin and writes
+ * their outputs to stdout, so that a test can run kernels this machine cannot
+ * execute directly and compare them with the spec: the AArch64 ones under
+ * qemu-user (tests/arm), the AVX-512 ones built against SIMDe (tests/avx512).
+ * The jobs come from tests/kernel_jobs.py.
  *
  * Jobs follow each other on stdin until EOF. A job is one header line
  *

@@ -1,6 +1,6 @@
-/* The kernel table of the AArch64 test driver: one entry per generated
- * kernel linked in (written by tests/arm/test_neon_qemu.py from
- * generated/MANIFEST.json). */
+/* The kernel table of the test driver: one entry per generated kernel linked
+ * in (written from generated/MANIFEST.json by tests/arm/test_neon_qemu.py and
+ * tests/avx512/test_avx512_simde.py). */
 #ifndef QS_ARM_DRIVER_H
 #define QS_ARM_DRIVER_H
 

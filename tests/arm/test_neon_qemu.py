@@ -2,8 +2,9 @@
 AArch64) equal the spec, proved without ARM hardware: the generated C is
 cross-compiled with each ISA's flags from generated/MANIFEST.json, linked with
 the driver tests/arm/driver.c into one static binary, and run under qemu-user
-on the edge-case corpus (quantspec.corpus) and random cases; quantize must
-give the spec's bytes, dequantize and vec_dot its float bit patterns.
+on the jobs of tests/kernel_jobs.py (the edge-case corpus and random cases);
+quantize must give the spec's bytes, dequantize and vec_dot its float bit
+patterns.
 
 Two builds: "simd" holds every neon and neondot kernel and the scalar
 kernels of the same formats (the default run); "portable" holds the scalar
@@ -22,19 +23,14 @@ import os
 import re
 import shutil
 import signal
-import struct
 import subprocess
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-import quantspec as qs
-from quantspec import corpus, registry
-from tests.bits import assert_same_bits
+from tests.kernel_jobs import Job, check_results, job_header, jobs_for, run_driver
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -51,7 +47,6 @@ pytestmark = [
 
 #: the AArch64 builds of this test and the qemu CPU each runs on
 QEMU_CPU = {"scalar": "cortex-a53", "neon": "cortex-a53", "neondot": "max"}
-F32 = np.float32
 FUSED = re.compile(r"\s(fmla|fmls|fmadd|fmsub|fnmadd|fnmsub|bfmla\w*)\s")
 
 
@@ -138,188 +133,9 @@ def arm_build(arm_builds) -> ArmBuild:
     return arm_builds("simd")
 
 
-# -------------------------------------------------------------------- jobs
-
-@dataclass
-class Job:
-    """One kernel call: its inputs, and what the spec says it returns."""
-
-    case: str
-    nrows: int
-    n: int
-    inputs: tuple[np.ndarray, ...]
-    expected: np.ndarray  # uint8 bytes (quantize) or float32 values
-    expected_result: int = 0
-    compare: np.ndarray | None = None  # quantize: which output bytes the spec defines (None: all)
-
-
-def _header(isa: str, fmt: str, op: str, job: Job) -> bytes:
-    spec = registry.spec(fmt)
-    act_bytes = 0
-    if op == "vec_dot":
-        act_bytes = registry.spec(spec.vec_dot_format).row_bytes(job.n)
-    has_imatrix = int(op == "quantize" and len(job.inputs) > 1)
-    return (f"{isa} {fmt} {op} {job.nrows} {job.n} {spec.row_bytes(job.n)} {act_bytes} {has_imatrix}\n"
-            .encode())
-
-
-def _output_size(fmt: str, op: str, job: Job) -> int:
-    if op == "quantize":
-        return job.nrows * registry.spec(fmt).row_bytes(job.n)
-    return 4 * (job.nrows * job.n if op == "dequantize" else job.nrows)
-
-
-def run_driver(build: ArmBuild, isa: str, fmt: str, op: str, jobs: list[Job], cpu: str | None = None):
+def run_arm_driver(build: ArmBuild, isa: str, fmt: str, op: str, jobs: list[Job], cpu: str | None = None):
     """The kernel's (result, output) of every job, from one qemu run."""
-    stdin = b"".join(_header(isa, fmt, op, j) + b"".join(np.ascontiguousarray(a).tobytes() for a in j.inputs)
-                     for j in jobs)
-    proc = subprocess.run([QEMU, "-cpu", cpu or QEMU_CPU[isa], str(build.driver)], input=stdin,
-                          capture_output=True, timeout=120)
-    if proc.returncode:
-        raise AssertionError(f"driver exited with {proc.returncode} on {fmt} {op} {isa}: "
-                             f"{proc.stderr.decode(errors='replace')}")
-    out, pos, results = proc.stdout, 0, []
-    for j in jobs:
-        size = _output_size(fmt, op, j)
-        (result,) = struct.unpack_from("<q", out, pos)
-        results.append((result, out[pos + 8:pos + 8 + size]))
-        pos += 8 + size
-    assert pos == len(out), f"driver wrote {len(out)} bytes, expected {pos}"
-    return results
-
-
-def _reference(fn, *args, **kwargs):
-    with qs.use_isa("reference"):
-        return fn(*args, **kwargs)
-
-
-def _rng(fmt: str, op: str) -> np.random.Generator:
-    return np.random.default_rng(zlib.crc32(f"{fmt}/{op}".encode()))
-
-
-def _lengths(spec) -> list[int]:
-    """Row lengths that reach every loop and tail of the kernels: 1..5 blocks,
-    around 8 and 16 (the vector steps), and long rows with ragged tails."""
-    if spec.block_size == 1:
-        return [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 100, 257]
-    return [spec.block_size * nb for nb in (1, 2, 3, 4, 5, 7, 8, 9, 12, 15, 16, 17, 19, 20, 31, 32, 35, 77)]
-
-
-def _random_rows(rng, nrows: int, n: int) -> np.ndarray:
-    scale = rng.choice([1.0, 1e-3, 300.0, 1e-6])
-    return (rng.standard_normal((nrows, n)) * scale).astype(F32)
-
-
-def _act_row(fmt: str, x: np.ndarray) -> np.ndarray:
-    """The activation of the dot product, quantized by the spec from ``x``."""
-    act = registry.spec(fmt).vec_dot_format
-    return _reference(qs.quantize, act, x).reshape(-1)
-
-
-def quantize_jobs(fmt: str) -> list[Job]:
-    spec = registry.spec(fmt)
-    jobs = []
-
-    def add(name, x, imatrix=None):
-        x = np.ascontiguousarray(x, dtype=F32)
-        expected = _reference(qs.quantize, fmt, x, imatrix=imatrix).reshape(-1)
-        inputs = (x,) if imatrix is None else (x, np.ascontiguousarray(imatrix, dtype=F32))
-        jobs.append(Job(name, x.shape[0], x.shape[1], inputs, expected, -1))
-
-    for case in corpus.cases(fmt):
-        if not case.decode_only:
-            add(f"corpus {case.id}", case.x, case.imatrix)
-    rng = _rng(fmt, "quantize")
-    for n in _lengths(spec):
-        nrows = int(rng.integers(1, 4))
-        add(f"random n={n}", _random_rows(rng, nrows, n))
-        if spec.imatrix != "ignored" and spec.block_size > 1:
-            add(f"random n={n} imatrix", _random_rows(rng, nrows, n), (rng.random(n) * 4).astype(F32))
-    if fmt in ("f16", "bf16"):  # every binary16 value, the midpoints between them, random bit patterns
-        halves = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(F32)
-        mids = ((halves.view(np.uint32) + np.uint32(0x1000)) & np.uint32(0xFFFFF000)).view(F32)
-        bits = rng.integers(0, 2**32, 1 << 16, dtype=np.uint64).astype(np.uint32).view(F32)
-        add("every half, midpoints, random bit patterns", np.concatenate([halves, mids, bits]).reshape(6, -1))
-    if spec.nonfinite_input == "reject":
-        # the kernel names the first block holding NaN or inf; the other blocks are quantized as usual
-        n = spec.block_size * 20
-        x = _random_rows(rng, 3, n)
-        x[1, 5 * spec.block_size + 3] = np.inf
-        x[1, 9 * spec.block_size] = np.nan
-        x[2, 2 * spec.block_size + 1] = -np.inf
-        blocks = x.reshape(-1, spec.block_size)
-        bad = ~np.isfinite(blocks).all(axis=1)
-        clean = np.where(bad[:, None], F32(0), blocks).reshape(x.shape)
-        expected = _reference(qs.quantize, fmt, clean).reshape(-1)
-        compare = np.repeat(~bad, spec.type_size)
-        jobs.append(Job("non-finite blocks", 3, n, (x,), expected, int(np.argmax(bad)), compare))
-    return jobs
-
-
-def dequantize_jobs(fmt: str) -> list[Job]:
-    spec = registry.spec(fmt)
-    jobs = []
-
-    def add(name, q, n):
-        q = np.ascontiguousarray(q, dtype=np.uint8).reshape(-1, spec.row_bytes(n))
-        expected = _reference(qs.dequantize, fmt, q).reshape(-1)
-        jobs.append(Job(name, q.shape[0], n, (q,), expected))
-
-    for case in corpus.cases(fmt):
-        if case.decode_only:
-            add(f"corpus {case.id}", case.q, case.q.shape[1] // spec.type_size * spec.block_size)
-        else:
-            add(f"corpus {case.id}", _reference(qs.quantize, fmt, case.x, imatrix=case.imatrix), case.x.shape[1])
-    rng = _rng(fmt, "dequantize")
-    for n in _lengths(spec):  # arbitrary bytes: NaN, inf and subnormal scales included
-        nrows = int(rng.integers(1, 4))
-        add(f"random bytes n={n}", rng.integers(0, 256, nrows * spec.row_bytes(n), dtype=np.uint8), n)
-    return jobs
-
-
-def vec_dot_jobs(fmt: str) -> list[Job]:
-    spec = registry.spec(fmt)
-    act = registry.spec(spec.vec_dot_format)
-    jobs = []
-
-    def add(name, wq, aq, n):
-        wq = np.ascontiguousarray(wq, dtype=np.uint8).reshape(-1, spec.row_bytes(n))
-        aq = np.ascontiguousarray(aq, dtype=np.uint8).reshape(-1)
-        expected = _reference(qs.vec_dot, fmt, wq, aq)
-        jobs.append(Job(name, wq.shape[0], n, (wq, aq), expected))
-
-    rng = _rng(fmt, "vec_dot")
-    for case in corpus.cases(fmt):
-        if case.decode_only:
-            n = case.q.shape[1] // spec.type_size * spec.block_size
-            add(f"corpus {case.id}, random activation bytes", case.q,
-                rng.integers(0, 256, act.row_bytes(n), dtype=np.uint8), n)
-            continue
-        x = case.x
-        wq = _reference(qs.quantize, fmt, x, imatrix=case.imatrix)
-        add(f"corpus {case.id}", wq, _act_row(fmt, x[:1]), x.shape[1])
-        # the case's rows as one long row: 16-block steps and their tails
-        long = x.reshape(1, -1)
-        add(f"corpus {case.id}, rows joined", wq.reshape(1, -1), _act_row(fmt, long[:, ::-1].copy()), long.shape[1])
-    for n in _lengths(spec):
-        nrows = int(rng.integers(1, 6))
-        x = _random_rows(rng, nrows, n)
-        add(f"random n={n}", _reference(qs.quantize, fmt, x), _act_row(fmt, _random_rows(rng, 1, n)), n)
-        add(f"random bytes n={n}", rng.integers(0, 256, nrows * spec.row_bytes(n), dtype=np.uint8),
-            rng.integers(0, 256, act.row_bytes(n), dtype=np.uint8), n)
-    return jobs
-
-
-_JOBS = {"quantize": quantize_jobs, "dequantize": dequantize_jobs, "vec_dot": vec_dot_jobs}
-_JOB_CACHE: dict[tuple[str, str], list[Job]] = {}
-
-
-def jobs_for(fmt: str, op: str) -> list[Job]:
-    """The jobs of (fmt, op) with the spec's answers, shared by every ISA."""
-    key = (fmt, op)
-    if key not in _JOB_CACHE:
-        _JOB_CACHE[key] = _JOBS[op](fmt)
-    return _JOB_CACHE[key]
+    return run_driver([QEMU, "-cpu", cpu or QEMU_CPU[isa], str(build.driver)], isa, fmt, op, jobs)
 
 
 # ------------------------------------------------------------------- tests
@@ -333,22 +149,8 @@ def _params():
 @pytest.mark.parametrize("build,fmt,op,isa", _params())
 def test_kernel_equals_spec_under_qemu(arm_builds, build, fmt, op, isa):
     jobs = jobs_for(fmt, op)
-    spec = registry.spec(fmt)
-    for job, (result, raw) in zip(jobs, run_driver(arm_builds(build), isa, fmt, op, jobs)):
-        where = f"{fmt} {op} on {isa} (qemu -cpu {QEMU_CPU[isa]}), {job.case}, {job.nrows}x{job.n}"
-        assert result == job.expected_result, f"{where}: returned {result}, expected {job.expected_result}"
-        if op == "quantize":
-            actual = np.frombuffer(raw, dtype=np.uint8)
-            differ = actual != job.expected
-            if job.compare is not None:
-                differ &= job.compare
-            if differ.any():
-                block = int(np.argmax(differ)) // spec.type_size
-                blocks = slice(block * spec.type_size, (block + 1) * spec.type_size)
-                raise AssertionError(f"{where}: block {block} is {actual[blocks].tobytes().hex()}, "
-                                     f"expected {job.expected[blocks].tobytes().hex()}")
-        else:
-            assert_same_bits(np.frombuffer(raw, dtype=F32), job.expected, where)
+    check_results(fmt, op, jobs, run_arm_driver(arm_builds(build), isa, fmt, op, jobs),
+                  f"{isa} (qemu -cpu {QEMU_CPU[isa]})")
 
 
 def _disassembly(obj: Path) -> str:
@@ -385,7 +187,7 @@ def test_neondot_needs_the_dot_product_extension(arm_build):
     dispatch must read the hwcap; the neon one runs there (the other tests)."""
     fmt = "q4_0"
     job = jobs_for(fmt, "vec_dot")[0]
-    stdin = _header("neondot", fmt, "vec_dot", job) + b"".join(a.tobytes() for a in job.inputs)
+    stdin = job_header("neondot", fmt, "vec_dot", job) + b"".join(a.tobytes() for a in job.inputs)
     proc = subprocess.run([QEMU, "-cpu", "cortex-a53", str(arm_build.driver)], input=stdin, capture_output=True,
                           timeout=60)
     assert proc.returncode in (-signal.SIGILL, 128 + signal.SIGILL), proc.returncode
