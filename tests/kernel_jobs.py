@@ -99,7 +99,7 @@ def act_row(fmt: str, x: np.ndarray) -> np.ndarray:
     return reference(qs.quantize, act, x).reshape(-1)
 
 
-def quantize_jobs(fmt: str, block_counts: tuple[int, ...] = BLOCK_COUNTS) -> list[Job]:
+def quantize_jobs(fmt: str, block_counts: tuple[int, ...] = BLOCK_COUNTS, with_corpus: bool = True) -> list[Job]:
     spec = registry.spec(fmt)
     jobs = []
 
@@ -111,7 +111,7 @@ def quantize_jobs(fmt: str, block_counts: tuple[int, ...] = BLOCK_COUNTS) -> lis
         inputs = (x,) if imatrix is None else (x, np.ascontiguousarray(imatrix, dtype=F32))
         jobs.append(Job(name, x.shape[0], x.shape[1], inputs, expected, -1))
 
-    for case in corpus.cases(fmt):
+    for case in corpus.cases(fmt) if with_corpus else ():
         if not case.decode_only:
             add(f"corpus {case.id}", case.x, case.imatrix)
     rng = rng_for(fmt, "quantize")
@@ -146,7 +146,7 @@ def quantize_jobs(fmt: str, block_counts: tuple[int, ...] = BLOCK_COUNTS) -> lis
     return jobs
 
 
-def dequantize_jobs(fmt: str, block_counts: tuple[int, ...] = BLOCK_COUNTS) -> list[Job]:
+def dequantize_jobs(fmt: str, block_counts: tuple[int, ...] = BLOCK_COUNTS, with_corpus: bool = True) -> list[Job]:
     spec = registry.spec(fmt)
     jobs = []
 
@@ -155,7 +155,7 @@ def dequantize_jobs(fmt: str, block_counts: tuple[int, ...] = BLOCK_COUNTS) -> l
         expected = reference(qs.dequantize, fmt, q).reshape(-1)
         jobs.append(Job(name, q.shape[0], n, (q,), expected))
 
-    for case in corpus.cases(fmt):
+    for case in corpus.cases(fmt) if with_corpus else ():
         if case.decode_only:
             add(f"corpus {case.id}", case.q, case.q.shape[1] // spec.type_size * spec.block_size)
         else:
@@ -167,7 +167,7 @@ def dequantize_jobs(fmt: str, block_counts: tuple[int, ...] = BLOCK_COUNTS) -> l
     return jobs
 
 
-def vec_dot_jobs(fmt: str, block_counts: tuple[int, ...] = BLOCK_COUNTS) -> list[Job]:
+def vec_dot_jobs(fmt: str, block_counts: tuple[int, ...] = BLOCK_COUNTS, with_corpus: bool = True) -> list[Job]:
     spec = registry.spec(fmt)
     act = registry.spec(spec.vec_dot_format)
     jobs = []
@@ -179,7 +179,7 @@ def vec_dot_jobs(fmt: str, block_counts: tuple[int, ...] = BLOCK_COUNTS) -> list
         jobs.append(Job(name, wq.shape[0], n, (wq, aq), expected))
 
     rng = rng_for(fmt, "vec_dot")
-    for case in corpus.cases(fmt):
+    for case in corpus.cases(fmt) if with_corpus else ():
         if case.decode_only:
             n = case.q.shape[1] // spec.type_size * spec.block_size
             add(f"corpus {case.id}, random activation bytes", case.q,
@@ -206,14 +206,16 @@ def vec_dot_jobs(fmt: str, block_counts: tuple[int, ...] = BLOCK_COUNTS) -> list
 
 
 _JOBS = {"quantize": quantize_jobs, "dequantize": dequantize_jobs, "vec_dot": vec_dot_jobs}
-_JOB_CACHE: dict[tuple[str, str, tuple[int, ...]], list[Job]] = {}
+_JOB_CACHE: dict[tuple[str, str, tuple[int, ...], bool], list[Job]] = {}
 
 
-def jobs_for(fmt: str, op: str, block_counts: tuple[int, ...] = BLOCK_COUNTS) -> list[Job]:
-    """The jobs of (fmt, op) with the spec's answers, shared by every ISA."""
-    key = (fmt, op, block_counts)
+def jobs_for(fmt: str, op: str, block_counts: tuple[int, ...] = BLOCK_COUNTS, with_corpus: bool = True) -> list[Job]:
+    """The jobs of (fmt, op) with the spec's answers, shared by every ISA:
+    the edge-case corpus (unless ``with_corpus`` is false) and random cases
+    of ``block_counts`` blocks per row."""
+    key = (fmt, op, block_counts, with_corpus)
     if key not in _JOB_CACHE:
-        _JOB_CACHE[key] = _JOBS[op](fmt, block_counts)
+        _JOB_CACHE[key] = _JOBS[op](fmt, block_counts, with_corpus)
     return _JOB_CACHE[key]
 
 
