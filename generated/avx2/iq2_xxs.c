@@ -341,9 +341,9 @@ static inline __attribute__((always_inline)) void superblock_partials(const uint
     const uint8_t *aq = a + ACT_OFF_QS;
     const __m256i *poff = f->poff + 8 * ib;
     if (plain) {
-        /* in 128-bit halves (no lane inserts): elements 0..15 of every run in lanes 0..3, 16..31 in lanes 4..7 */
+        /* in 128-bit halves (no lane inserts), the integer sums as 4 int32 lanes (exact, any order) */
         const __m128i sbx = _mm256_castsi256_si128(sb);
-        __m128i lo = _mm_setzero_si128(), hi = _mm_setzero_si128();
+        __m128i acc4 = _mm_setzero_si128();
         RUN_LOOP
         for (int r = 0; r < QK / 32; ++r) {
             __m128i g0, g1, s0, s1;
@@ -352,11 +352,15 @@ static inline __attribute__((always_inline)) void superblock_partials(const uint
             const __m128i a0 = _mm_loadu_si128((const __m128i *)(aq + 32 * r));
             const __m128i a1 = _mm_loadu_si128((const __m128i *)(aq + 32 * r + 16));
             const __m128i sc = _mm_shuffle_epi8(sbx, _mm_load_si128((const __m128i *)SCALE_PICK[r]));
-            /* grid magnitudes (0 .. 43) times the signed quants (no -128): pairs within +-10922, exact */
-            lo = _mm_add_epi32(lo, _mm_madd_epi16(_mm_maddubs_epi16(g0, _mm_sign_epi8(a0, s0)), sc));
-            hi = _mm_add_epi32(hi, _mm_madd_epi16(_mm_maddubs_epi16(g1, _mm_sign_epi8(a1, s1)), sc));
+            /* grid magnitudes (0 .. 43) times the signed quants (no -128): pairs within +-10922,
+             * the two halves' pairs (one block, one scale) added: within +-21844, exact in int16 */
+            const __m128i p = _mm_add_epi16(_mm_maddubs_epi16(g0, _mm_sign_epi8(a0, s0)),
+                                            _mm_maddubs_epi16(g1, _mm_sign_epi8(a1, s1)));
+            acc4 = _mm_add_epi32(acc4, _mm_madd_epi16(p, sc));
+            /* one register chain: GCC would otherwise regroup the 8 runs' sums into a tree through the stack */
+            __asm__("" : "+x"(acc4));
         }
-        *isum = _mm256_setr_m128i(lo, hi);
+        *isum = _mm256_zextsi128_si256(acc4);
         return;
     }
     __m256i acc = _mm256_setzero_si256();
