@@ -185,7 +185,8 @@ def _build(cache: Path) -> tuple[Path, list[Path]]:
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         list(pool.map(compile_one, jobs))
-    driver = cache / f"driver.{hashlib.sha256(''.join(o.name for o in objects + [table_obj]).encode()).hexdigest()[:16]}"
+    link_key = hashlib.sha256("".join(o.name for o in [*objects, table_obj]).encode()).hexdigest()[:16]
+    driver = cache / f"driver.{link_key}"
     if not driver.exists():
         tmp = driver.with_suffix(f".{os.getpid()}.tmp")
         _run_checked([CC, "-o", str(tmp), *(str(o) for o in objects), str(table_obj), "-lm"])
