@@ -237,9 +237,10 @@ def vec_dot(fmt, wq, aq, threads=None) -> np.ndarray:
     if threads is None or (type(threads) is int and threads == 1):
         # the common call (a mat-vec inside a model) in a few attribute reads; anything else, checked below
         n = _plain_rows_elements(wq, 2, spec)
-        if n is not None and _plain_rows_elements(aq, 1, act_spec) == n:
+        a = aq[0] if type(aq) is np.ndarray and aq.ndim == 2 and aq.shape[0] == 1 else aq  # one row, as (1, k)
+        if n is not None and _plain_rows_elements(a, 1, act_spec) == n:
             impl = dispatch.implementation(name, "vec_dot")
-            result = impl.vec_dot(wq, aq) if impl.isa == "reference" else impl.vec_dot(wq, aq, 1, n)
+            result = impl.vec_dot(wq, a) if impl.isa == "reference" else impl.vec_dot(wq, a, 1, n)
             return result.astype(np.float32, copy=False)
     threads = _check_threads(threads)
     w2, _, n = _byte_rows(name, wq, spec)

@@ -198,6 +198,21 @@ static inline __m256i run_values_avx2(const uint8_t *b, int r) {
     return _mm256_sign_epi8(run_points_avx2(b, r), run_sign_units_avx2(b, r));
 }
 
+/* The grid points of run r as two vectors of 16 bytes (elements 32r .. 32r+15, 32r+16 .. 32r+31). */
+static inline __attribute__((always_inline)) void run_points_halves(const uint8_t *b, int r, __m128i *lo, __m128i *hi) {
+    uint32_t idx[4];
+    run_indices(b, r, idx);
+    *lo = _mm_set_epi64x((long long)GRID[idx[1]], (long long)GRID[idx[0]]);
+    *hi = _mm_set_epi64x((long long)GRID[idx[3]], (long long)GRID[idx[2]]);
+}
+
+/* The signs of run r as two vectors of 16 bytes, -1 or +1 (the second operand of _mm_sign_epi8). */
+static inline __attribute__((always_inline)) void run_sign_units_halves(const uint8_t *b, int r, __m128i *lo, __m128i *hi) {
+    const uint64_t w0 = qs_load_u64_run(b + 2 + 8 * r);
+    *lo = _mm_set_epi64x((long long)KSIGN_UNITS[((uint32_t)(w0 >> 39) & 127u)], (long long)KSIGN_UNITS[((uint32_t)(w0 >> 32) & 127u)]);
+    *hi = _mm_set_epi64x((long long)KSIGN_UNITS[((uint32_t)(w0 >> 53) & 127u)], (long long)KSIGN_UNITS[((uint32_t)(w0 >> 46) & 127u)]);
+}
+
 /* db_b of every block, float32. */
 static inline void block_scales(const uint8_t *b, float db[NBLOCKS]) {
     const float d = super_scale(b);
@@ -325,6 +340,29 @@ static inline __attribute__((always_inline)) void superblock_partials(const uint
     const __m256i sb = scale_bytes(w);
     const uint8_t *aq = a + ACT_OFF_QS;
     const __m256i *poff = f->poff + 8 * ib;
+    if (plain) {
+        /* in 128-bit halves (no lane inserts), the integer sums as 4 int32 lanes (exact, any order) */
+        const __m128i sbx = _mm256_castsi256_si128(sb);
+        __m128i acc4 = _mm_setzero_si128();
+        RUN_LOOP
+        for (int r = 0; r < QK / 32; ++r) {
+            __m128i g0, g1, s0, s1;
+            run_points_halves(w, r, &g0, &g1);
+            run_sign_units_halves(w, r, &s0, &s1);
+            const __m128i a0 = _mm_loadu_si128((const __m128i *)(aq + 32 * r));
+            const __m128i a1 = _mm_loadu_si128((const __m128i *)(aq + 32 * r + 16));
+            const __m128i sc = _mm_shuffle_epi8(sbx, _mm_load_si128((const __m128i *)SCALE_PICK[r]));
+            /* grid magnitudes (0 .. 43) times the signed quants (no -128): pairs within +-10922,
+             * the two halves' pairs (one block, one scale) added: within +-21844, exact in int16 */
+            const __m128i p = _mm_add_epi16(_mm_maddubs_epi16(g0, _mm_sign_epi8(a0, s0)),
+                                            _mm_maddubs_epi16(g1, _mm_sign_epi8(a1, s1)));
+            acc4 = _mm_add_epi32(acc4, _mm_madd_epi16(p, sc));
+            /* one register chain: GCC would otherwise regroup the 8 runs' sums into a tree through the stack */
+            __asm__("" : "+x"(acc4));
+        }
+        *isum = _mm256_zextsi128_si256(acc4);
+        return;
+    }
     __m256i acc = _mm256_setzero_si256();
     RUN_LOOP
     for (int r = 0; r < QK / 32; ++r) {

@@ -242,10 +242,8 @@ typedef struct {
     /* the activation quants, arranged for the SIMD loop (run_pair_sums8), two runs of 32 quants in 64
      * bytes: [16 | 16 | 16 | 16] = the first and then the second half of each run, the first run's before
      * the second's, each in the order its levels are decoded (the low nibbles of its 16 qs bytes, then
-     * the high nibbles). The pairs: in each group of 8 blocks from i0 (a multiple of 8), run r of blocks
-     * i0+j and i0+j+4 (j < 4) at i0*QK + (4r + j)*64 (run r = group r of the super-block): the two blocks of a pair meet in
-     * the two 128-bit halves of a vector, so that the sums of blocks i0..i0+7 come out in lane order
-     * without a cross-half permute. And their magnitudes (|-128| = 128): computed once, not per row. */
+     * the high nibbles). The pairs: runs 2p and 2p+1 (groups 2p, 2p+1) of super-block i at
+     * i*QK + 64p, so that one 32-byte load of the super-block's qs meets them. And their magnitudes (|-128| = 128): computed once, not per row. */
     int8_t *aq;
     uint8_t *au;
 } act_facts;
@@ -262,21 +260,17 @@ static int act_prepare(act_facts *f, const uint8_t *a, int64_t nb) {
             f->da[k * nb + i] = qs_load_f32(ab + ACT_OFF_D);
         }
     }
-    for (int64_t i0 = 0; i0 + 8 <= nb; i0 += 8)
-        for (int r = 0; r < QK / 32; ++r)
-            for (int j = 0; j < 4; ++j) {
-                __m256i v[2];
-                for (int h = 0; h < 2; ++h) {
-                    const uint8_t *run = a + (i0 + j + 4 * h) * ACT_STRIDE + (32 * r / ACT_QK) * ACT_SIZE + ACT_OFF_QS + (32 * r) % ACT_QK;
-                    v[h] = _mm256_loadu_si256((const __m256i *)run);
-                }
-                const __m256i lo = _mm256_permute2x128_si256(v[0], v[1], 0x20), hi = _mm256_permute2x128_si256(v[0], v[1], 0x31);
-                const int64_t at = i0 * QK + (4 * r + j) * 64;
-                _mm256_storeu_si256((__m256i *)(f->aq + at), lo);
-                _mm256_storeu_si256((__m256i *)(f->aq + at + 32), hi);
-                _mm256_storeu_si256((__m256i *)(f->au + at), _mm256_abs_epi8(lo));
-                _mm256_storeu_si256((__m256i *)(f->au + at + 32), _mm256_abs_epi8(hi));
-            }
+    for (int64_t i = 0; i < nb; ++i)
+        for (int p = 0; p < QK / 64; ++p) {
+            const uint8_t *runs = a + i * ACT_STRIDE + ACT_OFF_QS + 64 * p;
+            const __m256i v0 = _mm256_loadu_si256((const __m256i *)runs), v1 = _mm256_loadu_si256((const __m256i *)(runs + 32));
+            const __m256i lo = _mm256_permute2x128_si256(v0, v1, 0x20), hi = _mm256_permute2x128_si256(v0, v1, 0x31);
+            const int64_t at = i * QK + 64 * p;
+            _mm256_storeu_si256((__m256i *)(f->aq + at), lo);
+            _mm256_storeu_si256((__m256i *)(f->aq + at + 32), hi);
+            _mm256_storeu_si256((__m256i *)(f->au + at), _mm256_abs_epi8(lo));
+            _mm256_storeu_si256((__m256i *)(f->au + at + 32), _mm256_abs_epi8(hi));
+        }
     return 0;
 }
 
@@ -342,12 +336,23 @@ static inline void run_sums8x4(const uint8_t *wb, const act_facts *f, int64_t ib
     }
 }
 
-/* ls_g - 32 of 8 super-blocks as float: bits 4g..4g+3 of scales_l (sl) | bits 2g, 2g+1 of scales_h
- * (sh: shifted up by 4, so that they land at bits 4, 5), less 32 */
-static inline __attribute__((always_inline)) __m256 group_scale8(__m256i sl, __m256i sh, int g) {
-    const __m256i low = _mm256_and_si256(_mm256_srli_epi32(sl, 4 * g), _mm256_set1_epi32(15));
-    const __m256i high = _mm256_and_si256(_mm256_srli_epi32(sh, 2 * g), _mm256_set1_epi32(0x30));
-    return _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_or_si256(low, high), _mm256_set1_epi32(32)));
+/* The 6-bit scale codes ls of 8 super-blocks (one per lane), bytewise: *even holds those of groups 0, 2,
+ * 4, 6 in bytes 0..3, *odd those of groups 1, 3, 5, 7. sl: scales_l (byte k: the low four bits of groups
+ * 2k and 2k+1 in its two nibbles), sh: scales_h (the high two bits of group g at bits 2g, 2g+1). */
+static inline void scale_codes8(__m256i sl, __m256i sh, __m256i *even, __m256i *odd) {
+    /* nibble k of sh (the high bits of groups 2k, 2k+1) into byte k */
+    __m256i t = _mm256_and_si256(_mm256_or_si256(sh, _mm256_slli_epi32(sh, 8)), _mm256_set1_epi32(0x00FF00FF));
+    t = _mm256_and_si256(_mm256_or_si256(t, _mm256_slli_epi32(t, 4)), _mm256_set1_epi32(0x0F0F0F0F));
+    const __m256i low4 = _mm256_set1_epi32(0x0F0F0F0F), high2 = _mm256_set1_epi32(0x30303030);
+    *even = _mm256_or_si256(_mm256_and_si256(sl, low4), _mm256_and_si256(_mm256_slli_epi32(t, 4), high2));
+    *odd = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(sl, 4), low4), _mm256_and_si256(_mm256_slli_epi32(t, 2), high2));
+}
+
+/* ls - 32 as float, ls from byte k of codes: the float with bits 0x4B000000 | ls is 2^23 + ls exactly,
+ * less 2^23 + 32 (exact) */
+static inline __attribute__((always_inline)) __m256 group_scale8(__m256i codes, int k) {
+    const __m256i ls = _mm256_and_si256(_mm256_srli_epi32(codes, 8 * k), _mm256_set1_epi32(0xFF));
+    return _mm256_sub_ps(_mm256_castsi256_ps(_mm256_or_si256(ls, _mm256_set1_epi32(0x4B000000))), _mm256_set1_ps(8388640.0f));
 }
 
 /* The float32 contributions of blocks ib .. ib+7, one per lane; and a prefetch of the same bytes `ahead` further (the rows the next pass reads). */
@@ -355,20 +360,28 @@ static inline __m256 contributions8(const uint8_t *w, const uint8_t *a, const ac
     (void)a;
     const uint8_t *wb = w + ib * TYPE_SIZE;
     const __m256 x = _mm256_mul_ps(qs_avx2_load_fp16x8(wb + OFF_D, TYPE_SIZE), _mm256_loadu_ps(f->da + ib));
-    /* the block scale fields of the 8 super-blocks, one per lane (scales_h shifted up by 4: group g's
-     * two high bits then sit at bits 2g+4, 2g+5) */
+    /* the block scale fields of the 8 super-blocks, one per lane */
     const __m256i sl = qs_avx2_gather_u32x8(wb + OFF_SCALES_L, TYPE_SIZE);
-    const __m256i sh = _mm256_slli_epi32(_mm256_cvtepu16_epi32(qs_sse_gather_u16x8(wb + OFF_SCALES_H, TYPE_SIZE)), 4);
+    const __m256i sh = _mm256_cvtepu16_epi32(qs_sse_gather_u16x8(wb + OFF_SCALES_H, TYPE_SIZE));
+    __m256i codes[2];
+    scale_codes8(sl, sh, &codes[0], &codes[1]);
     __m256 contribution = _mm256_setzero_ps();
-    __m256i e[4];
-#pragma GCC unroll 8
-    for (int g = 0; g < NGROUPS; ++g) {
-        /* the 17 cache lines of these 8 blocks in the row `ahead`, two or three per group */
-        for (int line = 2 * g; line < (g == NGROUPS - 1 ? (8 * TYPE_SIZE + 63) / 64 : 2 * g + 2); ++line)
+#pragma GCC unroll 4
+    for (int p = 0; p < NGROUPS / 2; ++p) {
+        /* the 17 cache lines of these 8 blocks in the row `ahead`, four or five per pair of groups */
+        for (int line = 4 * p; line < (p == NGROUPS / 2 - 1 ? (8 * TYPE_SIZE + 63) / 64 : 4 * p + 4); ++line)
             _mm_prefetch((const char *)(wb + ahead + 64 * line), _MM_HINT_T0);
-        run_sums8x4(wb, f, ib, g, e);
-        const __m256 sumi = _mm256_cvtepi32_ps(qs_avx2_hsum_4x4_lanes(e[0], e[1], e[2], e[3]));
-        contribution = _mm256_add_ps(contribution, _mm256_mul_ps(_mm256_mul_ps(x, group_scale8(sl, sh, g)), sumi));
+        /* e[j]: groups 2p (lower half) and 2p+1 (upper half) of super-block ib+j, from one load */
+        __m256i e[8];
+        for (int j = 0; j < 8; ++j)
+            e[j] = run_pair_sums8(_mm256_loadu_si256((const __m256i *)(wb + j * TYPE_SIZE + OFF_QS + 32 * p)),
+                                  f->aq + (ib + j) * QK + 64 * p, f->au + (ib + j) * QK + 64 * p);
+        /* [blocks 0..3 | 0..3] and [4..7 | 4..7] of groups [2p | 2p+1], then one group per vector */
+        const __m256i s0 = qs_avx2_hsum_4x4_lanes(e[0], e[1], e[2], e[3]), s1 = qs_avx2_hsum_4x4_lanes(e[4], e[5], e[6], e[7]);
+        for (int h = 0; h < 2; ++h) {
+            const __m256 sumi = _mm256_cvtepi32_ps(h ? _mm256_permute2x128_si256(s0, s1, 0x31) : _mm256_permute2x128_si256(s0, s1, 0x20));
+            contribution = _mm256_add_ps(contribution, _mm256_mul_ps(_mm256_mul_ps(x, group_scale8(codes[h], p)), sumi));
+        }
     }
     return contribution;
 }

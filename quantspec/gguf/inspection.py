@@ -4,6 +4,7 @@ validity of every block's scales (``qs.validate``, the checks of ggml's
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from quantspec.gguf import types as gt
@@ -47,13 +48,7 @@ class Inspection:
 
     @property
     def n_elements(self) -> int:
-        total = 0
-        for t in self.tensors:
-            n = 1
-            for d in t.shape:
-                n *= d
-            total += n
-        return total
+        return sum(math.prod(t.shape) for t in self.tensors)
 
     @property
     def tensor_bytes(self) -> int:

@@ -31,6 +31,7 @@ floats plus its encoded bytes), whatever the size of the model.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -179,13 +180,7 @@ class Report:
 
     @property
     def n_elements(self) -> int:
-        total = 0
-        for t in self.tensors:
-            n = 1
-            for d in t.shape:
-                n *= d
-            total += n
-        return total
+        return sum(math.prod(t.shape) for t in self.tensors)
 
     def summary(self) -> str:
         n = max(self.n_elements, 1)
