@@ -70,6 +70,16 @@ static inline __attribute__((always_inline)) __m128i block_scales_avx2(const uin
     return _mm_sub_epi16(_mm_and_si128(ls, _mm_set1_epi16(254)), _mm_set1_epi16(127));
 }
 
+/* The 8 sub-block scale bytes (lanes 0..7, zero-extended to int16) -> *ls = the scales, and *ls_shifted =
+ * the scales of the shifted sub-blocks (0 for the others) */
+static inline __attribute__((always_inline)) void block_scales_shifted_avx2(const uint8_t *blk, __m128i *ls, __m128i *ls_shifted) {
+    const __m128i bytes = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(blk + OFF_SCALES)));
+    *ls = _mm_sub_epi16(_mm_and_si128(bytes, _mm_set1_epi16(254)), _mm_set1_epi16(127));
+    /* bit 0 = the shift: all-ones words where set */
+    const __m128i shifted = _mm_sub_epi16(_mm_setzero_si128(), _mm_and_si128(bytes, _mm_set1_epi16(1)));
+    *ls_shifted = _mm_and_si128(*ls, shifted);
+}
+
 static inline __m256i load_both_halves(const void *p) {
     return _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)p));
 }
@@ -96,6 +106,17 @@ static inline __attribute__((always_inline)) void block_values_avx2(const uint8_
         const __m256i raw = _mm256_loadu_si256((const __m256i *)(blk + OFF_QS + 32 * k));
         const __m256i nib = raw;
         const __m256i tbl = _mm256_loadu_si256((const __m256i *)(GRID_HALF_PAIRS + 32 * (shift[2 * k] | shift[2 * k + 1] << 1)));
+        lo[k] = _mm256_shuffle_epi8(tbl, _mm256_and_si256(nib, _mm256_set1_epi8(0x0F)));
+        hi[k] = _mm256_shuffle_epi8(tbl, _mm256_and_si256(_mm256_srli_epi16(nib, 4), _mm256_set1_epi8(0x0F)));
+    }
+}
+
+/* block_values_avx2 with every sub-block taken as unshifted (grid half 0) */
+static inline __attribute__((always_inline)) void block_values_unshifted_avx2(const uint8_t *blk, __m256i lo[4], __m256i hi[4]) {
+    const __m256i tbl = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)GRID));
+    for (int k = 0; k < 4; ++k) {
+        const __m256i raw = _mm256_loadu_si256((const __m256i *)(blk + OFF_QS + 32 * k));
+        const __m256i nib = raw;
         lo[k] = _mm256_shuffle_epi8(tbl, _mm256_and_si256(nib, _mm256_set1_epi8(0x0F)));
         hi[k] = _mm256_shuffle_epi8(tbl, _mm256_and_si256(_mm256_srli_epi16(nib, 4), _mm256_set1_epi8(0x0F)));
     }
@@ -341,17 +362,27 @@ typedef struct {
     int8_t *q;
     uint8_t *qabs;
     float *d;
+    /* 4 * (the sum of sub-block b's 32 quants) at [8 * ib + b]: a shifted sub-block's
+     * values are the unshifted ones plus 4 (|4 * 32 * 128| < 2^15) */
+    int16_t *step_sums;
 } act_facts;
 
 static int act_prepare(act_facts *f, const uint8_t *a, int64_t nb) {
     f->q = (int8_t *)malloc((size_t)(nb + 1) * QK);
     f->qabs = (uint8_t *)malloc((size_t)(nb + 1) * QK);
     f->d = (float *)malloc((size_t)(nb + 1) * sizeof(float));
+    f->step_sums = (int16_t *)malloc((size_t)(nb + 1) * NSUB * sizeof(int16_t));
+    if (!f->step_sums) return -1;
     if (!f->q || !f->qabs || !f->d) return -1;
     for (int64_t ib = 0; ib < nb; ++ib) {
         const uint8_t *ab = a + ib * ACT_SIZE;
         int8_t *q = f->q + ib * QK;
         f->d[ib] = qs_load_f32(ab + ACT_OFF_D);
+        for (int b = 0; b < NSUB; ++b) {
+            int sum = 0;
+            for (int j = 0; j < SUB; ++j) sum += ((const int8_t *)(ab + ACT_OFF_QS))[SUB * b + j];
+            f->step_sums[NSUB * ib + b] = (int16_t)(4 * sum);
+        }
         for (int c = 0; c < QK / 16; ++c) {
             const int src = (c % 4 == 1) ? c + 1 : (c % 4 == 2) ? c - 1 : c;
             memcpy(q + 16 * c, ab + ACT_OFF_QS + 16 * src, 16);
@@ -365,18 +396,22 @@ static void act_release(act_facts *f) {
     free(f->q);
     free(f->qabs);
     free(f->d);
+    free(f->step_sums);
 }
 
 /* 8 int32 lanes whose total is block_isum. The values are at most 127 in magnitude and the
  * activation bytes any int8: |a| (unsigned, 0..128) times sign(value, a) is exact in pmaddubsw,
  * whose int16 pair sums stay within 2*128*127 = 32512. */
 static inline __attribute__((always_inline)) __m256i block_isum_avx2(const uint8_t *blk, const int8_t *aq,
-                                                                     const uint8_t *aabs) {
-    int shift[NSUB];
-    const __m256i S = _mm256_broadcastsi128_si256(block_scales_avx2(blk, shift));
-    __m256i acc = _mm256_setzero_si256();
+                                                                     const uint8_t *aabs, const int16_t *step_sums) {
+    /* isum = sum_b scale_b * (sum_j half0[index_j] * a_j) + sum_b (scale_b * shift_b) * 4 * sum_j a_j:
+     * the same integer as block_isum, with one table for every sub-block */
+    __m128i ls, ls_shifted;
+    block_scales_shifted_avx2(blk, &ls, &ls_shifted);
+    const __m256i S = _mm256_inserti128_si256(_mm256_castsi128_si256(ls), ls, 1); /* vinserti128: vperm2i128 is slow on Zen 1 */
+    __m256i acc = _mm256_zextsi128_si256(_mm_madd_epi16(ls_shifted, _mm_loadu_si128((const __m128i *)step_sums)));
     __m256i lo[4], hi[4];
-    block_values_avx2(blk, shift, lo, hi);
+    block_values_unshifted_avx2(blk, lo, hi);
     for (int k = 0; k < 4; ++k) {
         /* sub-block 2k's scale in the int16 lanes of the low half, 2k+1's in the high half */
         const __m256i sk = _mm256_shuffle_epi8(S, _mm256_set_m128i(_mm_set1_epi16((short)(0x0100 * (4 * k + 3) + 4 * k + 2)),
@@ -394,7 +429,7 @@ static inline __attribute__((always_inline)) __m256i block_isum_avx2(const uint8
 static inline __m256 contributions8(const uint8_t *blocks, float d, const act_facts *f, int64_t ib) {
     __m256i p[8];
     for (int j = 0; j < 8; ++j)
-        p[j] = block_isum_avx2(blocks + (ib + j) * TYPE_SIZE, f->q + (ib + j) * QK, f->qabs + (ib + j) * QK);
+        p[j] = block_isum_avx2(blocks + (ib + j) * TYPE_SIZE, f->q + (ib + j) * QK, f->qabs + (ib + j) * QK, f->step_sums + NSUB * (ib + j));
     return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(d), _mm256_loadu_ps(f->d + ib)), _mm256_cvtepi32_ps(qs_avx2_hsum_8x8(p)));
 }
 
@@ -411,8 +446,8 @@ static void dot_rows2(int64_t nb, const uint8_t *row0, const uint8_t *row1, cons
         for (int j = 0; j < 8; ++j) {
             const int8_t *aq = f->q + (ib + j) * QK;
             const uint8_t *aabs = f->qabs + (ib + j) * QK;
-            s0[j] = block_isum_avx2(b0 + (ib + j) * TYPE_SIZE, aq, aabs);
-            s1[j] = block_isum_avx2(b1 + (ib + j) * TYPE_SIZE, aq, aabs);
+            s0[j] = block_isum_avx2(b0 + (ib + j) * TYPE_SIZE, aq, aabs, f->step_sums + NSUB * (ib + j));
+            s1[j] = block_isum_avx2(b1 + (ib + j) * TYPE_SIZE, aq, aabs, f->step_sums + NSUB * (ib + j));
         }
         const __m256 da = _mm256_loadu_ps(f->d + ib);
         const __m256 t0 = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(d0), da), _mm256_cvtepi32_ps(qs_avx2_hsum_8x8(s0)));

@@ -355,8 +355,8 @@ static inline __attribute__((always_inline)) __m256 group_scale8(__m256i codes, 
     return _mm256_sub_ps(_mm256_castsi256_ps(_mm256_or_si256(ls, _mm256_set1_epi32(0x4B000000))), _mm256_set1_ps(8388640.0f));
 }
 
-/* The float32 contributions of blocks ib .. ib+7, one per lane. */
-static inline __m256 contributions8(const uint8_t *w, const uint8_t *a, const act_facts *f, int64_t ib) {
+/* The float32 contributions of blocks ib .. ib+7, one per lane; and a prefetch of the same bytes `ahead` further (the rows the next pass reads). */
+static inline __m256 contributions8(const uint8_t *w, const uint8_t *a, const act_facts *f, int64_t ib, int64_t ahead) {
     (void)a;
     const uint8_t *wb = w + ib * TYPE_SIZE;
     const __m256 x = _mm256_mul_ps(qs_avx2_load_fp16x8(wb + OFF_D, TYPE_SIZE), _mm256_loadu_ps(f->da + ib));
@@ -368,6 +368,9 @@ static inline __m256 contributions8(const uint8_t *w, const uint8_t *a, const ac
     __m256 contribution = _mm256_setzero_ps();
 #pragma GCC unroll 4
     for (int p = 0; p < NGROUPS / 2; ++p) {
+        /* the 17 cache lines of these 8 blocks in the row `ahead`, four or five per pair of groups */
+        for (int line = 4 * p; line < (p == NGROUPS / 2 - 1 ? (8 * TYPE_SIZE + 63) / 64 : 4 * p + 4); ++line)
+            _mm_prefetch((const char *)(wb + ahead + 64 * line), _MM_HINT_T0);
         /* e[j]: groups 2p (lower half) and 2p+1 (upper half) of super-block ib+j, from one load */
         __m256i e[8];
         for (int j = 0; j < 8; ++j)
@@ -390,15 +393,16 @@ static void dot_rows2(int64_t nb, const uint8_t *w0, const uint8_t *w1, const ui
     int64_t ib = 0;
     /* blocks ib .. ib+7 are lanes 0..7 (p0, q0), ib+8 .. ib+15 lanes 8..15 (p1, q1) */
     __m256 p0 = _mm256_setzero_ps(), p1 = _mm256_setzero_ps(), q0 = _mm256_setzero_ps(), q1 = _mm256_setzero_ps();
+    const int64_t ahead = 2 * (w1 - w0); /* the next pair of rows */
     for (; ib + 16 <= nb; ib += 16) {
-        p0 = _mm256_add_ps(p0, contributions8(w0, a, f, ib));
-        q0 = _mm256_add_ps(q0, contributions8(w1, a, f, ib));
-        p1 = _mm256_add_ps(p1, contributions8(w0, a, f, ib + 8));
-        q1 = _mm256_add_ps(q1, contributions8(w1, a, f, ib + 8));
+        p0 = _mm256_add_ps(p0, contributions8(w0, a, f, ib, ahead));
+        q0 = _mm256_add_ps(q0, contributions8(w1, a, f, ib, ahead));
+        p1 = _mm256_add_ps(p1, contributions8(w0, a, f, ib + 8, ahead));
+        q1 = _mm256_add_ps(q1, contributions8(w1, a, f, ib + 8, ahead));
     }
     if (ib + 8 <= nb) {
-        p0 = _mm256_add_ps(p0, contributions8(w0, a, f, ib));
-        q0 = _mm256_add_ps(q0, contributions8(w1, a, f, ib));
+        p0 = _mm256_add_ps(p0, contributions8(w0, a, f, ib, ahead));
+        q0 = _mm256_add_ps(q0, contributions8(w1, a, f, ib, ahead));
         ib += 8;
     }
     _mm256_storeu_ps(lanes0, p0);
@@ -418,11 +422,11 @@ static float dot_row(int64_t nb, const uint8_t *w, const uint8_t *a, const act_f
     int64_t ib = 0;
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     for (; ib + 16 <= nb; ib += 16) {
-        acc0 = _mm256_add_ps(acc0, contributions8(w, a, f, ib));
-        acc1 = _mm256_add_ps(acc1, contributions8(w, a, f, ib + 8));
+        acc0 = _mm256_add_ps(acc0, contributions8(w, a, f, ib, 0));
+        acc1 = _mm256_add_ps(acc1, contributions8(w, a, f, ib + 8, 0));
     }
     if (ib + 8 <= nb) {
-        acc0 = _mm256_add_ps(acc0, contributions8(w, a, f, ib));
+        acc0 = _mm256_add_ps(acc0, contributions8(w, a, f, ib, 0));
         ib += 8;
     }
     _mm256_storeu_ps(lanes, acc0);

@@ -88,3 +88,32 @@ def test_iq4_ks_every_pair_of_shifts(fmt, isa):
             meta = np.frombuffer(np.float32(0.75).tobytes()[:spec.row_meta_size], np.uint8)
             wq = np.concatenate([np.broadcast_to(meta, (nrows, spec.row_meta_size)), body.reshape(nrows, -1)], axis=1)
             _check(fmt, isa, np.ascontiguousarray(wq), aq, f"{nrows} rows of {nblocks} super-blocks")
+
+
+@pytest.mark.parametrize("fmt,isa", _params(("iq4_ks", "iq4_kss")))
+def test_iq4_ks_shifted_sub_blocks_at_the_extremes(fmt, isa):
+    """The SIMD dot adds 4 * (activation sum) per shifted sub-block to the
+    unshifted sum: every sub-block shifted, with scale +127 or -127, against
+    sub-blocks of quants all -128 or all 127 (sums -4096 and 4064)."""
+    spec = registry.spec(fmt)
+    act = registry.spec("q8_k")
+    rng = np.random.default_rng(8)
+    for nblocks in (8, 9, 17):
+        a = _q8_k(nblocks * QK, rng)
+        quants = a.reshape(nblocks, act.type_size)[:, act.offsets()["qs"]:act.offsets()["qs"] + QK]
+        for b in range(8):
+            quants[:, 32 * b:32 * b + 32] = np.uint8(0x80 if (b // 2) % 2 == 0 else 0x7F)
+        for nrows in NROWS:
+            body = rng.integers(0, 256, (nrows, nblocks, spec.type_size), dtype=np.uint8)
+            for i in range(nblocks):
+                for b in range(8):
+                    scale_byte = 255 if (i + b) % 2 else 1  # ls = +127 or -127, shift bit set
+                    if fmt == "iq4_ks":
+                        body[:, i, spec.offsets()["scales"] + b] = scale_byte
+                    else:  # IQ4_KSS: bit k of the scale byte is bit 0 of word k of sub-block b
+                        for k in range(8):
+                            at = 16 * b + 2 * k
+                            body[:, i, at] = (body[:, i, at] & 0xFE) | ((scale_byte >> k) & 1)
+            meta = np.frombuffer(np.float32(1.5).tobytes()[:spec.row_meta_size], np.uint8)
+            wq = np.concatenate([np.broadcast_to(meta, (nrows, spec.row_meta_size)), body.reshape(nrows, -1)], axis=1)
+            _check(fmt, isa, np.ascontiguousarray(wq), a, f"{nrows} rows of {nblocks} super-blocks")
