@@ -49,20 +49,32 @@ static inline int qs_stream_output_llc(const float *y, int64_t n, uintptr_t alig
 
 static inline float qs_f16_to_f32_hw(uint16_t h) { return _cvtsh_ss(h); }
 
+static inline __m128i qs_avx2_fold_i32(__m256i v) {
+    return _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+}
+
 static inline int qs_avx2_hsum_i32(__m256i v) {
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    __m128i s = qs_avx2_fold_i32(v);
     s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
     s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
     return _mm_cvtsi128_si32(s);
 }
 
-/* [sum(p[0]), ..., sum(p[7])]: the totals of eight int32x8 vectors. */
+/* The totals of four int32x4 vectors, [sum(a), sum(b), sum(c), sum(d)]. */
+static inline __m128i qs_sse_hsum_4x4(__m128i a, __m128i b, __m128i c, __m128i d) {
+    const __m128i ab = _mm_add_epi32(_mm_unpacklo_epi32(a, b), _mm_unpackhi_epi32(a, b));
+    const __m128i cd = _mm_add_epi32(_mm_unpacklo_epi32(c, d), _mm_unpackhi_epi32(c, d));
+    return _mm_add_epi32(_mm_unpacklo_epi64(ab, cd), _mm_unpackhi_epi64(ab, cd));
+}
+
+/* [sum(p[0]), ..., sum(p[7])]: the totals of eight int32x8 vectors. Halves are folded first and
+ * the rest is unpacks and adds: vphaddd and vperm2i128 cost several uops each on Zen 1. */
 static inline __m256i qs_avx2_hsum_8x8(const __m256i p[8]) {
-    const __m256i h01 = _mm256_hadd_epi32(p[0], p[1]), h23 = _mm256_hadd_epi32(p[2], p[3]);
-    const __m256i h45 = _mm256_hadd_epi32(p[4], p[5]), h67 = _mm256_hadd_epi32(p[6], p[7]);
-    const __m256i h0123 = _mm256_hadd_epi32(h01, h23), h4567 = _mm256_hadd_epi32(h45, h67);
-    return _mm256_add_epi32(_mm256_permute2x128_si256(h0123, h4567, 0x20),
-                            _mm256_permute2x128_si256(h0123, h4567, 0x31));
+    const __m128i lo = qs_sse_hsum_4x4(qs_avx2_fold_i32(p[0]), qs_avx2_fold_i32(p[1]), qs_avx2_fold_i32(p[2]),
+                                       qs_avx2_fold_i32(p[3]));
+    const __m128i hi = qs_sse_hsum_4x4(qs_avx2_fold_i32(p[4]), qs_avx2_fold_i32(p[5]), qs_avx2_fold_i32(p[6]),
+                                       qs_avx2_fold_i32(p[7]));
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1);
 }
 
 static inline float qs_avx2_hmax_ps(__m256 v) {

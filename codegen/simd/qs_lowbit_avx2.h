@@ -56,11 +56,4 @@ static inline void qs_avx2_hsum_pairs_4x4_lanes(__m256i d0, __m256i d1, __m256i 
                           _mm256_castps_si256(_mm256_shuffle_ps(v01, v23, _MM_SHUFFLE(3, 1, 3, 1))));
 }
 
-/* [sum(d0), sum(d1), sum(d2), sum(d3)] of four int32x4 vectors */
-static inline __m128i qs_sse_hsum_4x4(__m128i d0, __m128i d1, __m128i d2, __m128i d3) {
-    const __m128i s01 = _mm_add_epi32(_mm_unpacklo_epi32(d0, d1), _mm_unpackhi_epi32(d0, d1));
-    const __m128i s23 = _mm_add_epi32(_mm_unpacklo_epi32(d2, d3), _mm_unpackhi_epi32(d2, d3));
-    return _mm_add_epi32(_mm_unpacklo_epi64(s01, s23), _mm_unpackhi_epi64(s01, s23));
-}
-
 #endif

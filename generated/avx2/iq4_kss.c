@@ -103,9 +103,8 @@ static inline __attribute__((always_inline)) void block_scales_shifted_avx2(cons
     const __m128i bytes = _mm_shuffle_epi8(_mm_cvtsi64_si128((long long)((uint64_t)m[1] << 32 | m[0])),
                                            _mm_setr_epi8(0, -1, 2, -1, 1, -1, 3, -1, 4, -1, 6, -1, 5, -1, 7, -1));
     *ls = _mm_sub_epi16(_mm_and_si128(bytes, _mm_set1_epi16(254)), _mm_set1_epi16(127));
-    /* bit 0 = the shift: all-ones words where set */
-    const __m128i shifted = _mm_sub_epi16(_mm_setzero_si128(), _mm_and_si128(bytes, _mm_set1_epi16(1)));
-    *ls_shifted = _mm_and_si128(*ls, shifted);
+    /* bit 0 = the shift: psign by 0 or 1 keeps or clears the scale */
+    *ls_shifted = _mm_sign_epi16(*ls, _mm_and_si128(bytes, _mm_set1_epi16(1)));
 }
 
 static inline __m256i load_both_halves(const void *p) {

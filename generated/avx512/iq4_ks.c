@@ -78,9 +78,8 @@ static inline __attribute__((always_inline)) __m128i block_scales_avx2(const uin
 static inline __attribute__((always_inline)) void block_scales_shifted_avx2(const uint8_t *blk, __m128i *ls, __m128i *ls_shifted) {
     const __m128i bytes = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(blk + OFF_SCALES)));
     *ls = _mm_sub_epi16(_mm_and_si128(bytes, _mm_set1_epi16(254)), _mm_set1_epi16(127));
-    /* bit 0 = the shift: all-ones words where set */
-    const __m128i shifted = _mm_sub_epi16(_mm_setzero_si128(), _mm_and_si128(bytes, _mm_set1_epi16(1)));
-    *ls_shifted = _mm_and_si128(*ls, shifted);
+    /* bit 0 = the shift: psign by 0 or 1 keeps or clears the scale */
+    *ls_shifted = _mm_sign_epi16(*ls, _mm_and_si128(bytes, _mm_set1_epi16(1)));
 }
 
 static inline __m256i load_both_halves(const void *p) {
