@@ -181,17 +181,24 @@ def _byte_rows(name: str, q, spec=None) -> tuple[np.ndarray, bool, int]:
     return _contiguous(q2), one_row, n
 
 
-def _plain_rows_elements(q, ndim: int, spec) -> int | None:
+def _row_layout(spec) -> tuple[int, int, int]:
+    """(row_meta_size, type_size, block_size): what ``_plain_rows_elements`` reads, as plain ints."""
+    return spec.row_meta_size, spec.type_size, spec.block_size
+
+
+def _plain_rows_elements(q, ndim: int, layout: tuple[int, int, int]) -> int | None:
     """Elements per row of ``q`` when it is the plain case that ``_byte_rows``
-    accepts as it is (an aligned C-contiguous uint8 ndarray of ``ndim``
-    dimensions holding whole rows of ``spec``); None otherwise."""
-    if type(q) is not np.ndarray or q.dtype is not _UINT8 or q.ndim != ndim:
+    accepts as it is (a C-contiguous uint8 ndarray of ``ndim`` dimensions,
+    at least one row, holding whole rows of the ``_row_layout``); None
+    otherwise. uint8 data is always aligned."""
+    if type(q) is not np.ndarray or q.dtype is not _UINT8 or q.ndim != ndim or not q.flags.c_contiguous:
         return None
-    flags = q.flags
-    body = q.shape[-1] - spec.row_meta_size
-    if not (flags.c_contiguous and flags.aligned) or body <= 0 or body % spec.type_size or q.size == 0:
+    shape = q.shape
+    meta, type_size, block_size = layout
+    body = shape[-1] - meta
+    if body <= 0 or body % type_size or not shape[0]:
         return None
-    return body // spec.type_size * spec.block_size
+    return body // type_size * block_size
 
 
 def dequantize(fmt, q, threads=None, out=None) -> np.ndarray:
@@ -224,7 +231,8 @@ def _vec_dot_formats(name: str) -> tuple:
         raise UnsupportedOperationError(
             f"{name}: has no dot product here (an activation format, or one whose activation format "
             f"quantspec does not define)")
-    facts = _VEC_DOT_FORMATS[name] = (spec, spec.vec_dot_format, registry.spec(spec.vec_dot_format))
+    act_spec = registry.spec(spec.vec_dot_format)
+    facts = _VEC_DOT_FORMATS[name] = (spec, spec.vec_dot_format, act_spec, _row_layout(spec), _row_layout(act_spec))
     return facts
 
 
@@ -233,12 +241,12 @@ def vec_dot(fmt, wq, aq, threads=None) -> np.ndarray:
     ``vec_dot_format``: float32 ``(nrows,)`` (a mat-vec), in the canonical
     16-lane order."""
     name = registry.resolve(fmt)
-    spec, act, act_spec = _VEC_DOT_FORMATS.get(name) or _vec_dot_formats(name)
+    spec, act, act_spec, layout, act_layout = _VEC_DOT_FORMATS.get(name) or _vec_dot_formats(name)
     if threads is None or (type(threads) is int and threads == 1):
         # the common call (a mat-vec inside a model) in a few attribute reads; anything else, checked below
-        n = _plain_rows_elements(wq, 2, spec)
+        n = _plain_rows_elements(wq, 2, layout)
         a = aq[0] if type(aq) is np.ndarray and aq.ndim == 2 and aq.shape[0] == 1 else aq  # one row, as (1, k)
-        if n is not None and _plain_rows_elements(a, 1, act_spec) == n:
+        if n is not None and _plain_rows_elements(a, 1, act_layout) == n:
             impl = dispatch.implementation(name, "vec_dot")
             result = impl.vec_dot(wq, a) if impl.isa == "reference" else impl.vec_dot(wq, a, 1, n)
             return result.astype(np.float32, copy=False)
