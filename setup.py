@@ -10,6 +10,7 @@ import json
 import platform
 from pathlib import Path
 
+import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -44,7 +45,9 @@ def kernel_extensions():
     for e in MANIFEST["extensions"]:
         if e["arch"] not in ("any", ARCH):
             continue
-        ext = Extension(e["name"], [e["pyx"]], include_dirs=e["include_dirs"], extra_compile_args=BASE_CFLAGS,
+        # the wrapper's plain vec_dot path reads arrays through NumPy's C API
+        ext = Extension(e["name"], [e["pyx"]], include_dirs=[*e["include_dirs"], numpy.get_include()],
+                        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")], extra_compile_args=BASE_CFLAGS,
                         depends=[str(p) for p in [*(ROOT / "codegen" / "simd").glob("*.h"),
                                                    *(ROOT / "generated" / "iqgrid").glob("*.h")]])
         out.append(ext)

@@ -5,6 +5,10 @@ C-contiguous arrays; each call releases the GIL while the kernel runs."""
 
 from libc.stdint cimport int64_t, uint8_t
 
+cimport numpy as cnp
+
+cnp.import_array()
+
 cdef extern from "qs_kernels_scalar.h" nogil:
     int64_t qs_bf16_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
     void qs_bf16_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
@@ -455,3 +459,48 @@ def vec_dot(str fmt, const uint8_t[:, ::1] w, const uint8_t[::1] a, float[::1] o
         status = fn(n, w.shape[0], &w[0, 0], w.shape[1], &a[0], &out[0])
     if status:
         raise MemoryError(f"{fmt}: no memory for the activation's block facts")
+
+
+cdef int64_t _plain_elements(object q, int ndim, int64_t meta, int64_t type_size, int64_t block_size):
+    """Elements per row of ``q`` when it is a C-contiguous uint8 ndarray of
+    ``ndim`` dimensions holding at least one whole row; -1 otherwise."""
+    if type(q) is not cnp.ndarray:
+        return -1
+    cdef cnp.ndarray arr = <cnp.ndarray>q
+    if cnp.PyArray_NDIM(arr) != ndim or cnp.PyArray_TYPE(arr) != cnp.NPY_UINT8 or not cnp.PyArray_IS_C_CONTIGUOUS(arr):
+        return -1
+    cdef int64_t body = cnp.PyArray_DIM(arr, ndim - 1) - meta
+    if body <= 0 or body % type_size or cnp.PyArray_DIM(arr, 0) == 0:
+        return -1
+    return body // type_size * block_size
+
+
+def vec_dot_plain(str fmt, object w, object a, tuple layout, tuple act_layout):
+    """``vec_dot`` for the common call, checked in C: ``w`` a C-contiguous
+    uint8 ``(nrows, row_bytes)`` array of whole rows, ``a`` one such row as
+    ``(k,)`` or ``(1, k)`` with as many elements. Returns the float32
+    ``(nrows,)`` result, or None for any other input (the caller's checked
+    path then takes it). ``layout``: (row metadata bytes, type size, block size)."""
+    cdef int64_t n = _plain_elements(w, 2, layout[0], layout[1], layout[2])
+    if n < 0:
+        return None
+    cdef int a_ndim = 2 if type(a) is cnp.ndarray and cnp.PyArray_NDIM(<cnp.ndarray>a) == 2 else 1
+    if a_ndim == 2 and cnp.PyArray_DIM(<cnp.ndarray>a, 0) != 1:
+        return None
+    if _plain_elements(a, a_ndim, act_layout[0], act_layout[1], act_layout[2]) != n:
+        return None
+    cdef vec_dot_fn fn = _vec_dot[_VEC_DOT_INDEX[fmt]]
+    cdef cnp.ndarray wa = <cnp.ndarray>w
+    cdef cnp.ndarray aa = <cnp.ndarray>a
+    cdef cnp.npy_intp nrows = cnp.PyArray_DIM(wa, 0)
+    cdef cnp.ndarray out = cnp.PyArray_EMPTY(1, &nrows, cnp.NPY_FLOAT32, 0)
+    cdef const uint8_t *wp = <const uint8_t *>cnp.PyArray_DATA(wa)
+    cdef const uint8_t *ap = <const uint8_t *>cnp.PyArray_DATA(aa)
+    cdef float *op = <float *>cnp.PyArray_DATA(out)
+    cdef int64_t stride = cnp.PyArray_DIM(wa, 1)
+    cdef int status
+    with nogil:
+        status = fn(n, nrows, wp, stride, ap, op)
+    if status:
+        raise MemoryError(f"{fmt}: no memory for the activation's block facts")
+    return out

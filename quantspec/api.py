@@ -243,13 +243,17 @@ def vec_dot(fmt, wq, aq, threads=None) -> np.ndarray:
     name = registry.resolve(fmt)
     spec, act, act_spec, layout, act_layout = _VEC_DOT_FORMATS.get(name) or _vec_dot_formats(name)
     if threads is None or (type(threads) is int and threads == 1):
-        # the common call (a mat-vec inside a model) in a few attribute reads; anything else, checked below
-        n = _plain_rows_elements(wq, 2, layout)
-        a = aq[0] if type(aq) is np.ndarray and aq.ndim == 2 and aq.shape[0] == 1 else aq  # one row, as (1, k)
-        if n is not None and _plain_rows_elements(a, 1, act_layout) == n:
-            impl = dispatch.implementation(name, "vec_dot")
-            result = impl.vec_dot(wq, a) if impl.isa == "reference" else impl.vec_dot(wq, a, 1, n)
-            return result.astype(np.float32, copy=False)
+        # the common call (a mat-vec inside a model): a kernel checks it in C; anything else, checked below
+        impl = dispatch.implementation(name, "vec_dot")
+        if impl.isa != "reference":
+            result = impl.ext.vec_dot_plain(name, wq, aq, layout, act_layout)
+            if result is not None:
+                return result
+        else:
+            n = _plain_rows_elements(wq, 2, layout)
+            a = aq[0] if type(aq) is np.ndarray and aq.ndim == 2 and aq.shape[0] == 1 else aq  # one row, as (1, k)
+            if n is not None and _plain_rows_elements(a, 1, act_layout) == n:
+                return impl.vec_dot(wq, a).astype(np.float32, copy=False)
     threads = _check_threads(threads)
     w2, _, n = _byte_rows(name, wq, spec)
     a2, _, n_a = _byte_rows(act, aq, act_spec)

@@ -190,6 +190,26 @@ def test_vec_dot_takes_every_layout_alike(isa):
         qs.vec_dot("q4_0", wq.astype(np.int8), aq)
     with pytest.raises(ValueError, match="threads must be a positive integer"):
         qs.vec_dot("q4_0", wq, aq, threads=True)
+    with pytest.raises(errors.ShapeError, match="the activation must be one q8_0 row, got 2 rows"):
+        qs.vec_dot("q4_0", wq, np.stack([aq, aq]))
+    with pytest.raises(errors.ShapeError, match="activation row must hold 128 elements"):
+        qs.vec_dot("q4_0", wq, aq[:aq.size // 2])
+
+
+@pytest.mark.parametrize("isa", ["reference", None])
+def test_vec_dot_rows_with_metadata_take_every_layout_alike(isa):
+    """A format whose rows start with a row scale (IQ4_KSS) against Q8_K: the
+    plain call, one row as (row_bytes,), (1, k) activations and threads agree."""
+    rng = np.random.default_rng(4)
+    wq = qs.quantize("iq4_kss", rng.standard_normal((3, 512), dtype=np.float32))
+    aq = qs.quantize("q8_k", rng.standard_normal(512, dtype=np.float32))
+    with (qs.use_isa(isa) if isa else contextlib.nullcontext()):
+        plain = qs.vec_dot("iq4_kss", wq, aq)
+        others = [qs.vec_dot("iq4_kss", wq, aq[None, :]), qs.vec_dot("iq4_kss", wq, aq, threads=2),
+                  np.concatenate([qs.vec_dot("iq4_kss", row, aq) for row in wq])]
+    assert plain.shape == (3,)
+    for other in others:
+        assert other.dtype == np.float32 and (other.view(np.uint32) == plain.view(np.uint32)).all()
 
 
 def test_validate_names_bad_scales():
