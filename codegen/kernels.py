@@ -199,8 +199,10 @@ FORMATS = (
     #   index        C expression of element j's index in the half (IQ2_KL: pair j's grid point)
     #   codes        the SIMD unpacker of the index bits (a layout named in codegen/templates/iqks.c.j2)
     #   quantize     the quantizer: kind (ks: odd 7-bit codes against d = max|scale|/127; kss: the same with
-    #                IQ4_KSS's parity pruning; iq3_ks: signed 5-bit codes against -max_scale/16), the sweep's
-    #                ntry, sigma2 factor, first-candidate guard and the order of the final sums
+    #                IQ4_KSS's parity pruning; iq3_ks: signed 5-bit codes against -max_scale/16; iq2_ks: IQ2_K's
+    #                partition search, then make_qx_quants over the row's scales), the sweep's ntry, sigma2 factor
+    #                (iq2_ks: sigma2 as a C expression over sumx2, and weights 0.25*sigma2 + x^2 without an
+    #                imatrix), first-candidate guard and the order of the final sums
     ("iq4_ks", "iqks.c.j2", OPS, dict(
         iqks=True, grid="IQ4K_VALUES", half=16, codes="nibbles16",
         scale="(scales[b] & 254) - 127", shift="scales[b] & 1", index="(qs[16 * b + j % 16] >> 4 * (j / 16)) & 15",
@@ -221,10 +223,12 @@ FORMATS = (
         shift="(extra >> (8 + b)) & 1",
         index="((qs[32 * (b / 4) + j] >> 2 * (b % 4)) & 3) | (((qh[j] >> b) & 1) << 2)",
         quantize=dict(kind="iq3_ks", nearest="IQ3NL", ntry=5, sigma_factor=2.0, guard_first=True, pair_sums=False))),
-    ("iq2_ks", "iqks.c.j2", ("dequantize", "vec_dot"), dict(
+    ("iq2_ks", "iqks.c.j2", OPS, dict(
         iqks=True, grid="IQ2NL_VALUES", half=4, codes="crumbs32",
         scale="(int)(((scales[b / 2] >> 4 * (b % 2)) & 15) | (((extra >> (8 + b)) & 1) << 4)) - 16",
-        shift="(extra >> b) & 1", index="(qs[32 * (b / 4) + j] >> 2 * (b % 4)) & 3")),
+        shift="(extra >> b) & 1", index="(qs[32 * (b / 4) + j] >> 2 * (b % 4)) & 3",
+        quantize=dict(kind="iq2_ks", nearest="IQ2NL", sigma2="(1.5f * sumx2) / 256.f", quarter_sigma=True,
+                      nmax=16, pair_sums=False))),
     ("iq2_kl", "iqks.c.j2", ("dequantize", "vec_dot"), dict(
         iqks=True, grid="IQ2KL_VALUES", half=32, codes="pairs",
         scale="(int)(((scales_l[b % 4] >> 4 * (b / 4)) & 15) | (((scales_h >> 2 * b) & 3) << 4)) - 32",

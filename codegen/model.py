@@ -321,11 +321,25 @@ def iqks_context(fmt: str, spec, extra: dict) -> dict:
     ctx["kact"] = dict(name=act.name, type_size=act.type_size, off_d=aoffs["d"], off_qs=aoffs["qs"])
     if "quantize" in extra:
         qx = dict(extra["quantize"])
-        grid = getattr(_ik_module("_iqk"), qx["nearest"])
-        if grid.index is None or grid.index_from_difference or not np.array_equal(grid.values, values):
+        iqk = _ik_module("_iqk")
+        grid = getattr(iqk, qx["nearest"])
+        partition = qx["kind"] == "iq2_ks"
+        if (grid.index is None and not partition) or grid.index_from_difference \
+                or not np.array_equal(grid.values, values):
             raise ValueError(f"{fmt}: the quantizer's grid {grid.name} must be the format's, with an index table")
-        qx.update(grid_name=grid.name, limit=grid.limit, index=[int(v) for v in grid.index[:grid.limit]],
-                  index_name=f"{grid.name.upper()}_INDEX")
+        if grid.index is None:  # best_index_iq2nl: direct comparisons, no table
+            qx.update(grid_name=grid.name, limit=None, index=None, index_name=None)
+        else:
+            qx.update(grid_name=grid.name, limit=grid.limit, index=[int(v) for v in grid.index[:grid.limit]],
+                      index_name=f"{grid.name.upper()}_INDEX")
+        if partition:  # the breakpoint limits and the final fudge factor, from the spec module
+            mod = _ik_module(fmt)
+            bp = mod.BREAKPOINTS
+            max_i1, min_i3 = int(bp[:, 0].max()) + 1, int(bp[:, 2].min())
+            if mod.BLOCK != 32 or not np.array_equal(bp, iqk.partitions(32, max_i1=max_i1, min_i3=min_i3)):
+                raise ValueError(f"{fmt}: BREAKPOINTS must be _iqk.partitions(32, max_i1, min_i3)")
+            # the fudge factor as a C float literal, written as codegen.iqk writes IQ2_K's
+            qx.update(max_i1=max_i1, min_i3=min_i3, fudge=repr(float(np.float32(mod.FUDGE))) + "f")
         ctx["q"] = qx
     return ctx
 

@@ -36,6 +36,7 @@ cdef extern from "qs_kernels_scalar.h" nogil:
     int qs_iq2_k_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
     void qs_iq2_kl_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
     int qs_iq2_kl_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
+    int64_t qs_iq2_ks_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix)
     void qs_iq2_ks_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
     int qs_iq2_ks_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a, float *out)
     void qs_iq2_kt_dequantize__scalar(const uint8_t *q, float *y, int64_t n)
@@ -173,6 +174,7 @@ KERNELS = (
     ("iq2_k", "vec_dot"),
     ("iq2_kl", "dequantize"),
     ("iq2_kl", "vec_dot"),
+    ("iq2_ks", "quantize"),
     ("iq2_ks", "dequantize"),
     ("iq2_ks", "vec_dot"),
     ("iq2_kt", "dequantize"),
@@ -279,42 +281,43 @@ KERNELS = (
     ("tq2_0", "vec_dot"),
 )
 
-cdef quantize_fn _quantize[34]
+cdef quantize_fn _quantize[35]
 _quantize[0] = qs_bf16_quantize__scalar
 _quantize[1] = qs_f16_quantize__scalar
 _quantize[2] = qs_f32_quantize__scalar
 _quantize[3] = qs_iq1_m_quantize__scalar
 _quantize[4] = qs_iq1_s_quantize__scalar
 _quantize[5] = qs_iq2_k_quantize__scalar
-_quantize[6] = qs_iq2_s_quantize__scalar
-_quantize[7] = qs_iq2_xs_quantize__scalar
-_quantize[8] = qs_iq2_xxs_quantize__scalar
-_quantize[9] = qs_iq3_k_quantize__scalar
-_quantize[10] = qs_iq3_ks_quantize__scalar
-_quantize[11] = qs_iq3_s_quantize__scalar
-_quantize[12] = qs_iq3_xxs_quantize__scalar
-_quantize[13] = qs_iq4_k_quantize__scalar
-_quantize[14] = qs_iq4_ks_quantize__scalar
-_quantize[15] = qs_iq4_kss_quantize__scalar
-_quantize[16] = qs_iq4_nl_quantize__scalar
-_quantize[17] = qs_iq4_xs_quantize__scalar
-_quantize[18] = qs_iq5_k_quantize__scalar
-_quantize[19] = qs_iq5_ks_quantize__scalar
-_quantize[20] = qs_iq6_k_quantize__scalar
-_quantize[21] = qs_q2_k_quantize__scalar
-_quantize[22] = qs_q3_k_quantize__scalar
-_quantize[23] = qs_q4_0_quantize__scalar
-_quantize[24] = qs_q4_1_quantize__scalar
-_quantize[25] = qs_q4_k_quantize__scalar
-_quantize[26] = qs_q5_0_quantize__scalar
-_quantize[27] = qs_q5_1_quantize__scalar
-_quantize[28] = qs_q5_k_quantize__scalar
-_quantize[29] = qs_q6_0_quantize__scalar
-_quantize[30] = qs_q6_k_quantize__scalar
-_quantize[31] = qs_q8_0_quantize__scalar
-_quantize[32] = qs_q8_1_quantize__scalar
-_quantize[33] = qs_q8_k_quantize__scalar
-_QUANTIZE_INDEX = { "bf16": 0, "f16": 1, "f32": 2, "iq1_m": 3, "iq1_s": 4, "iq2_k": 5, "iq2_s": 6, "iq2_xs": 7, "iq2_xxs": 8, "iq3_k": 9, "iq3_ks": 10, "iq3_s": 11, "iq3_xxs": 12, "iq4_k": 13, "iq4_ks": 14, "iq4_kss": 15, "iq4_nl": 16, "iq4_xs": 17, "iq5_k": 18, "iq5_ks": 19, "iq6_k": 20, "q2_k": 21, "q3_k": 22, "q4_0": 23, "q4_1": 24, "q4_k": 25, "q5_0": 26, "q5_1": 27, "q5_k": 28, "q6_0": 29, "q6_k": 30, "q8_0": 31, "q8_1": 32, "q8_k": 33, }
+_quantize[6] = qs_iq2_ks_quantize__scalar
+_quantize[7] = qs_iq2_s_quantize__scalar
+_quantize[8] = qs_iq2_xs_quantize__scalar
+_quantize[9] = qs_iq2_xxs_quantize__scalar
+_quantize[10] = qs_iq3_k_quantize__scalar
+_quantize[11] = qs_iq3_ks_quantize__scalar
+_quantize[12] = qs_iq3_s_quantize__scalar
+_quantize[13] = qs_iq3_xxs_quantize__scalar
+_quantize[14] = qs_iq4_k_quantize__scalar
+_quantize[15] = qs_iq4_ks_quantize__scalar
+_quantize[16] = qs_iq4_kss_quantize__scalar
+_quantize[17] = qs_iq4_nl_quantize__scalar
+_quantize[18] = qs_iq4_xs_quantize__scalar
+_quantize[19] = qs_iq5_k_quantize__scalar
+_quantize[20] = qs_iq5_ks_quantize__scalar
+_quantize[21] = qs_iq6_k_quantize__scalar
+_quantize[22] = qs_q2_k_quantize__scalar
+_quantize[23] = qs_q3_k_quantize__scalar
+_quantize[24] = qs_q4_0_quantize__scalar
+_quantize[25] = qs_q4_1_quantize__scalar
+_quantize[26] = qs_q4_k_quantize__scalar
+_quantize[27] = qs_q5_0_quantize__scalar
+_quantize[28] = qs_q5_1_quantize__scalar
+_quantize[29] = qs_q5_k_quantize__scalar
+_quantize[30] = qs_q6_0_quantize__scalar
+_quantize[31] = qs_q6_k_quantize__scalar
+_quantize[32] = qs_q8_0_quantize__scalar
+_quantize[33] = qs_q8_1_quantize__scalar
+_quantize[34] = qs_q8_k_quantize__scalar
+_QUANTIZE_INDEX = { "bf16": 0, "f16": 1, "f32": 2, "iq1_m": 3, "iq1_s": 4, "iq2_k": 5, "iq2_ks": 6, "iq2_s": 7, "iq2_xs": 8, "iq2_xxs": 9, "iq3_k": 10, "iq3_ks": 11, "iq3_s": 12, "iq3_xxs": 13, "iq4_k": 14, "iq4_ks": 15, "iq4_kss": 16, "iq4_nl": 17, "iq4_xs": 18, "iq5_k": 19, "iq5_ks": 20, "iq6_k": 21, "q2_k": 22, "q3_k": 23, "q4_0": 24, "q4_1": 25, "q4_k": 26, "q5_0": 27, "q5_1": 28, "q5_k": 29, "q6_0": 30, "q6_k": 31, "q8_0": 32, "q8_1": 33, "q8_k": 34, }
 
 cdef dequantize_fn _dequantize[49]
 _dequantize[0] = qs_bf16_dequantize__scalar

@@ -41,6 +41,7 @@ int qs_iq2_k_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t
 void qs_iq2_kl_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
 int qs_iq2_kl_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
+int64_t qs_iq2_ks_quantize__scalar(const float *x, uint8_t *q, int64_t nrows, int64_t n_per_row, const float *imatrix);
 void qs_iq2_ks_dequantize__scalar(const uint8_t *q, float *y, int64_t n);
 int qs_iq2_ks_vec_dot__scalar(int64_t n, int64_t nrows, const uint8_t *w, int64_t row_stride, const uint8_t *a,
         float *out);
